@@ -1,0 +1,188 @@
+"""Replay: answer a call to (model, item) with what the model really answered.
+
+``ReplayPool`` holds a pool's records as dense item x model matrices (score, cost,
+tokens, extracted answer) for fast offline evaluation and training; its ``call``
+returns one recorded call the way any backend would. A call for an item or model
+with no record fails with ``ReplayMissError`` rather than inventing an answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from numpy.typing import NDArray
+
+from xrouter.core.errors import ReplayMissError, StoreError
+from xrouter.core.types import CallRecord, Usage
+from xrouter.records.schema import Item, item_from_row
+from xrouter.records.store import Store
+
+__all__ = ["ReplayPool"]
+
+
+@dataclass
+class ReplayPool:
+    """Records of ``models`` on ``item_ids``, every pair present.
+
+    Arrays are indexed ``[item, model]`` in the order of ``item_ids`` and ``models``.
+    """
+
+    store: Store
+    sources: tuple[str, ...]
+    item_ids: list[str]
+    models: list[str]
+    tasks: NDArray[np.str_]
+    score: NDArray[np.float64]
+    cost: NDArray[np.float64]
+    input_tokens: NDArray[np.int64]
+    output_tokens: NDArray[np.int64]
+    extracted: NDArray[np.object_]
+    dropped_items: int = 0
+
+    @classmethod
+    def load(
+        cls,
+        store: Store,
+        sources: Sequence[str],
+        models: Sequence[str],
+        *,
+        tasks: Sequence[str] | None = None,
+        exclude_meta: Sequence[str] = (),
+    ) -> ReplayPool:
+        """Load the items of ``sources`` on which every one of ``models`` has a record.
+
+        Items whose meta has a true value for any key in ``exclude_meta`` (such as
+        ``contaminated``) are left out.
+        """
+        items = store.items(sources, tasks=tasks, columns=["item_id", "task", "meta"])
+        items = _drop_flagged(items, exclude_meta)
+        cols = [
+            "item_id",
+            "model",
+            "score",
+            "cost_usd",
+            "input_tokens",
+            "output_tokens",
+            "extracted",
+        ]
+        records = store.records(sources, models=models, columns=cols)
+        present = set(records.column("model").unique().to_pylist())
+        lacking = [m for m in models if m not in present]
+        if lacking:
+            raise StoreError(
+                f"no records of {', '.join(lacking)} in source(s) "
+                f"{', '.join(sources)}; choose pool models that appear there "
+                "(`xrouter data models` lists them)"
+            )
+        return cls._from_tables(store, tuple(sources), items, records, list(models))
+
+    @classmethod
+    def _from_tables(
+        cls,
+        store: Store,
+        sources: tuple[str, ...],
+        items: pa.Table,
+        records: pa.Table,
+        models: list[str],
+    ) -> ReplayPool:
+        ids = items.column("item_id").to_pylist()
+        row_of = {item_id: i for i, item_id in enumerate(ids)}
+        col_of = {m: j for j, m in enumerate(models)}
+        shape = (len(ids), len(models))
+        score, cost = np.full(shape, np.nan), np.zeros(shape)
+        tokens_in = np.zeros(shape, dtype=np.int64)
+        tokens_out = np.zeros(shape, dtype=np.int64)
+        extracted = np.full(shape, None, dtype=object)
+        data = records.to_pydict()
+        for k, item_id in enumerate(data["item_id"]):
+            i = row_of.get(item_id)
+            if i is None:
+                continue
+            j = col_of[data["model"][k]]
+            score[i, j], cost[i, j] = data["score"][k], data["cost_usd"][k]
+            tokens_in[i, j] = data["input_tokens"][k]
+            tokens_out[i, j] = data["output_tokens"][k]
+            extracted[i, j] = data["extracted"][k]
+        complete = ~np.isnan(score).any(axis=1)
+        keep = np.flatnonzero(complete)
+        tasks = np.array(items.column("task").to_pylist(), dtype=str)
+        return cls(
+            store=store,
+            sources=sources,
+            item_ids=[ids[i] for i in keep],
+            models=models,
+            tasks=tasks[keep],
+            score=score[keep],
+            cost=cost[keep],
+            input_tokens=tokens_in[keep],
+            output_tokens=tokens_out[keep],
+            extracted=extracted[keep],
+            dropped_items=int((~complete).sum()),
+        )
+
+    # -- lookups ---------------------------------------------------------------
+
+    def model_index(self, model: str) -> int:
+        try:
+            return self.models.index(model)
+        except ValueError:
+            raise ReplayMissError(
+                f"model {model!r} is not in this replay pool (pool: "
+                f"{', '.join(self.models)}); add it to the pool or call another model"
+            ) from None
+
+    def item_index(self, item_id: str) -> int:
+        try:
+            return self._row_of[item_id]
+        except KeyError:
+            raise ReplayMissError(
+                f"item {item_id!r} has no record for every model of this pool; "
+                "replay can only answer recorded items"
+            ) from None
+
+    @property
+    def _row_of(self) -> dict[str, int]:
+        cached: dict[str, int] | None = self.__dict__.get("_rows")
+        if cached is None:
+            cached = {item_id: i for i, item_id in enumerate(self.item_ids)}
+            self.__dict__["_rows"] = cached
+        return cached
+
+    def items(self, indices: Sequence[int] | None = None) -> list[Item]:
+        """The full items (prompt, gold) at ``indices``, read from the store."""
+        wanted = self.item_ids if indices is None else [self.item_ids[i] for i in indices]
+        table = self.store.items(self.sources)
+        table = table.filter(pc.is_in(table["item_id"], pa.array(wanted)))
+        by_id = {row["item_id"]: item_from_row(row) for row in table.to_pylist()}
+        return [by_id[i] for i in wanted]
+
+    # -- the backend call ------------------------------------------------------
+
+    def call(self, model: str, item_id: str) -> CallRecord:
+        """The recorded answer of ``model`` to ``item_id``, with usage and cost."""
+        j = self.model_index(model)
+        i = self.item_index(item_id)
+        table = self.store.records(self.sources, models=[model])
+        table = table.filter(pc.equal(table["item_id"], item_id))
+        response = table.column("response")[0].as_py() if table.num_rows else None
+        return CallRecord(
+            model=model,
+            response=response,
+            usage=Usage(int(self.input_tokens[i, j]), int(self.output_tokens[i, j])),
+            cost_usd=float(self.cost[i, j]),
+        )
+
+
+def _drop_flagged(items: pa.Table, keys: Sequence[str]) -> pa.Table:
+    if not keys:
+        return items
+    metas = items.column("meta").to_pylist()
+    keep = [
+        not (meta and any(json.loads(meta).get(k) for k in keys)) for meta in metas
+    ]
+    return items.filter(pa.array(keep))

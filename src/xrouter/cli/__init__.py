@@ -1,0 +1,5 @@
+"""The ``xrouter`` command line."""
+
+from xrouter.cli.app import app, main
+
+__all__ = ["app", "main"]

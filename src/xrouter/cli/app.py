@@ -1,0 +1,122 @@
+"""The ``xrouter`` command line: the CLI owns the console, logging and progress bars."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import TimeElapsedColumn
+
+from xrouter.core.errors import XRouterError
+
+__all__ = ["app", "console", "err_console", "guarded", "main", "progress_reporter"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(
+    name="xrouter",
+    help="Cost-aware routing across a pool of LLMs: data, evaluation and training.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+StorePath = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        help="Records store directory (default: $XROUTER_HOME/store, "
+        "XROUTER_HOME defaulting to ~/.cache/xrouter).",
+        show_default=False,
+    ),
+]
+CatalogFiles = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--catalog",
+        help="YAML file of model cards that add to or override the shipped ones; "
+        "may be given several times.",
+        show_default=False,
+    ),
+]
+
+
+def guarded(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn xrouter's own errors into one clear line on stderr and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except XRouterError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+class _RichReporter:
+    """Adapts a rich ``Progress`` to the library's ``Reporter`` protocol."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Any = None
+
+    def start(self, stage: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=self.progress.tasks[-1].total)
+        self.task = self.progress.add_task(stage, total=total)
+
+    def advance(self, amount: int = 1) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, amount)
+
+
+@contextmanager
+def progress_reporter() -> Iterator[_RichReporter]:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        yield _RichReporter(progress)
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log the library's INFO lines.")
+    ] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+    )
+
+
+def main() -> None:
+    """Entry point of the ``xrouter`` console script."""
+    from xrouter.cli import data, evaluate  # noqa: F401  (registers sub-commands)
+
+    try:
+        app()
+    except BrokenPipeError:  # pragma: no cover - piping into `head`
+        sys.exit(0)

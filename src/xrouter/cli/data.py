@@ -1,0 +1,151 @@
+"""``xrouter data``: ingest, pull, verify and inspect the recorded outputs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from xrouter.cli.app import (
+    CatalogFiles,
+    StorePath,
+    app,
+    console,
+    err_console,
+    guarded,
+    progress_reporter,
+)
+from xrouter.core.catalog import load_catalog
+from xrouter.records.store import Store, default_store_path
+
+data_app = typer.Typer(help="Ingest, download and check the recorded model outputs.")
+app.add_typer(data_app, name="data")
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--from",
+        help="Directory holding the recorded outputs (for example ../shared/data).",
+        show_default=False,
+    ),
+]
+
+
+def open_store(path: Path | None) -> Store:
+    return Store(path or default_store_path())
+
+
+@data_app.command("ingest")
+@guarded
+def ingest_command(
+    data_dir: DataDir,
+    store: StorePath = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--source", help="Ingest only this source; may be repeated."),
+    ] = None,
+    catalog: CatalogFiles = None,
+) -> None:
+    """Read every source under --from into the records store."""
+    from xrouter.records.ingest import ingest
+
+    target = open_store(store)
+    started = time.perf_counter()
+    with progress_reporter() as reporter:
+        infos = ingest(data_dir, target, load_catalog(catalog or ()), source, reporter)
+    table = Table("source", "items", "records", "seconds", title=f"store {target.path}")
+    for info in infos:
+        table.add_row(info.name, f"{info.items:,}", f"{info.records:,}", f"{info.seconds:.1f}")
+    console.print(table)
+    console.print(f"ingested in {time.perf_counter() - started:.1f} s")
+
+
+@data_app.command("pull")
+@guarded
+def pull_command(
+    to: Annotated[
+        Path, typer.Option("--to", help="Directory to download the files into.")
+    ] = Path("data"),
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--source", help="Download only this source; may be repeated."),
+    ] = None,
+) -> None:
+    """Download the recorded outputs from their public origins (needs network)."""
+    from xrouter.records.pull import pull
+
+    with progress_reporter() as reporter:
+        count = pull(to, source, reporter)
+    console.print(f"downloaded {count} files into {to}; next: xrouter data ingest --from {to}")
+
+
+@data_app.command("verify")
+@guarded
+def verify_command(
+    data_dir: DataDir,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the rows to this JSON file."),
+    ] = None,
+    store: StorePath = None,
+    catalog: CatalogFiles = None,
+) -> None:
+    """Set xrouter's verifier accuracy beside each source's published accuracy."""
+    from xrouter.records.agreement import agreement_rows
+    from xrouter.records.ingest import ensure_ingested
+
+    target = open_store(store)
+    cards = load_catalog(catalog or ())
+    with progress_reporter() as reporter:
+        ensure_ingested(data_dir, target, cards, reporter)
+        rows = agreement_rows(target, data_dir, cards, reporter)
+    table = Table("source", "task", "model", "n", "ours %", "official %", "diff", "agree %")
+    for row in rows:
+        table.add_row(
+            row.source,
+            row.task,
+            row.model,
+            str(row.n),
+            f"{row.ours:.2f}",
+            "-" if row.official is None else f"{row.official:.2f}",
+            "-" if row.diff is None else f"{row.diff:+.2f}",
+            "-" if row.agreement is None else f"{row.agreement:.1f}",
+        )
+    console.print(table)
+    for task in sorted({r.task for r in rows if r.source == "zeroeval"}):
+        diffs = [abs(r.diff) for r in rows if r.task == task and r.diff is not None]
+        if diffs:
+            console.print(
+                f"zeroeval {task}: {len(diffs)} models, max |diff| {max(diffs):.2f} "
+                f"points, {sum(d <= 1.0 for d in diffs)} within 1 point"
+            )
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps([r.as_dict() for r in rows], indent=2))
+        err_console.print(f"wrote {len(rows)} rows to {json_out}")
+
+
+@data_app.command("models")
+@guarded
+def models_command(store: StorePath = None) -> None:
+    """List each source's models with their record counts and mean scores."""
+    target = open_store(store)
+    table = Table("source", "model", "records", "mean score", "mean $ / query")
+    for source in target.sources():
+        records = target.records([source], columns=["model", "score", "cost_usd"])
+        grouped = records.group_by("model").aggregate(
+            [("score", "count"), ("score", "mean"), ("cost_usd", "mean")]
+        )
+        for row in sorted(grouped.to_pylist(), key=lambda r: r["model"]):
+            table.add_row(
+                source,
+                row["model"],
+                f"{row['score_count']:,}",
+                f"{row['score_mean']:.3f}",
+                f"{row['cost_usd_mean']:.6f}",
+            )
+    console.print(table)

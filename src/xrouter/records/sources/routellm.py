@@ -1,0 +1,204 @@
+"""RouteLLM's evaluation records: GPT-4 Turbo against Mixtral 8x7B.
+
+MMLU (14,042 prompts, verdicts only), GSM8K (1,319 prompts with responses) and
+MT-Bench (80 questions, GPT-4 judge ratings 1-10, scored here as rating / 10). Items
+RouteLLM lists as overlapping its router's training data are flagged
+``contaminated`` in their meta.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from xrouter.core.errors import SourceFormatError
+from xrouter.records import verifiers
+from xrouter.records.schema import Item
+from xrouter.records.sources.base import (
+    Origin,
+    PriceBook,
+    Source,
+    SourceBatch,
+    read_jsonl,
+)
+
+__all__ = ["RouteLLM"]
+
+_MODELS = ("gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1")
+_GSM = "evals/gsm8k/gsm8k_responses.csv"
+_GSM_GOLD = "evals/gsm8k/test.jsonl"
+_MT_QUESTIONS = "evals/mt_bench/question.jsonl"
+_MT_JUDGEMENTS = "evals/mt_bench/judgements.jsonl"
+
+
+class RouteLLM(Source):
+    name = "routellm"
+    folder = "routellm"
+    origins = (
+        Origin(
+            repo="lm-sys/RouteLLM",
+            commit="0b64fdafe049e596a3f5657c219329f24af24198",
+            patterns=(
+                "routellm/evals/mmlu/responses/*.csv",
+                "routellm/evals/*/contaminated_prompts.jsonl",
+                "routellm/evals/gsm8k/*",
+                "routellm/evals/mt_bench/*.jsonl",
+                "benchmarks/mt-bench/*.jsonl",
+            ),
+        ),
+    )
+
+    def _mmlu_files(self, root: Path) -> list[Path]:
+        folder = root / self.folder / "evals" / "mmlu" / "responses"
+        files = sorted(folder.glob("mmlu_*.csv")) if folder.is_dir() else []
+        if not files:
+            raise SourceFormatError(
+                f"{folder} holds no mmlu_<subject>.csv files: point --from at a "
+                "complete copy of the data (see `xrouter data pull`)"
+            )
+        return files
+
+    def files(self, root: Path) -> list[Path]:
+        named = [_GSM, _GSM_GOLD, _MT_QUESTIONS, _MT_JUDGEMENTS]
+        return self._mmlu_files(root) + [self.require(root, n) for n in named]
+
+    def read(
+        self, root: Path, prices: PriceBook, advance: Callable[[], None]
+    ) -> Iterator[SourceBatch]:
+        csv.field_size_limit(2**31 - 1)
+        base = root / self.folder
+        models = {m: prices.model_id(m, base) for m in _MODELS}
+        dirty = _contaminated(base)
+        for file in self._mmlu_files(root):
+            yield _mmlu(file, models, prices, dirty.get("mmlu", set()))
+            advance()
+        yield _gsm8k(base, models, prices, dirty.get("gsm8k", set()))
+        advance()
+        advance()
+        yield _mt_bench(base, models, prices, dirty.get("mt_bench", set()))
+        advance()
+        advance()
+
+
+def _contaminated(base: Path) -> dict[str, set[str]]:
+    flagged: dict[str, set[str]] = {}
+    for task in ("mmlu", "gsm8k", "mt_bench"):
+        file = base / "evals" / task / "contaminated_prompts.jsonl"
+        if file.is_file():
+            flagged[task] = {str(r["eval_prompt"]).strip() for r in read_jsonl(file)}
+    return flagged
+
+
+def _verdict(value: str, file: Path, line: int, column: str) -> float:
+    if value not in ("True", "False"):
+        raise SourceFormatError(
+            f"{file}, line {line}: column {column!r} holds {value!r}, expected True "
+            "or False"
+        )
+    return 1.0 if value == "True" else 0.0
+
+
+def _mmlu(
+    file: Path, models: dict[str, str], prices: PriceBook, dirty: set[str]
+) -> SourceBatch:
+    subject = file.stem.removeprefix("mmlu_")
+    batch = SourceBatch()
+    with file.open(newline="", encoding="utf-8") as handle:
+        for line, row in enumerate(csv.DictReader(handle), start=2):
+            prompt = row.get("prompt")
+            if prompt is None:
+                raise SourceFormatError(f"{file}: no 'prompt' column")
+            item = Item(
+                item_id=f"routellm/mmlu/{subject}-{line - 2}",
+                source="routellm",
+                task="mmlu",
+                messages=(("user", prompt),),
+                verifier="choice",
+                meta=_meta(prompt, dirty, subject=subject),
+            )
+            batch.items.append(item)
+            for name, model in models.items():
+                score = _verdict(row.get(name, ""), file, line, name)
+                batch.records.append(
+                    prices.estimate(item, model, None, score, score_origin="source")
+                )
+    return batch
+
+
+def _meta(prompt: str, dirty: set[str], **extra: str) -> dict[str, Any]:
+    meta: dict[str, Any] = dict(extra)
+    if prompt.strip() in dirty:
+        meta["contaminated"] = True
+    return meta
+
+
+def _gsm8k(
+    base: Path, models: dict[str, str], prices: PriceBook, dirty: set[str]
+) -> SourceBatch:
+    gold = {}
+    for row in read_jsonl(base / _GSM_GOLD):
+        gold[str(row["question"]).strip()] = str(row["answer"]).split("####")[-1]
+    file = base / _GSM
+    batch = SourceBatch()
+    with file.open(newline="", encoding="utf-8") as handle:
+        for line, row in enumerate(csv.DictReader(handle), start=2):
+            prompt = row["prompt"]
+            answer = gold.get(prompt.strip())
+            item = Item(
+                item_id=f"routellm/gsm8k/{line - 2}",
+                source="routellm",
+                task="gsm8k",
+                messages=(("user", prompt),),
+                gold=answer.strip().replace(",", "") if answer else None,
+                verifier="gsm8k",
+                meta=_meta(prompt, dirty),
+            )
+            batch.items.append(item)
+            for name, model in models.items():
+                score = _verdict(row.get(name, ""), file, line, name)
+                text = row.get(f"{name}_response")
+                extracted = verifiers.extract_answer("gsm8k", text) if text else None
+                batch.records.append(
+                    prices.estimate(
+                        item, model, text, score, score_origin="source", extracted=extracted
+                    )
+                )
+    return batch
+
+
+def _mt_bench(
+    base: Path, models: dict[str, str], prices: PriceBook, dirty: set[str]
+) -> SourceBatch:
+    ratings: dict[tuple[str, str], list[float]] = defaultdict(list)
+    file = base / _MT_JUDGEMENTS
+    for row in read_jsonl(file):
+        try:
+            ratings[(str(row["question_id"]), str(row["model"]))].append(
+                float(row["score"])
+            )
+        except (KeyError, ValueError) as exc:
+            raise SourceFormatError(f"{file}: a judgement lacks {exc}") from exc
+    batch = SourceBatch()
+    for row in read_jsonl(base / _MT_QUESTIONS):
+        turns = [str(t) for t in row["turns"]]
+        qid = str(row["question_id"])
+        item = Item(
+            item_id=f"routellm/mt-bench/{qid}",
+            source="routellm",
+            task="mt-bench",
+            messages=(("user", turns[0]),),
+            meta=_meta(turns[0], dirty, category=str(row.get("category", ""))),
+        )
+        batch.items.append(item)
+        for name, model in models.items():
+            scores = ratings.get((qid, name))
+            if not scores:
+                continue
+            rating = sum(scores) / len(scores) / 10.0
+            batch.records.append(
+                prices.estimate(item, model, None, rating, score_origin="source")
+            )
+    return batch

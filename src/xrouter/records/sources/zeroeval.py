@@ -1,0 +1,147 @@
+"""ZeroEval: zero-shot chain-of-thought runs of ~60 models on GSM8K, MATH-L5, CRUXEval.
+
+The source keeps every response but no per-item verdict, token count or cost: xrouter's
+verifiers judge each response, its tokenizer counts the text and the catalog prices it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from xrouter.core.errors import SourceFormatError
+from xrouter.records import verifiers
+from xrouter.records.schema import Item
+from xrouter.records.sources.base import Origin, PriceBook, Source, SourceBatch
+
+__all__ = ["TASKS", "ZeroEval"]
+
+# ZeroEval's task folder -> (xrouter task, verifier kind)
+TASKS: dict[str, tuple[str, str]] = {
+    "gsm": ("gsm8k", "gsm8k"),
+    "math-l5": ("math-l5", "math"),
+    "crux": ("cruxeval", "cruxeval"),
+}
+
+
+class ZeroEval(Source):
+    name = "zeroeval"
+    folder = "zeroeval"
+    origins = (
+        Origin(
+            repo="yuchenlin/ZeroEval",
+            commit="570c6269a2e4930ee06a17e713fece1ba52cf1dd",
+            patterns=(
+                "result_dirs/gsm/*.json",
+                "result_dirs/math-l5/*.json",
+                "result_dirs/crux/*.json",
+                "result_dirs/*.summary.json",
+            ),
+        ),
+    )
+
+    def files(self, root: Path) -> list[Path]:
+        folder = root / self.folder / "raw_gz"
+        files = sorted(folder.glob("*__*.json.gz")) if folder.is_dir() else []
+        if not files:
+            raise SourceFormatError(
+                f"{folder} holds no <task>__<model>.json.gz files: point --from at a "
+                "complete copy of the data (see `xrouter data pull`)"
+            )
+        return files
+
+    def read(
+        self, root: Path, prices: PriceBook, advance: Callable[[], None]
+    ) -> Iterator[SourceBatch]:
+        seen: set[str] = set()
+        for file in self.files(root):
+            yield self._read_file(file, prices, seen)
+            advance()
+
+    def _read_file(self, file: Path, prices: PriceBook, seen: set[str]) -> SourceBatch:
+        task_dir, _, model_name = file.name.removesuffix(".json.gz").partition("__")
+        if task_dir not in TASKS:
+            raise SourceFormatError(
+                f"{file}: unknown ZeroEval task {task_dir!r} (known: "
+                f"{', '.join(TASKS)}); remove the file or rename it"
+            )
+        task, kind = TASKS[task_dir]
+        model = prices.model_id(model_name, file)
+        batch = SourceBatch()
+        done: set[str] = set()
+        for index, row in enumerate(_load(file)):
+            item = _item(row, task, kind, file, index)
+            if item.item_id in done:
+                continue  # a few files repeat ids: the first answer counts
+            done.add(item.item_id)
+            if item.item_id not in seen:
+                seen.add(item.item_id)
+                batch.items.append(item)
+            response = _response(row, file, index)
+            gold = item.gold or ""
+            batch.records.append(
+                prices.estimate(
+                    item,
+                    model,
+                    response,
+                    float(verifiers.verify(kind, response, gold)),
+                    score_origin="verifier",
+                    extracted=verifiers.extract_answer(kind, response),
+                )
+            )
+        return batch
+
+
+def _load(file: Path) -> list[dict[str, Any]]:
+    try:
+        with gzip.open(file, "rt", encoding="utf-8") as handle:
+            rows = json.load(handle)
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise SourceFormatError(
+            f"{file} is not a readable gzip file ({exc}); fetch it again"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise SourceFormatError(
+            f"{file}: malformed JSON at line {exc.lineno} column {exc.colno} "
+            f"({exc.msg}); fetch the file again"
+        ) from exc
+    if not isinstance(rows, list):
+        raise SourceFormatError(f"{file}: expected a JSON list of items")
+    return rows
+
+
+def _item(row: Any, task: str, kind: str, file: Path, index: int) -> Item:
+    try:
+        native_id = row["id"]
+        history = row["chat_history"]
+        gold = str(row["answer"])
+    except (KeyError, TypeError) as exc:
+        raise SourceFormatError(
+            f"{file}: item {index} lacks the field {exc}; fetch the file again"
+        ) from exc
+    if task == "gsm8k":
+        gold = gold.lstrip("#").strip()
+    roles = ("user", "assistant")
+    messages = tuple((roles[i % 2], str(text)) for i, text in enumerate(history))
+    question = row.get("question") or row.get("problem")
+    return Item(
+        item_id=f"zeroeval/{task}/{native_id}",
+        source="zeroeval",
+        task=task,
+        messages=messages,
+        gold=gold,
+        verifier=kind,
+        meta={"question": question} if question else {},
+    )
+
+
+def _response(row: dict[str, Any], file: Path, index: int) -> str:
+    output = row.get("output")
+    if isinstance(output, list):
+        return str(output[0]) if output else ""  # an empty reply is a wrong answer
+    if isinstance(output, str):
+        return output
+    raise SourceFormatError(f"{file}: item {index} has no output; fetch it again")

@@ -1,0 +1,128 @@
+"""Ingest of real source files into the store, and its handling of bad input."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from xrouter.core.catalog import load_catalog
+from xrouter.core.errors import CatalogError, DataError, SourceFormatError, StoreError
+from xrouter.records.ingest import ensure_ingested, ingest
+from xrouter.records.store import Store
+
+
+@pytest.fixture(scope="module")
+def store(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Store:
+    target = Store(tmp_path_factory.mktemp("store"))
+    ingest(small_data, target, load_catalog())
+    return target
+
+
+def test_every_source_present_is_ingested(store: Store) -> None:
+    assert store.sources() == ["llmrouter", "routerbench", "zeroeval"]
+    manifest = store.manifest()
+    assert manifest["zeroeval"].items == 1319 + 721 + 800
+    assert manifest["zeroeval"].records == 3 * (1319 + 721 + 800)
+    assert manifest["routerbench"].items == 3164  # 14 of 3,178 sample ids repeat
+    assert manifest["llmrouter"].items == 5989  # 119 of 6,108 questions repeat
+
+
+def test_zeroeval_record_of_janets_ducks(store: Store) -> None:
+    records = store.records(["zeroeval"], models=["gpt-4o-mini-2024-07-18"])
+    row = records.filter(
+        pc.equal(records["item_id"], "zeroeval/gsm8k/gsm8k-main-test-#0")
+    )
+    record = row.to_pylist()[0]
+    assert record["score"] == 1.0 and record["score_origin"] == "verifier"
+    assert record["extracted"] == "18"
+    assert record["usage_origin"] == "counted" and record["cost_origin"] == "estimated"
+    # priced from the card: $0.15 / $0.60 per 1M tokens
+    expected = record["input_tokens"] * 0.15e-6 + record["output_tokens"] * 0.60e-6
+    assert record["cost_usd"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_routerbench_costs_are_used_as_recorded(store: Store) -> None:
+    records = store.records(["routerbench"], models=["gpt-4-1106-preview"])
+    row = records.filter(pc.equal(records["item_id"], "routerbench/mbpp/mbpp.dev.1"))
+    record = row.to_pylist()[0]
+    assert record["cost_usd"] == pytest.approx(0.010910000000000001)
+    assert record["cost_origin"] == "recorded" and record["usage_origin"] == "counted"
+    assert record["score"] == 0.0 and record["score_origin"] == "source"
+
+
+def test_llmrouter_usage_is_estimated_without_response_text(store: Store) -> None:
+    records = store.records(["llmrouter"], columns=["response", "usage_origin"])
+    assert records.column("response").null_count == records.num_rows
+    assert set(records.column("usage_origin").to_pylist()) == {"estimated"}
+
+
+def test_missing_and_empty_data_dirs_name_the_directory(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    with pytest.raises(
+        DataError, match=f"data directory {tmp_path / 'nope'} does not exist"
+    ):
+        ingest(tmp_path / "nope", store, load_catalog())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="is empty"):
+        ingest(tmp_path / "empty", store, load_catalog())
+
+
+def test_truncated_file_is_named_and_earlier_sources_are_kept(
+    small_data: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    bad = data / "zeroeval" / "raw_gz" / "gsm__gemma-2-2b-it.json.gz"
+    bad.write_bytes(bad.read_bytes()[:5000])
+    store = Store(tmp_path / "store")
+    with pytest.raises(SourceFormatError, match=f"{bad} is not a readable gzip file"):
+        ingest(data, store, load_catalog(), ["routerbench", "zeroeval"])
+    assert store.sources() == ["routerbench"]
+
+
+def test_malformed_json_names_file_and_line(small_data: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    bad = data / "zeroeval" / "raw_gz" / "crux__gemma-2-2b-it.json.gz"
+    bad.write_bytes(gzip.compress(b'[{"id": 1,\n "output": ]'))
+    with pytest.raises(SourceFormatError, match=f"{bad}: malformed JSON at line 2"):
+        ingest(data, Store(tmp_path / "s"), load_catalog(), ["zeroeval"])
+
+
+def test_model_without_a_card_is_refused_naming_the_file(
+    small_data: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    src = data / "zeroeval" / "raw_gz" / "gsm__gemma-2-2b-it.json.gz"
+    odd = src.with_name("gsm__my-private-model.json.gz")
+    src.rename(odd)
+    with pytest.raises(
+        CatalogError, match=f"{odd}: model 'my-private-model' has no model card"
+    ):
+        ingest(data, Store(tmp_path / "s"), load_catalog(), ["zeroeval"])
+
+
+def test_ensure_ingested_skips_unchanged_sources(
+    small_data: Path, tmp_path: Path
+) -> None:
+    store = Store(tmp_path / "store")
+    ensure_ingested(
+        small_data,
+        store,
+        load_catalog(),
+    )
+    stamp = store.manifest()["routerbench"].ingested_at
+    ensure_ingested(small_data, store, load_catalog())
+    assert store.manifest()["routerbench"].ingested_at == stamp
+
+
+def test_reading_an_empty_store_says_to_ingest(tmp_path: Path) -> None:
+    with pytest.raises(
+        StoreError, match="is empty; run `xrouter data ingest --from DIR`"
+    ):
+        Store(tmp_path).items()
