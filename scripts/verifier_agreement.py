@@ -21,10 +21,12 @@ import re
 import sys
 import time
 from collections import Counter, defaultdict
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from xrouter.records import verifiers
+from xrouter.records.verifiers._expr import evaluate
 
 KINDS = {"gsm": "gsm8k", "math-l5": "math", "crux": "cruxeval"}
 # ZeroEval publishes some runs under another name than their file
@@ -155,9 +157,10 @@ def _ze_first_object(text: str) -> object:
 
 def _ze_first_number(text: str) -> float | None:
     text = text.replace("$", "").strip().replace(",", "")
-    if re.fullmatch(r"\s*-?\d+\s*/\s*\d+\s*", text):
-        num, den = text.split("/")
-        text = str(int(num) / int(den)) if int(den) else text
+    if "/" in text:  # ZeroEval evaluates any answer holding a "/" as arithmetic
+        value = evaluate(text)
+        if isinstance(value, Fraction):
+            text = str(float(value))
     match = re.search(r"-?\d+(\.\d+)?", text)
     return float(match.group()) if match else None
 
@@ -257,11 +260,20 @@ def _run_code(
 ) -> list[bool]:
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(pair: tuple[str, str, float, list[str]]) -> bool:
-        return verifiers.verify_code(pair[1], pair[3], rebind=rebind)
+    from xrouter.records.verifiers.sandbox import run_tests
+
+    # parse here, run the sandboxes in threads (the parser's warning filters are
+    # process-wide, the sandboxes are separate processes)
+    jobs = [
+        (verifiers.prepare_solution(text, tests, rebind=rebind), tests)
+        for _, text, _, tests in pairs
+    ]
+
+    def one(job: tuple[str | None, list[str]]) -> bool:
+        return job[0] is not None and run_tests(job[0], job[1]).passed
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, pairs))
+        return list(pool.map(one, jobs))
 
 
 def _mbpp_tests(folder: Path) -> dict[str, list[str]]:

@@ -13,6 +13,7 @@ from xrouter.cli.app import CatalogFiles, StorePath, app, console, guarded
 from xrouter.cli.app import progress_reporter
 from xrouter.cli.data import DataDir, open_store
 from xrouter.core.catalog import load_catalog
+from xrouter.evaluate.runner import SuiteReport
 
 
 @app.command("eval")
@@ -35,7 +36,7 @@ def eval_command(
 ) -> None:
     """Evaluate the baselines (and any given policy) on each suite's test split."""
     from xrouter.core.errors import ConfigError
-    from xrouter.evaluate.report import COLUMNS, format_row, write_report
+    from xrouter.evaluate.report import write_report
     from xrouter.evaluate.runner import evaluate_suite
     from xrouter.evaluate.suites import load_suites
     from xrouter.policies.embedding import Embedder
@@ -69,10 +70,24 @@ def eval_command(
     meta = {"data_dir": str(data_dir), "store": str(target.path)}
     written = write_report(reports, out, meta)
     for report in reports:
-        table = Table(*(h for h, _ in COLUMNS), title=f"{report.suite.name}: "
-                      f"{report.items['test']} test items")
-        for row in sorted(report.rows, key=lambda r: (r["kind"] != "router", -r["aiq"])):
-            table.add_row(*format_row(row))
-        console.print(table)
+        console.print(_table(report))
     console.print(f"wrote {', '.join(str(p) for p in written[:2])} and "
                   f"{len(written) - 2} plots in {time.perf_counter() - started:.1f} s")
+
+
+_SHORT = ("policy", "acc %", "$/1k", "$/right", "calls", "AIQ", "APGR", "match %", "gap")
+
+
+def _table(report: SuiteReport) -> Table:
+    """The suite's rows, routers first, each group by AIQ."""
+    from xrouter.evaluate.report import format_row
+
+    title = f"{report.suite.name}: {report.items['test']} test items"
+    table = Table(title=title, caption="match %: cost to reach the best single model's "
+                  "accuracy, as % of its cost; gap: points below the oracle")
+    table.add_column(_SHORT[0], no_wrap=True, max_width=40)
+    for header in _SHORT[1:]:
+        table.add_column(header, justify="right", no_wrap=True)
+    for row in sorted(report.rows, key=lambda r: (r["kind"] != "router", -r["aiq"])):
+        table.add_row(*format_row(row))
+    return table

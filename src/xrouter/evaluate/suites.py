@@ -87,7 +87,7 @@ DEFAULT_SUITES: tuple[Suite, ...] = (
             "Meta-Llama-3.1-8B-Instruct",
             "gemma-2-2b-it",
         ),
-        strong="gpt-4o-2024-08-06",
+        strong="o1-mini-2024-09-12",
         weak="gpt-4o-mini-2024-07-18",
         self_model="gemma-2-2b-it",
     ),
@@ -132,7 +132,7 @@ DEFAULT_SUITES: tuple[Suite, ...] = (
             "llama3-chatqa-1.5-8b",
             "codegemma-7b",
         ),
-        strong="llama-3.3-nemotron-super-49b-v1",
+        strong="llama-3.1-nemotron-51b-instruct",
         weak="llama-3.1-8b-instruct",
     ),
 )

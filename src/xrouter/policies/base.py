@@ -17,7 +17,11 @@ from numpy.typing import NDArray
 
 from xrouter.backends.replay import ReplayPool
 
-__all__ = ["Outcome", "Policy", "Routing", "outcome"]
+__all__ = ["LAMBDA_SWEEP", "Outcome", "Policy", "Routing", "outcome", "single_call"]
+
+# Lambda in reward units per USD, as swept to trace a cost-aware policy's curve: 0
+# ignores cost; 1e5 makes a tenth of a cent outweigh a whole correct answer.
+LAMBDA_SWEEP: tuple[float, ...] = (0.0, *np.geomspace(0.1, 1e5, 31).round(4).tolist())
 
 
 @dataclass(frozen=True)

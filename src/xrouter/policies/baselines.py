@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from xrouter.backends.replay import ReplayPool
-from xrouter.policies.base import Policy, Routing, single_call
+from xrouter.policies.base import LAMBDA_SWEEP, Policy, Routing, single_call
 
 __all__ = ["Cascade", "Oracle", "RandomMix", "SingleModel"]
 
@@ -33,19 +33,26 @@ class SingleModel(Policy):
 
 
 class Oracle(Policy):
-    """The cheapest model that answered right (the cheapest of all if none did).
+    """Knows every verdict: picks the model with the best ``score - lambda x cost``.
 
-    It peeks at the verdicts, so it is an upper bound for evaluation, never a router.
+    At lambda 0 (its default) that is the cheapest model that answered best, the
+    cheapest of all when none did; larger lambdas trace its cost-accuracy curve. It
+    peeks at the verdicts, so it is an upper bound for evaluation, never a router.
     """
 
     name = "oracle"
+    knob_name = "lambda"
+
+    def knobs(self) -> Sequence[float]:
+        return LAMBDA_SWEEP
 
     def route(self, pool: ReplayPool, items: NDArray[np.int64], knob: float) -> Routing:
         cost = pool.cost[items]
-        right = pool.score[items] >= 1.0
-        # Wrong answers are priced out; an item nobody got right falls back to cost.
-        priced = np.where(right, cost, cost + 1e9)
-        chosen = np.argmin(priced, axis=1).astype(np.int64)
+        # Ties on value go to the cheaper model; the nudge is far below any gap
+        # between two scores (scores move in steps of 0.05 at the finest).
+        nudge = 1e-3 / max(float(cost.max()), 1e-12)
+        value = pool.score[items] - (knob + nudge) * cost
+        chosen = np.argmax(value, axis=1).astype(np.int64)
         return single_call(chosen, len(pool.models))
 
 

@@ -14,13 +14,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from xrouter.backends.replay import ReplayPool
-from xrouter.policies.base import Policy, Routing, single_call
+from xrouter.policies.base import LAMBDA_SWEEP, Policy, Routing, single_call
 
-__all__ = ["LAMBDA_SWEEP", "NearestNeighbour"]
+__all__ = ["NearestNeighbour"]
 
-# Lambda in reward units per USD: 0 ignores cost; 1e5 makes a tenth of a cent
-# outweigh a whole correct answer.
-LAMBDA_SWEEP: tuple[float, ...] = (0.0, *np.geomspace(0.1, 1e5, 31).round(4).tolist())
 
 
 class NearestNeighbour(Policy):

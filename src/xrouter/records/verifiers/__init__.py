@@ -43,6 +43,7 @@ __all__ = [
     "KIND_ALIASES",
     "VERIFIER_KINDS",
     "extract_answer",
+    "prepare_solution",
     "verify",
     "verify_code",
     "verify_many",
@@ -138,14 +139,26 @@ def verify_code(
     a differently named solution is bound to the tested name when unambiguous (see
     ``code``). Raises ``SandboxError`` only if the sandbox itself cannot start.
     """
-    code = extract_code(response or "")
-    if code is None or not tests:
+    solution = prepare_solution(response, tests, rebind=rebind)
+    if solution is None:
         return False
-    solution = solution_only(code)
-    if rebind:
-        solution = bind_tested_name(solution, tests)
     result = run_tests(solution, tests, timeout_s=timeout_s, memory_mb=memory_mb)
     return result.passed
+
+
+def prepare_solution(
+    response: str, tests: list[str], *, rebind: bool = True
+) -> str | None:
+    """The code ``verify_code`` would run for ``response``, or None if it has none.
+
+    Parsing happens here, in the caller's thread, so that batches can run the
+    sandboxes from a thread pool (the parser's warning filters are process-wide).
+    """
+    code = extract_code(response or "")
+    if code is None or not tests:
+        return None
+    solution = solution_only(code)
+    return bind_tested_name(solution, tests) if rebind else solution
 
 
 def verify_many(
@@ -160,5 +173,14 @@ def verify_many(
     items = list(pairs)
     if kind != "mbpp" or workers <= 1:
         return [verify(kind, response, gold) for response, gold in items]
+    jobs: list[tuple[str, list[str]] | None] = []
+    for response, gold in items:
+        tests = parse_tests(gold) if gold else []
+        solution = prepare_solution(response, tests) if response else None
+        jobs.append(None if solution is None else (solution, tests))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda pair: verify(kind, pair[0], pair[1]), items))
+        return list(pool.map(_run_job, jobs))
+
+
+def _run_job(job: tuple[str, list[str]] | None) -> bool:
+    return job is not None and run_tests(job[0], job[1]).passed

@@ -36,6 +36,7 @@ _PHRASE = re.compile(
     r"\banswer\b\**\s*(?:is\b\s*:?|[:=])\s*(?P<ans>[^\n]{1,200})", re.IGNORECASE
 )
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BRACE_STEP = {"{": 1, "}": -1}
 
 
 def looks_like_json_reply(text: str) -> bool:
@@ -207,7 +208,7 @@ def boxed(text: str) -> str | None:
     for match in _BOXED.finditer(text):
         depth, i = 1, match.end()
         while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            depth += _BRACE_STEP.get(text[i], 0)
             i += 1
         if depth == 0:
             found = text[match.end() : i - 1]

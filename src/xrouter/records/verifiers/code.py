@@ -128,10 +128,13 @@ def _is_solution(node: ast.stmt, own: set[str]) -> bool:
 
 
 def parse_tests(tests: str | list[str]) -> list[str]:
-    """Test statements from a list, a JSON/Python list literal, or lines of asserts."""
+    """Test statements from a list, a JSON/Python list literal, lines of asserts, or
+    a HumanEval ``def check(candidate)`` block (then run as ``check(candidate)``)."""
     if isinstance(tests, list):
         return [str(t) for t in tests if str(t).strip()]
     text = tests.strip()
+    if re.search(r"^def check\(candidate\)", text, re.MULTILINE):
+        return [text, "check(candidate)"]
     if text.startswith("["):
         try:
             value = ast.literal_eval(text)
@@ -160,8 +163,8 @@ def bind_tested_name(code: str, tests: list[str]) -> str:
         for t in n.targets
         if isinstance(t, ast.Name)
     }
-    calls = _tested_calls(tests)
-    missing = {name for name in calls if name not in defined and name not in _BUILTINS}
+    calls, own = _tested_calls(tests)
+    missing = {n for n in calls if n not in defined | own and n not in _BUILTINS}
     if len(missing) != 1 or not functions:
         return code
     name = missing.pop()
@@ -185,15 +188,19 @@ def _binding(name: str, function: ast.FunctionDef, used: int) -> str:
     )
 
 
-def _tested_calls(tests: list[str]) -> dict[str, set[int]]:
-    """Each function name the tests call, with the argument counts used."""
+def _tested_calls(tests: list[str]) -> tuple[dict[str, set[int]], set[str]]:
+    """Each function name the tests call, with the argument counts used, and the
+    names the tests define themselves (HumanEval's ``check``)."""
     calls: dict[str, set[int]] = {}
+    own: set[str] = set()
     for test in tests:
         tree = _tree(test)
         for node in ast.walk(tree) if tree else ():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 calls.setdefault(node.func.id, set()).add(len(node.args))
-    return calls
+            elif isinstance(node, ast.FunctionDef):
+                own.add(node.name)
+    return calls, own
 
 
 def _choose(

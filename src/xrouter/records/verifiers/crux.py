@@ -50,19 +50,22 @@ def verify_crux(response: str, gold: str) -> bool:
 def crux_matches(answer: str, gold: str) -> bool:
     """True if the answer text denotes the same value as the gold literal."""
     expected = _literal(gold)
+    if not answer:
+        return False  # an empty field is no answer, even for an empty-string gold
     if expected is _NOT_LITERAL:
         return answer.strip("'\" ") == gold.strip("'\" ") != ""
-    core = answer.strip()
-    unquoted = _unquote_once(core)
-    readings = [core, core.strip("`").strip(), _JSON_WORDS.get(core), unquoted]
-    for text in readings:
-        value = _literal(text) if text else _NOT_LITERAL
-        if value is not _NOT_LITERAL and _same(value, expected):
+    for value in _readings(answer):
+        if _same(value, expected):
             return True
     if not isinstance(expected, str):
         return False
     # the answer field holding the output string itself: "  rock  ", "t\\nZA"
-    as_string = [answer, unquoted, _literal(f"'{answer}'"), _literal(f'"{answer}"')]
+    as_string = [
+        answer,
+        _unquote_once(answer.strip()),
+        _literal(f"'{answer}'"),
+        _literal(f'"{answer}"'),
+    ]
     if expected in as_string:
         return True
     # sloppy quoting around the right text ("'148: b'148'"), as ZeroEval accepts
@@ -70,17 +73,33 @@ def crux_matches(answer: str, gold: str) -> bool:
     return bool(bare) and bare == expected.strip("'\"")
 
 
+def canonical_crux(answer: str) -> str:
+    """``repr`` of the value the answer denotes: ``[1,2]`` and ``[1, 2]`` agree,
+    and a bare ``hello`` reads as the string ``'hello'``."""
+    for value in _readings(answer):
+        return repr(value)
+    return repr(answer)
+
+
+def _readings(answer: str) -> list[object]:
+    """The literal values the answer can be read as: as written, without
+    backticks, JSON's ``true``/``null``, or inside one pair of extra quotes."""
+    core = answer.strip()
+    texts = [core, core.strip("`").strip(), _JSON_WORDS.get(core)]
+    values = [_literal(text) for text in texts if text]
+    found = [value for value in values if value is not _NOT_LITERAL]
+    unquoted = _unquote_once(core)
+    if not found and unquoted:  # "'['xy', 'ab']'": a list in stray quotes
+        value = _literal(unquoted)
+        found = [] if value is _NOT_LITERAL else [value]
+    return found
+
+
 def _unquote_once(text: str) -> str | None:
     """``'148: b'148''`` -> ``148: b'148'``: drop one outer pair of quotes."""
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         return text[1:-1]
     return None
-
-
-def canonical_crux(answer: str) -> str:
-    """``repr`` of the literal (``[1,2]`` -> ``[1, 2]``), else the text itself."""
-    value = _literal(_JSON_WORDS.get(answer.strip(), answer))
-    return answer.strip() if value is _NOT_LITERAL else repr(value)
 
 
 def _same(a: object, b: object) -> bool:

@@ -1,12 +1,14 @@
 """Run untrusted Python with its tests in a separate, limited process.
 
-Each run is a fresh ``python -I`` child (isolated mode: no ``PYTHON*`` variables, no
-user site, no script directory on ``sys.path``) in an empty temporary working
-directory, with no ``PATH`` and its own process group. Before any generated code
-runs, the child caps its own address space (``RLIMIT_AS``), CPU seconds, file size
-and core dumps, moves into a new network namespace when the kernel allows it, and
-replaces ``socket.socket`` so that no connection can be opened in any case. The
-parent enforces a wall-clock timeout and kills the whole process group.
+Each run is a fresh ``python -I -S`` child in an empty temporary working directory,
+with no ``PATH`` and its own process group. Isolated mode drops ``PYTHON*``
+variables and the script directory from ``sys.path``; ``-S`` drops site-packages,
+so neither xrouter nor the project's dependencies can be imported (solutions get
+the standard library). Before any generated code runs, the child caps its own
+address space (``RLIMIT_AS``), CPU seconds, file size and core dumps, moves into a
+new network namespace when the kernel allows it, and replaces ``socket.socket`` so
+that no connection can be opened in any case. The parent enforces a wall-clock
+timeout and kills the whole process group.
 
 The limits are set by the child itself rather than by a ``preexec_fn``:
 ``preexec_fn`` is unsafe when the parent runs threads, and batches of solutions are
@@ -133,7 +135,7 @@ def _run_child(payload: str, workdir: str, timeout_s: float) -> tuple[str, str, 
     env = {"HOME": workdir, "LANG": "C.UTF-8", "TMPDIR": workdir}
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", _RUNNER],
+            [sys.executable, "-I", "-S", "-c", _RUNNER],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
