@@ -39,7 +39,7 @@ ZEROEVAL_SAMPLE = tuple(
 
 @pytest.fixture(scope="session")
 def small_data(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real but small data directory: three ZeroEval models, RouterBench, LLMRouter."""
+    """Real but small data: three ZeroEval models, RouterBench and LLMRouter."""
     root = tmp_path_factory.mktemp("data")
     raw = root / "zeroeval" / "raw_gz"
     raw.mkdir(parents=True)

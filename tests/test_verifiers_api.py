@@ -90,3 +90,23 @@ def test_crux_accepts_everything_zeroeval_accepts_and_more(shared_data: Path) ->
     path = folder / "raw_gz" / "crux__gpt-4o-2024-08-06.json.gz"
     ours, _ = _accuracy(path, "cruxeval")
     assert official["gpt-4o-2024-08-06"] <= ours < official["gpt-4o-2024-08-06"] + 4
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "\\boxed{" * 2000,  # nested, never closed
+        "{" * 5000 + '"answer": 5',
+        '"answer": [' + "[" * 5000,
+        '"answer": "' + "\\\\" * 5000,
+        "1 " * 5000 + "x",
+        "```python\n" + "x = (\n" * 3000,
+    ],
+)
+@pytest.mark.parametrize("kind", VERIFIER_KINDS)
+def test_hostile_replies_return_quickly(reply: str, kind: str) -> None:
+    start = time.perf_counter()
+    extract_answer(kind, reply)
+    if kind != "mbpp":
+        verify(kind, reply, "5")
+    assert time.perf_counter() - start < 0.5

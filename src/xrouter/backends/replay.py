@@ -90,7 +90,7 @@ class ReplayPool:
         records: pa.Table,
         models: list[str],
     ) -> ReplayPool:
-        ids = items.column("item_id").to_pylist()
+        ids = [str(i) for i in items.column("item_id").to_pylist()]
         row_of = {item_id: i for i, item_id in enumerate(ids)}
         col_of = {m: j for j, m in enumerate(models)}
         shape = (len(ids), len(models))
@@ -155,7 +155,9 @@ class ReplayPool:
 
     def items(self, indices: Sequence[int] | None = None) -> list[Item]:
         """The full items (prompt, gold) at ``indices``, read from the store."""
-        wanted = self.item_ids if indices is None else [self.item_ids[i] for i in indices]
+        wanted = (
+            self.item_ids if indices is None else [self.item_ids[i] for i in indices]
+        )
         table = self.store.items(self.sources)
         table = table.filter(pc.is_in(table["item_id"], pa.array(wanted)))
         by_id = {row["item_id"]: item_from_row(row) for row in table.to_pylist()}
@@ -168,7 +170,7 @@ class ReplayPool:
         j = self.model_index(model)
         i = self.item_index(item_id)
         table = self.store.records(self.sources, models=[model])
-        table = table.filter(pc.equal(table["item_id"], item_id))
+        table = table.filter(pc.equal(table["item_id"], pa.scalar(item_id)))
         response = table.column("response")[0].as_py() if table.num_rows else None
         return CallRecord(
             model=model,
@@ -182,7 +184,5 @@ def _drop_flagged(items: pa.Table, keys: Sequence[str]) -> pa.Table:
     if not keys:
         return items
     metas = items.column("meta").to_pylist()
-    keep = [
-        not (meta and any(json.loads(meta).get(k) for k in keys)) for meta in metas
-    ]
+    keep = [not (meta and any(json.loads(meta).get(k) for k in keys)) for meta in metas]
     return items.filter(pa.array(keep))

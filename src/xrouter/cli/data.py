@@ -59,7 +59,9 @@ def ingest_command(
         infos = ingest(data_dir, target, load_catalog(catalog or ()), source, reporter)
     table = Table("source", "items", "records", "seconds", title=f"store {target.path}")
     for info in infos:
-        table.add_row(info.name, f"{info.items:,}", f"{info.records:,}", f"{info.seconds:.1f}")
+        table.add_row(
+            info.name, f"{info.items:,}", f"{info.records:,}", f"{info.seconds:.1f}"
+        )
     console.print(table)
     console.print(f"ingested in {time.perf_counter() - started:.1f} s")
 
@@ -80,7 +82,9 @@ def pull_command(
 
     with progress_reporter() as reporter:
         count = pull(to, source, reporter)
-    console.print(f"downloaded {count} files into {to}; next: xrouter data ingest --from {to}")
+    console.print(
+        f"downloaded {count} files into {to}; next: xrouter data ingest --from {to}"
+    )
 
 
 @data_app.command("verify")
@@ -103,7 +107,9 @@ def verify_command(
     with progress_reporter() as reporter:
         ensure_ingested(data_dir, target, cards, reporter)
         rows = agreement_rows(target, data_dir, cards, reporter)
-    table = Table("source", "task", "model", "n", "ours %", "official %", "diff", "agree %")
+    table = Table(
+        "source", "task", "model", "n", "ours %", "official %", "diff", "agree %"
+    )
     for row in rows:
         table.add_row(
             row.source,

@@ -9,8 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from xrouter.cli.app import CatalogFiles, StorePath, app, console, guarded
-from xrouter.cli.app import progress_reporter
+from xrouter.cli.app import (
+    CatalogFiles,
+    StorePath,
+    app,
+    console,
+    guarded,
+    progress_reporter,
+)
 from xrouter.cli.data import DataDir, open_store
 from xrouter.core.catalog import load_catalog
 from xrouter.evaluate.runner import SuiteReport
@@ -61,7 +67,9 @@ def eval_command(
         for s in suites:
             if s.source not in present:
                 continue
-            reports.append(evaluate_suite(target, s, embedder, cards, reporter=reporter))
+            reports.append(
+                evaluate_suite(target, s, embedder, cards, reporter=reporter)
+            )
     if not reports:
         raise ConfigError(
             f"no suite's source is under {data_dir}; the suites read "
@@ -71,11 +79,23 @@ def eval_command(
     written = write_report(reports, out, meta)
     for report in reports:
         console.print(_table(report))
-    console.print(f"wrote {', '.join(str(p) for p in written[:2])} and "
-                  f"{len(written) - 2} plots in {time.perf_counter() - started:.1f} s")
+    console.print(
+        f"wrote {', '.join(str(p) for p in written[:2])} and "
+        f"{len(written) - 2} plots in {time.perf_counter() - started:.1f} s"
+    )
 
 
-_SHORT = ("policy", "acc %", "$/1k", "$/right", "calls", "AIQ", "APGR", "match %", "gap")
+_SHORT = (
+    "policy",
+    "acc %",
+    "$/1k",
+    "$/right",
+    "calls",
+    "AIQ",
+    "APGR",
+    "match %",
+    "gap",
+)
 
 
 def _table(report: SuiteReport) -> Table:
@@ -83,8 +103,11 @@ def _table(report: SuiteReport) -> Table:
     from xrouter.evaluate.report import format_row
 
     title = f"{report.suite.name}: {report.items['test']} test items"
-    table = Table(title=title, caption="match %: cost to reach the best single model's "
-                  "accuracy, as % of its cost; gap: points below the oracle")
+    table = Table(
+        title=title,
+        caption="match %: cost to reach the best single model's "
+        "accuracy, as % of its cost; gap: points below the oracle",
+    )
     table.add_column(_SHORT[0], no_wrap=True, max_width=40)
     for header in _SHORT[1:]:
         table.add_column(header, justify="right", no_wrap=True)

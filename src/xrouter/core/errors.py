@@ -12,7 +12,7 @@ and what to do about it.
     ├── DataError              input data that cannot be read as expected
     │   ├── SourceFormatError  a source file that is truncated or malformed
     │   ├── StoreError         the records store is missing or inconsistent
-    │   └── NetworkUnavailable a download that cannot reach its origin
+    │   └── NetworkUnavailableError a download that cannot reach its origin
     ├── ReplayMissError        a replayed call with no record behind it
     └── SandboxError           generated code that could not be run in isolation
 """
@@ -23,7 +23,7 @@ __all__ = [
     "CatalogError",
     "ConfigError",
     "DataError",
-    "NetworkUnavailable",
+    "NetworkUnavailableError",
     "ReplayMissError",
     "SandboxError",
     "SourceFormatError",
@@ -64,7 +64,7 @@ class StoreError(DataError):
     """The records store is missing, empty or inconsistent."""
 
 
-class NetworkUnavailable(DataError):
+class NetworkUnavailableError(DataError):
     """A download that cannot reach its public origin."""
 
 

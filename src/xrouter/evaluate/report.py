@@ -63,12 +63,17 @@ def _markdown(reports: Sequence[SuiteReport], meta: dict[str, Any]) -> str:
             f"Source `{suite.source}`, {report.items['test']} test items "
             f"({report.items['train']} train), pool of {len(report.pool)} models; "
             f"APGR pair {suite.strong} / {suite.weak}."
-            + (f" `{suite.self_model}` stands for the router answering itself."
-               if suite.self_model else "")
+            + (
+                f" `{suite.self_model}` stands for the router answering itself."
+                if suite.self_model
+                else ""
+            )
         )
         lines += ["", "| " + " | ".join(h for h, _ in COLUMNS) + " |"]
         lines.append("|" + "---|" * len(COLUMNS))
-        for row in sorted(report.rows, key=lambda r: (r["kind"] != "router", r["name"])):
+        for row in sorted(
+            report.rows, key=lambda r: (r["kind"] != "router", r["name"])
+        ):
             lines.append("| " + " | ".join(format_row(row)) + " |")
         lines += ["", f"![{suite.name}]({suite.name}.png)"]
         for note in report.notes:
@@ -92,5 +97,9 @@ def write_report(
     _atomic_write(written[0], json.dumps(body, indent=2))
     _atomic_write(written[1], _markdown(reports, meta))
     for report in reports:
-        written.append(plot_suite(report.suite.name, report.results, out / f"{report.suite.name}.png"))
+        written.append(
+            plot_suite(
+                report.suite.name, report.results, out / f"{report.suite.name}.png"
+            )
+        )
     return written

@@ -1,4 +1,4 @@
-"""The main job: evaluate every policy on each suite's test split over replayed records."""
+"""The main job: every policy on each suite's test split, over replayed records."""
 
 from __future__ import annotations
 
@@ -147,7 +147,9 @@ def evaluate_suite(
         notes.append(
             f"{pool.dropped_items} items left out: not every pool model has a record"
         )
-    policies: list[tuple[Policy, str]] = [(SingleModel(m), "single") for m in pool.models]
+    policies: list[tuple[Policy, str]] = [
+        (SingleModel(m), "single") for m in pool.models
+    ]
     policies.append((RandomMix(), "router"))
     share = _extracted_share(pool, train)
     if share >= _CASCADE_MIN_EXTRACTED:

@@ -45,7 +45,9 @@ class Suite(BaseModel):
             raise ValueError(f"suite {self.name!r} needs a pool of >= 2 models")
         if len(set(self.pool)) != len(self.pool):
             raise ValueError(f"suite {self.name!r} lists a pool model twice")
-        named = [self.strong, self.weak] + ([self.self_model] if self.self_model else [])
+        named = [self.strong, self.weak] + (
+            [self.self_model] if self.self_model else []
+        )
         outside = [m for m in named if m not in self.pool]
         if outside:
             raise ValueError(

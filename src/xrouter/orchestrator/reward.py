@@ -44,7 +44,7 @@ class RewardConfig:
 
 
 def reward(score: float, cost_usd: float, config: RewardConfig | None = None) -> float:
-    """Reward of one episode with verifier ``score`` in [0, 1] and total ``cost_usd``."""
+    """Reward of one episode: verifier ``score`` in [0, 1], total ``cost_usd``."""
     config = config or RewardConfig()
     if not 0.0 <= score <= 1.0:
         raise ValueError(f"score must lie in [0, 1], got {score!r}")
@@ -53,6 +53,8 @@ def reward(score: float, cost_usd: float, config: RewardConfig | None = None) ->
     return score * (config.k - min(config.lam * cost_usd, config.cost_max))
 
 
-def episode_reward(score: float, trace: Trace, config: RewardConfig | None = None) -> float:
+def episode_reward(
+    score: float, trace: Trace, config: RewardConfig | None = None
+) -> float:
     """Reward of an episode, charging every call in its trace (router's included)."""
     return reward(score, trace.cost_usd, config)

@@ -47,7 +47,7 @@ class Outcome:
 
 
 def outcome(pool: ReplayPool, items: NDArray[np.int64], routing: Routing) -> Outcome:
-    """Replay ``routing`` over ``items``: score of the chosen answer, cost of all calls."""
+    """Replay ``routing`` on ``items``: the chosen answer's score, all calls' cost."""
     score = pool.score[items, routing.chosen]
     cost = (pool.cost[items] * routing.called).sum(axis=1)
     return Outcome(score, cost, routing.called.sum(axis=1).astype(np.int64))

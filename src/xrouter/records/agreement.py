@@ -81,7 +81,9 @@ def _zeroeval(store: Store, root: Path, catalog: Catalog) -> Iterator[AgreementR
                 continue  # a published model with no records here
     for (task, model), scores in sorted(totals.items()):
         ours = 100.0 * sum(scores) / len(scores)
-        yield AgreementRow("zeroeval", task, model, ours, published.get((task, model)), len(scores))
+        yield AgreementRow(
+            "zeroeval", task, model, ours, published.get((task, model)), len(scores)
+        )
 
 
 def _judge(kind: str, response: str, gold: str) -> bool:

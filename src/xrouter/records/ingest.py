@@ -41,7 +41,9 @@ def check_data_dir(root: Path) -> Path:
 def _catalog_digest(catalog: Catalog) -> str:
     digest = hashlib.sha256()
     for card in sorted(catalog, key=lambda c: c.id):
-        digest.update(f"{card.id}:{card.input_per_mtok}:{card.output_per_mtok};".encode())
+        digest.update(
+            f"{card.id}:{card.input_per_mtok}:{card.output_per_mtok};".encode()
+        )
     return digest.hexdigest()[:8]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from xrouter.core.errors import NetworkUnavailable
+from xrouter.core.errors import NetworkUnavailableError
 from xrouter.core.progress import Reporter, Silent
 from xrouter.records.sources import SOURCES, Origin
 
@@ -50,8 +50,8 @@ def local_path(source: str, remote: str) -> str:
     return "prices/routerarena_cost.json"
 
 
-def _offline(exc: Exception, url: str) -> NetworkUnavailable:
-    return NetworkUnavailable(
+def _offline(exc: Exception, url: str) -> NetworkUnavailableError:
+    return NetworkUnavailableError(
         f"cannot reach {url} ({type(exc).__name__}); without network, copy the "
         "data directory from a machine that has it and use "
         "`xrouter data ingest --from DIR` instead"
@@ -63,7 +63,7 @@ def _get(client: httpx.Client, url: str) -> bytes:
         response = client.get(url)
         response.raise_for_status()
     except httpx.HTTPStatusError as exc:
-        raise NetworkUnavailable(
+        raise NetworkUnavailableError(
             f"{url} answered {exc.response.status_code}; the origin may have moved. "
             "Use `xrouter data ingest --from DIR` with a local copy instead"
         ) from exc

@@ -49,21 +49,20 @@ ITEM_SCHEMA = pa.schema(
     ]
 )
 
-RECORD_SCHEMA = pa.schema(
-    [
-        pa.field("item_id", pa.string(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("response", pa.string()),
-        pa.field("extracted", pa.string()),
-        pa.field("score", pa.float64(), nullable=False),
-        pa.field("score_origin", pa.string(), nullable=False),
-        pa.field("input_tokens", pa.int64(), nullable=False),
-        pa.field("output_tokens", pa.int64(), nullable=False),
-        pa.field("usage_origin", pa.string(), nullable=False),
-        pa.field("cost_usd", pa.float64(), nullable=False),
-        pa.field("cost_origin", pa.string(), nullable=False),
-    ]
-)
+_RECORD_FIELDS: list[pa.Field[Any]] = [
+    pa.field("item_id", pa.string(), nullable=False),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("response", pa.string()),
+    pa.field("extracted", pa.string()),
+    pa.field("score", pa.float64(), nullable=False),
+    pa.field("score_origin", pa.string(), nullable=False),
+    pa.field("input_tokens", pa.int64(), nullable=False),
+    pa.field("output_tokens", pa.int64(), nullable=False),
+    pa.field("usage_origin", pa.string(), nullable=False),
+    pa.field("cost_usd", pa.float64(), nullable=False),
+    pa.field("cost_origin", pa.string(), nullable=False),
+]
+RECORD_SCHEMA = pa.schema(_RECORD_FIELDS)
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,10 @@ class LLMRouter(Source):
         Origin(
             repo="ulab-uiuc/LLMRouter",
             commit="4e7a796942ce26e9d5f2b93191c7c2585c99c2e3",
-            patterns=tuple(f"data/{p}" for p in (*_SCORES, *_QUERIES))
-            + ("data/example_data/llm_candidates/default_llm.json",),
+            patterns=(
+                *(f"data/{p}" for p in (*_SCORES, *_QUERIES)),
+                "data/example_data/llm_candidates/default_llm.json",
+            ),
         ),
     )
 

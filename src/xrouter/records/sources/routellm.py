@@ -163,7 +163,12 @@ def _gsm8k(
                 extracted = verifiers.extract_answer("gsm8k", text) if text else None
                 batch.records.append(
                     prices.estimate(
-                        item, model, text, score, score_origin="source", extracted=extracted
+                        item,
+                        model,
+                        text,
+                        score,
+                        score_origin="source",
+                        extracted=extracted,
                     )
                 )
     return batch

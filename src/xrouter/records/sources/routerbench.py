@@ -72,7 +72,9 @@ class RouterBench(Source):
         with file.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             header = reader.fieldnames or []
-            models = [h.removesuffix("|total_cost") for h in header if "|total_cost" in h]
+            models = [
+                h.removesuffix("|total_cost") for h in header if "|total_cost" in h
+            ]
             if not models or "prompt" not in header or "sample_id" not in header:
                 raise SourceFormatError(
                     f"{file}: header lacks sample_id, prompt or <model>|total_cost "
@@ -124,7 +126,9 @@ def _row(
         if not score or not cost:
             continue  # the source has no verdict for this model on this prompt
         column = f"{name}|model_response"
-        texts = _literal_list(row[column], file, line, column) if row.get(column) else []
+        texts = (
+            _literal_list(row[column], file, line, column) if row.get(column) else []
+        )
         try:
             answers[model] = (texts[0] if texts else None, float(score), float(cost))
         except ValueError as exc:

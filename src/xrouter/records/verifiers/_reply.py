@@ -36,7 +36,7 @@ _PHRASE = re.compile(
     r"\banswer\b\**\s*(?:is\b\s*:?|[:=])\s*(?P<ans>[^\n]{1,200})", re.IGNORECASE
 )
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_BRACE_STEP = {"{": 1, "}": -1}
+_BRACE = re.compile(r"[{}]")
 
 
 def looks_like_json_reply(text: str) -> bool:
@@ -106,7 +106,7 @@ def _objects(text: str, limit: int) -> list[str]:
     """Up to ``limit`` top-level ``{...}`` spans (braces counted, strings not)."""
     spans: list[str] = []
     depth, start = 0, -1
-    for match in re.finditer(r"[{}]", text):
+    for match in _BRACE.finditer(text):
         if match.group() == "{":
             if depth == 0:
                 start = match.start()
@@ -204,15 +204,30 @@ def _next_is_key(text: str, comma: int) -> bool:
 
 def boxed(text: str) -> str | None:
     """The content of the last ``\\boxed{...}`` (braces balanced), if any."""
-    found: str | None = None
-    for match in _BOXED.finditer(text):
-        depth, i = 1, match.end()
-        while i < len(text) and depth:
-            depth += _BRACE_STEP.get(text[i], 0)
-            i += 1
-        if depth == 0:
-            found = text[match.end() : i - 1]
-    return found
+    if "box" not in text:
+        return None
+    opens = [match.end() - 1 for match in _BOXED.finditer(text)]
+    if not opens:
+        return None
+    closes = _closing_braces(text, opens[0])
+    for start in reversed(opens):
+        end = closes.get(start)
+        if end is not None:
+            return text[start + 1 : end]
+    return None
+
+
+def _closing_braces(text: str, start: int) -> dict[int, int]:
+    """Position of each ``{`` from ``start`` on -> its matching ``}``, in one pass
+    (nested or unclosed boxes cost linear time, not quadratic)."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    for match in _BRACE.finditer(text, start):
+        if match.group() == "{":
+            stack.append(match.start())
+        elif stack:
+            pairs[stack.pop()] = match.start()
+    return pairs
 
 
 def answer_phrase(text: str) -> str | None:

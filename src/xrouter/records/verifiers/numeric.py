@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from xrouter.records.verifiers._expr import evaluate
+from xrouter.records.verifiers._expr import MAX_CHARS, evaluate
 from xrouter.records.verifiers._reply import (
     answer_phrase,
     boxed,
@@ -94,7 +94,7 @@ def _answer_number(answer: str) -> Fraction | None:
         after = _first_number(text.rsplit("=", 1)[1])
         if after is not None:
             return after
-    if _ARITHMETIC.fullmatch(text):
+    if len(text) <= MAX_CHARS and _ARITHMETIC.fullmatch(text):
         value = evaluate(text.replace("×", "*").replace("÷", "/"))
         if isinstance(value, Fraction):
             return value

@@ -1,0 +1,110 @@
+"""The `xrouter` command line, run as a user would (typer's runner, real data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from xrouter.cli import data, evaluate  # noqa: F401  (registers the sub-commands)
+from xrouter.cli.app import app
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def math_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    file = tmp_path_factory.mktemp("suites") / "suites.yaml"
+    file.write_text(
+        "suites:\n"
+        "  - name: zeroeval-math\n"
+        "    source: zeroeval\n"
+        "    tasks: [math-l5]\n"
+        "    pool: [gpt-4o-mini-2024-07-18, claude-3-haiku-20240307, gemma-2-2b-it]\n"
+        "    strong: gpt-4o-mini-2024-07-18\n"
+        "    weak: gemma-2-2b-it\n"
+        "    self_model: gemma-2-2b-it\n"
+    )
+    return file
+
+
+def test_eval_writes_report_table_and_plot(
+    small_data: Path, math_suite: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    code, output = run(
+        "eval",
+        "--from",
+        str(small_data),
+        "--out",
+        str(out),
+        "--suites",
+        str(math_suite),
+        "--store",
+        str(tmp_path / "store"),
+    )
+    assert code == 0, output
+    assert "zeroeval-math: " in output and "oracle" in output
+    report = json.loads((out / "report.json").read_text())
+    suite = report["suites"]["zeroeval-math"]
+    assert suite["pool"] == [
+        "gpt-4o-mini-2024-07-18",
+        "claude-3-haiku-20240307",
+        "gemma-2-2b-it",
+    ]
+    names = {p["name"] for p in suite["policies"]}
+    assert names == {*suite["pool"], "random-mix", "cascade", "knn", "oracle"}
+    mini = next(p for p in suite["policies"] if p["name"] == "gpt-4o-mini-2024-07-18")
+    assert 0.45 < mini["accuracy"] < 0.60  # ZeroEval publishes 52.15% on MATH-L5
+    oracle = next(p for p in suite["policies"] if p["name"] == "oracle")
+    assert oracle["accuracy"] >= max(p["accuracy"] for p in suite["policies"])
+    assert (out / "zeroeval-math.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| oracle |" in (out / "report.md").read_text()
+
+
+def test_missing_data_dir_is_one_clear_line(tmp_path: Path) -> None:
+    code, output = run(
+        "eval", "--from", str(tmp_path / "absent"), "--store", str(tmp_path)
+    )
+    assert code == 1
+    assert f"error: data directory {tmp_path / 'absent'} does not exist" in output
+    assert "Traceback" not in output
+
+
+def test_unknown_suite_lists_the_known_ones(small_data: Path, tmp_path: Path) -> None:
+    code, output = run(
+        "eval", "--from", str(small_data), "--suite", "nope", "--store", str(tmp_path)
+    )
+    assert code == 1
+    assert (
+        "unknown suite nope; choose from zeroeval, routerbench, routellm, llmrouter"
+        in output
+    )
+
+
+def test_bad_suites_file_names_the_field(small_data: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "suites.yaml"
+    bad.write_text("suites:\n  - name: x\n    source: zeroeval\n    pool: [a]\n")
+    code, output = run("eval", "--from", str(small_data), "--suites", str(bad))
+    assert code == 1
+    assert f"{bad}: suite 1: strong: Field required" in output
+
+
+def test_pull_without_network_says_to_use_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xrouter.records import pull
+
+    # A closed loopback port answers like a machine without network: refused at once.
+    monkeypatch.setattr(pull, "_API", "http://127.0.0.1:9/{repo}/{commit}")
+    code, output = run("data", "pull", "--to", str(tmp_path / "data"))
+    assert code == 1
+    assert "cannot reach http://127.0.0.1:9/yuchenlin/ZeroEval/" in output
+    assert "xrouter data ingest --from DIR" in output
