@@ -129,3 +129,12 @@ def test_routing_must_answer_from_a_model_it_called() -> None:
         ValueError, match="returned the answer of a model it never called"
     ):
         Routing(np.array([[True, False]]), np.array([1]))
+
+
+def test_unknown_task_lists_the_source_tasks(pool: ReplayPool) -> None:
+    with pytest.raises(
+        StoreError,
+        match="have no items of task\\(s\\) gsm; their tasks"
+        " are cruxeval, gsm8k, math-l5",
+    ):
+        ReplayPool.load(pool.store, ["zeroeval"], MODELS, tasks=["gsm"])

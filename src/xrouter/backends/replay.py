@@ -60,6 +60,13 @@ class ReplayPool:
         ``contaminated``) are left out.
         """
         items = store.items(sources, tasks=tasks, columns=["item_id", "task", "meta"])
+        if tasks is not None and items.num_rows == 0:
+            known = store.items(sources, columns=["task"]).column("task").unique()
+            raise StoreError(
+                f"source(s) {', '.join(sources)} have no items of task(s) "
+                f"{', '.join(tasks)}; their tasks are "
+                f"{', '.join(sorted(str(t) for t in known.to_pylist()))}"
+            )
         items = _drop_flagged(items, exclude_meta)
         cols = [
             "item_id",

@@ -120,10 +120,15 @@ def verify_command(
             "-" if row.official is None else f"{row.official:.2f}",
             "-" if row.diff is None else f"{row.diff:+.2f}",
             "-" if row.agreement is None else f"{row.agreement:.1f}",
+            "-" if row.independent is None else f"{row.independent:.2f}",
         )
     console.print(table)
     for task in sorted({r.task for r in rows if r.source == "zeroeval"}):
-        diffs = [abs(r.diff) for r in rows if r.task == task and r.diff is not None]
+        diffs = [
+            abs(r.diff)
+            for r in rows
+            if r.source == "zeroeval" and r.task == task and r.diff is not None
+        ]
         if diffs:
             console.print(
                 f"zeroeval {task}: {len(diffs)} models, max |diff| {max(diffs):.2f} "

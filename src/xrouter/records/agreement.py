@@ -1,10 +1,12 @@
 """How far xrouter's verifiers agree with each source's own verdicts.
 
-For ZeroEval the comparison is with its published accuracy per task and model. For
-sources that recorded a verdict per response (RouterBench, RouteLLM's GSM8K), the
-verifier re-judges every response that can be judged and the accuracy it finds is set
-beside the source's accuracy on the same responses, with the share of responses on
-which the two verdicts agree.
+ZeroEval: the stored verdicts (ZeroEval's protocol, as xrouter implements it) beside
+the accuracy ZeroEval published, with xrouter's own verifier's accuracy
+(``independent``) and the share of responses on which the two readings agree.
+
+RouterBench and RouteLLM's GSM8K recorded a verdict per response: xrouter's verifier
+re-judges every response it can and its accuracy (``ours``) is set beside the
+source's on the same responses, with the share on which the verdicts agree.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from xrouter.core.catalog import Catalog
 from xrouter.core.errors import CatalogError, SourceFormatError
 from xrouter.core.progress import Reporter, Silent
 from xrouter.records import verifiers
+from xrouter.records.sources.zeroeval import PUBLISHED_AS, TASKS
 from xrouter.records.store import Store
 
 __all__ = ["AgreementRow", "agreement_rows"]
@@ -39,6 +42,7 @@ class AgreementRow:
     official: float | None
     n: int
     agreement: float | None = None
+    independent: float | None = None
 
     @property
     def diff(self) -> float | None:
@@ -61,28 +65,51 @@ def _official(root: Path) -> dict[str, dict[str, float]]:
     return raw
 
 
-_ZEROEVAL_TASKS = {"gsm": "gsm8k", "math-l5": "math-l5", "crux": "cruxeval"}
-
-
-def _zeroeval(store: Store, root: Path, catalog: Catalog) -> Iterator[AgreementRow]:
-    official = _official(root)
-    items = store.items(["zeroeval"], columns=["item_id", "task"]).to_pydict()
-    task_of = dict(zip(items["item_id"], items["task"], strict=True))
-    records = store.records(["zeroeval"], columns=["item_id", "model", "score"])
-    totals: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for item_id, model, score in zip(*records.to_pydict().values(), strict=True):
-        totals[(task_of[item_id], model)].append(score)
+def _published(root: Path, catalog: Catalog) -> dict[tuple[str, str], float]:
+    """ZeroEval's published accuracy by (task, model-card id)."""
+    renamed: dict[str, list[str]] = defaultdict(list)
+    for file_name, published_name in PUBLISHED_AS.items():
+        renamed[published_name].append(file_name)
     published: dict[tuple[str, str], float] = {}
-    for folder, task in _ZEROEVAL_TASKS.items():
-        for name, acc in official.get(folder, {}).items():
-            try:
-                published[(task, catalog.resolve(name))] = acc
-            except CatalogError:
-                continue  # a published model with no records here
-    for (task, model), scores in sorted(totals.items()):
-        ours = 100.0 * sum(scores) / len(scores)
+    for folder, table in _official(root).items():
+        if folder not in TASKS:
+            continue
+        task = TASKS[folder][0]
+        for name, acc in table.items():
+            for alias in [name, *renamed.get(name, [])]:
+                try:
+                    published[(task, catalog.resolve(alias))] = acc
+                except CatalogError:
+                    continue  # a published run with no records here
+    return published
+
+
+def _zeroeval(
+    store: Store, root: Path, catalog: Catalog, reporter: Reporter
+) -> Iterator[AgreementRow]:
+    items = store.items(["zeroeval"], columns=["item_id", "task", "verifier", "gold"])
+    info = {r["item_id"]: r for r in items.to_pylist()}
+    cols = ["item_id", "model", "response", "score"]
+    records = store.records(["zeroeval"], columns=cols).to_pylist()
+    reporter.start("re-judging zeroeval", len(records))
+    groups: dict[tuple[str, str], list[tuple[float, bool]]] = defaultdict(list)
+    for record in records:
+        item = info[record["item_id"]]
+        own = verifiers.verify(item["verifier"], record["response"] or "", item["gold"])
+        groups[(item["task"], record["model"])].append((record["score"], own))
+        reporter.advance()
+    published = _published(root, catalog)
+    for (task, model), pairs in sorted(groups.items()):
+        n = len(pairs)
         yield AgreementRow(
-            "zeroeval", task, model, ours, published.get((task, model)), len(scores)
+            source="zeroeval",
+            task=task,
+            model=model,
+            ours=100.0 * sum(score for score, _ in pairs) / n,
+            official=published.get((task, model)),
+            n=n,
+            agreement=100.0 * sum((s >= 1.0) == own for s, own in pairs) / n,
+            independent=100.0 * sum(own for _, own in pairs) / n,
         )
 
 
@@ -127,14 +154,18 @@ def _rejudged(store: Store, source: str, reporter: Reporter) -> Iterator[Agreeme
 
 
 def agreement_rows(
-    store: Store, root: Path, catalog: Catalog, reporter: Reporter | None = None
+    store: Store,
+    root: Path,
+    catalog: Catalog,
+    reporter: Reporter | None = None,
+    sources: list[str] | None = None,
 ) -> list[AgreementRow]:
     """Our accuracy beside each source's, for every task and model we can judge."""
     reporter = reporter or Silent()
-    sources = store.sources()
+    sources = [s for s in store.sources() if sources is None or s in sources]
     rows: list[AgreementRow] = []
     if "zeroeval" in sources:
-        rows += _zeroeval(store, root, catalog)
+        rows += _zeroeval(store, root, catalog, reporter)
     for source in ("routerbench", "routellm"):
         if source in sources:
             rows += _rejudged(store, source, reporter)

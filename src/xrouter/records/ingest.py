@@ -47,9 +47,14 @@ def _catalog_digest(catalog: Catalog) -> str:
     return digest.hexdigest()[:8]
 
 
+# Bumped whenever ingest would turn the same files into different records (a new
+# column, another verdict rule), so stores written by older code are refreshed.
+INGEST_VERSION = 2
+
+
 def source_fingerprint(source: Source, root: Path, catalog: Catalog) -> str:
-    """Changes when the source's files or the catalog's prices change."""
-    return f"{source.fingerprint(root)}-{_catalog_digest(catalog)}"
+    """Changes when the source's files, the catalog's prices or the ingest change."""
+    return f"v{INGEST_VERSION}-{source.fingerprint(root)}-{_catalog_digest(catalog)}"
 
 
 def _present(root: Path) -> list[str]:

@@ -1,7 +1,10 @@
 """ZeroEval: zero-shot chain-of-thought runs of ~60 models on GSM8K, MATH-L5, CRUXEval.
 
-The source keeps every response but no per-item verdict, token count or cost: xrouter's
-verifiers judge each response, its tokenizer counts the text and the catalog prices it.
+The source keeps every response but no per-item verdict, token count or cost. Each
+response is judged by ZeroEval's own protocol (``verifiers.published``), so stored
+accuracies reproduce the published ones; the answer xrouter's verifier extracts is
+stored beside it for comparing models' answers. The tokenizer counts the text and the
+catalog prices it.
 """
 
 from __future__ import annotations
@@ -16,14 +19,26 @@ from xrouter.core.errors import SourceFormatError
 from xrouter.records import verifiers
 from xrouter.records.schema import Item
 from xrouter.records.sources.base import Origin, PriceBook, Source, SourceBatch
+from xrouter.records.verifiers.published import zeroeval_verdict
 
-__all__ = ["TASKS", "ZeroEval"]
+__all__ = ["PUBLISHED_AS", "TASKS", "ZeroEval"]
 
 # ZeroEval's task folder -> (xrouter task, verifier kind)
 TASKS: dict[str, tuple[str, str]] = {
     "gsm": ("gsm8k", "gsm8k"),
     "math-l5": ("math-l5", "math"),
     "crux": ("cruxeval", "cruxeval"),
+}
+
+# Runs whose file name differs from the name ZeroEval published their accuracy under.
+PUBLISHED_AS: dict[str, str] = {
+    "gemma-2-27b-it@together": "gemma-2-27b-it",
+    "deepseek-chat": "deepseek-v2-chat-0628",
+    "deepseek-coder": "deepseek-v2-coder-0614",
+    "DeepSeek-Coder-V2-0724": "deepseek-v2-coder-0724",
+    "Llama-3.1-405B-Inst-fp8": "Llama-3.1-405B-Inst-fp8@together",
+    "Llama-3.1-405B-Instruct-Turbo": "Llama-3.1-405B-Inst-fp8@together",
+    "Meta-Llama-3.1-405B-Instruct@hyperbolic": "Llama-3.1-405B-Inst@hyperbolic",
 }
 
 
@@ -81,13 +96,13 @@ class ZeroEval(Source):
                 seen.add(item.item_id)
                 batch.items.append(item)
             response = _response(row, file, index)
-            gold = item.gold or ""
+            verdict = zeroeval_verdict(task, response, item.gold or "", model_name)
             batch.records.append(
                 prices.estimate(
                     item,
                     model,
                     response,
-                    float(verifiers.verify(kind, response, gold)),
+                    float(verdict),
                     score_origin="verifier",
                     extracted=verifiers.extract_answer(kind, response),
                 )

@@ -9,10 +9,14 @@ Five kinds of verifier, each a pure function of (response, gold):
 - ``mbpp``: Python code, run against ``assert`` tests in a sandboxed process.
 
 ``extract_answer`` gives the normalised final answer (for telling whether two models
-agree); ``verify`` judges it against the gold. ZeroEval's task names (``gsm``,
-``math-l5``, ``crux``) are accepted as aliases. Reply parsing is cached for the last
-few thousand responses, so ``verify`` followed by ``extract_answer`` on the same
-response parses it once.
+agree); ``verify`` judges it against the gold. The final answer is the last one a
+reply states (a reply that corrects its first JSON object is judged on the
+correction) and the whole of it (``6 + 5 + 10 + 8 = 29`` answers 29), which is
+where these verdicts differ from ZeroEval's first-number checker.
+
+ZeroEval's task names (``gsm``, ``math-l5``, ``crux``) are accepted as aliases.
+Reply parsing is cached for the last few thousand responses, so ``verify`` followed
+by ``extract_answer`` on the same response parses it once.
 """
 
 from __future__ import annotations
