@@ -162,6 +162,17 @@ class Source(ABC):
             digest.update(f":{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()[:16]
 
+    def glob(self, root: Path, relative: str, pattern: str) -> list[Path]:
+        """The files matching ``pattern`` in a folder of the source; never none."""
+        folder = root / self.folder / relative
+        files = sorted(folder.glob(pattern)) if folder.is_dir() else []
+        if not files:
+            raise SourceFormatError(
+                f"{folder} holds no {pattern} files: point --from at a complete copy "
+                "of the data (see `xrouter data pull`)"
+            )
+        return files
+
     def require(self, root: Path, relative: str) -> Path:
         path = root / self.folder / relative
         if not path.is_file():

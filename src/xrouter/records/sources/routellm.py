@@ -52,14 +52,7 @@ class RouteLLM(Source):
     )
 
     def _mmlu_files(self, root: Path) -> list[Path]:
-        folder = root / self.folder / "evals" / "mmlu" / "responses"
-        files = sorted(folder.glob("mmlu_*.csv")) if folder.is_dir() else []
-        if not files:
-            raise SourceFormatError(
-                f"{folder} holds no mmlu_<subject>.csv files: point --from at a "
-                "complete copy of the data (see `xrouter data pull`)"
-            )
-        return files
+        return self.glob(root, "evals/mmlu/responses", "mmlu_*.csv")
 
     def files(self, root: Path) -> list[Path]:
         named = [_GSM, _GSM_GOLD, _MT_QUESTIONS, _MT_JUDGEMENTS]

@@ -59,14 +59,7 @@ class ZeroEval(Source):
     )
 
     def files(self, root: Path) -> list[Path]:
-        folder = root / self.folder / "raw_gz"
-        files = sorted(folder.glob("*__*.json.gz")) if folder.is_dir() else []
-        if not files:
-            raise SourceFormatError(
-                f"{folder} holds no <task>__<model>.json.gz files: point --from at a "
-                "complete copy of the data (see `xrouter data pull`)"
-            )
-        return files
+        return self.glob(root, "raw_gz", "*__*.json.gz")
 
     def read(
         self, root: Path, prices: PriceBook, advance: Callable[[], None]
