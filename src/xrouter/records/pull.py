@@ -12,6 +12,7 @@ import gzip
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,14 @@ import httpx
 
 from xrouter.core.errors import NetworkUnavailableError
 from xrouter.core.progress import Reporter, Silent
-from xrouter.records.sources import SOURCES, Origin
+from xrouter.records.sources import SOURCES, Origin, get_source
 
 __all__ = ["local_path", "pull"]
 
 logger = logging.getLogger(__name__)
 
 _API = "https://api.github.com/repos/{repo}/git/trees/{commit}?recursive=1"
+_COMMIT = "https://api.github.com/repos/{repo}/commits/{commit}"
 _RAW = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
 _PRICES = Origin(
     repo="RouteWorks/RouterArena",
@@ -72,6 +74,14 @@ def _get(client: httpx.Client, url: str) -> bytes:
     return response.content
 
 
+def _full_commit(client: httpx.Client, origin: Origin) -> str:
+    """The 40-digit commit id; the trees and raw-file addresses need the whole id."""
+    if len(origin.commit) == 40:
+        return origin.commit
+    url = _COMMIT.format(repo=origin.repo, commit=origin.commit)
+    return str(json.loads(_get(client, url))["sha"])
+
+
 def _listing(client: httpx.Client, origin: Origin) -> list[str]:
     url = _API.format(repo=origin.repo, commit=origin.commit)
     tree: dict[str, Any] = json.loads(_get(client, url))
@@ -105,19 +115,23 @@ def pull(
     sources: list[str] | None = None,
     reporter: Reporter | None = None,
     timeout_s: float = 30.0,
+    transport: httpx.BaseTransport | None = None,
 ) -> int:
     """Download the sources' files into ``root``; returns the number of files.
 
     Files already present are kept, so an interrupted pull resumes where it stopped.
+    ``transport`` replaces the network (tests pass a mock one).
     """
     reporter = reporter or Silent()
     names = sources or list(SOURCES)
-    plan: list[tuple[str, Origin]] = [
-        (n, o) for n in names for o in SOURCES[n].origins
-    ] + [("prices", _PRICES)]
+    plan = [(n, o) for n in names for o in get_source(n).origins]
+    if not sources:
+        plan.append(("prices", _PRICES))  # reference prices come with a full pull
     fetched = 0
-    with httpx.Client(timeout=timeout_s, follow_redirects=True) as client:
+    client = httpx.Client(timeout=timeout_s, follow_redirects=True, transport=transport)
+    with client:
         for name, origin in plan:
+            origin = replace(origin, commit=_full_commit(client, origin))
             remote = _listing(client, origin)
             reporter.start(f"pulling {name}", len(remote))
             for path in remote:
