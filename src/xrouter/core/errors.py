@@ -6,15 +6,15 @@ to an OpenAI-style JSON error. Each message says what was given, why it is refus
 and what to do about it.
 
     XRouterError
-    ├── ConfigError            bad settings, unknown names, out-of-range knobs
-    │   ├── CatalogError       a model card that is missing, malformed or unpriced
-    │   └── UnknownTaskError   a task no verifier or suite knows
-    ├── DataError              input data that cannot be read as expected
-    │   ├── SourceFormatError  a source file that is truncated or malformed
-    │   ├── StoreError         the records store is missing or inconsistent
-    │   └── NetworkUnavailableError a download that cannot reach its origin
-    ├── ReplayMissError        a replayed call with no record behind it
-    └── SandboxError           generated code that could not be run in isolation
+    |-- ConfigError                  bad settings, unknown names, knobs out of range
+    |   |-- CatalogError             a model card missing, malformed or unpriced
+    |   `-- UnknownTaskError         a task no verifier or suite knows
+    |-- DataError                    input data that cannot be read as expected
+    |   |-- SourceFormatError        a source file truncated or malformed
+    |   |-- StoreError               the records store missing or inconsistent
+    |   `-- NetworkUnavailableError  a download that cannot reach its origin
+    |-- ReplayMissError              a replayed call with no record behind it
+    `-- SandboxError                 generated code that could not be isolated
 """
 
 from __future__ import annotations
