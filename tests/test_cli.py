@@ -108,3 +108,33 @@ def test_pull_without_network_says_to_use_from(
     assert code == 1
     assert "cannot reach http://127.0.0.1:9/yuchenlin/ZeroEval/" in output
     assert "xrouter data ingest --from DIR" in output
+
+
+def test_verify_writes_rows_with_the_published_figures(
+    small_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "verify.json"
+    code, output = run(
+        "data",
+        "verify",
+        "--from",
+        str(small_data),
+        "--source",
+        "zeroeval",
+        "--json",
+        str(out),
+        "--store",
+        str(tmp_path / "store"),
+    )
+    assert code == 0, output
+    assert (
+        "zeroeval gsm8k: 3 models, max |diff| 0.00 points, 3 within 1 point" in output
+    )
+    rows = json.loads(out.read_text())
+    mini = next(
+        r
+        for r in rows
+        if r["task"] == "math-l5" and r["model"] == "gpt-4o-mini-2024-07-18"
+    )
+    assert mini["official"] == 52.15 and abs(mini["ours"] - 52.15) < 0.01
+    assert {"task", "model", "ours", "official"} <= set(mini)

@@ -95,6 +95,10 @@ def verify_command(
         Path | None,
         typer.Option("--json", help="Also write the rows to this JSON file."),
     ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--source", help="Check only this source; may be repeated."),
+    ] = None,
     store: StorePath = None,
     catalog: CatalogFiles = None,
 ) -> None:
@@ -106,21 +110,26 @@ def verify_command(
     cards = load_catalog(catalog or ())
     with progress_reporter() as reporter:
         ensure_ingested(data_dir, target, cards, reporter)
-        rows = agreement_rows(target, data_dir, cards, reporter)
-    table = Table(
-        "source", "task", "model", "n", "ours %", "official %", "diff", "agree %"
-    )
+        rows = agreement_rows(target, data_dir, cards, reporter, source)
+    table = Table("source", "task", "model", "n", "ours %", "published %")
+    for header in ("source's verdicts %", "diff", "agree %", "own reading %"):
+        table.add_column(header)
+
+    def pct(value: float | None, spec: str = ".2f") -> str:
+        return "-" if value is None else format(value, spec)
+
     for row in rows:
         table.add_row(
             row.source,
             row.task,
             row.model,
             str(row.n),
-            f"{row.ours:.2f}",
-            "-" if row.official is None else f"{row.official:.2f}",
-            "-" if row.diff is None else f"{row.diff:+.2f}",
-            "-" if row.agreement is None else f"{row.agreement:.1f}",
-            "-" if row.independent is None else f"{row.independent:.2f}",
+            pct(row.ours),
+            pct(row.official),
+            pct(row.recorded),
+            pct(row.diff, "+.2f"),
+            pct(row.agreement, ".1f"),
+            pct(row.independent),
         )
     console.print(table)
     for task in sorted({r.task for r in rows if r.source == "zeroeval"}):

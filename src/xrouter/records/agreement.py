@@ -1,12 +1,14 @@
 """How far xrouter's verifiers agree with each source's own verdicts.
 
-ZeroEval: the stored verdicts (ZeroEval's protocol, as xrouter implements it) beside
-the accuracy ZeroEval published, with xrouter's own verifier's accuracy
-(``independent``) and the share of responses on which the two readings agree.
+ZeroEval published an accuracy per task and model (``official``): beside it stand
+the stored verdicts (``ours``: ZeroEval's protocol as xrouter implements it),
+xrouter's own verifier's reading of the same responses (``independent``) and the
+share of responses on which the two readings agree.
 
-RouterBench and RouteLLM's GSM8K recorded a verdict per response: xrouter's verifier
-re-judges every response it can and its accuracy (``ours``) is set beside the
-source's on the same responses, with the share on which the verdicts agree.
+RouterBench and RouteLLM's GSM8K recorded a verdict per response but published no
+accuracy of their own: xrouter's verifier re-judges every response it can (``ours``)
+beside the accuracy of the source's verdicts on the same responses (``recorded``),
+with the share on which the verdicts agree.
 """
 
 from __future__ import annotations
@@ -43,10 +45,13 @@ class AgreementRow:
     n: int
     agreement: float | None = None
     independent: float | None = None
+    recorded: float | None = None
 
     @property
     def diff(self) -> float | None:
-        return None if self.official is None else self.ours - self.official
+        """Ours less the published accuracy, or less the recorded verdicts'."""
+        reference = self.official if self.official is not None else self.recorded
+        return None if reference is None else self.ours - reference
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "diff": self.diff}
@@ -150,7 +155,9 @@ def _rejudged(store: Store, source: str, reporter: Reporter) -> Iterator[Agreeme
         ours = 100.0 * sum(v for v, _ in pairs) / n
         theirs = 100.0 * sum(s >= 1.0 for _, s in pairs) / n
         agree = 100.0 * sum(v == (s >= 1.0) for v, s in pairs) / n
-        yield AgreementRow(source, task, model, ours, theirs, n, agree)
+        yield AgreementRow(
+            source, task, model, ours, None, n, agreement=agree, recorded=theirs
+        )
 
 
 def agreement_rows(
