@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import csv
 import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,7 +24,9 @@ __all__ = [
     "Source",
     "SourceBatch",
     "estimated_output_tokens",
+    "read_csv",
     "read_jsonl",
+    "reading",
 ]
 
 # Output length assumed when a source kept no response text to count: a letter (and
@@ -32,6 +37,65 @@ _DEFAULT_ESTIMATED_OUTPUT = 256
 
 def estimated_output_tokens(verifier: str | None) -> int:
     return _ESTIMATED_OUTPUT.get(verifier or "", _DEFAULT_ESTIMATED_OUTPUT)
+
+
+@contextmanager
+def reading(file: Path) -> Iterator[None]:
+    """Turn any unexpected content error while reading ``file`` into one that names it.
+
+    Each source checks what it knows to check; this catches the rest (a missing key,
+    a number that is not one, bytes that are not UTF-8) so a malformed file never
+    ends in a traceback.
+    """
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise SourceFormatError(
+            f"{file}: bytes {exc.start}-{exc.end} are not UTF-8 text; fetch the "
+            "file again"
+        ) from exc
+    except (KeyError, ValueError, TypeError, IndexError, SyntaxError) as exc:
+        what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise SourceFormatError(
+            f"{file}: unexpected content ({type(exc).__name__}: {what}); fetch the "
+            "file again"
+        ) from exc
+
+
+def read_csv(file: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """Rows of a CSV file with the line each starts on; a cut row is refused.
+
+    Fields may span lines (prompts do), so the line is the file's own line number,
+    not the row count. A row with fewer fields than the header means a truncated
+    file: it is refused rather than read with gaps.
+    """
+    csv.field_size_limit(2**31 - 1)
+    with file.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if not header:
+            raise SourceFormatError(f"{file} is empty; fetch the file again")
+        start = reader.line_num + 1
+        for fields in reader:
+            if len(fields) != len(header):
+                raise SourceFormatError(
+                    f"{file}, line {start}: a row of {len(fields)} fields where the "
+                    f"header has {len(header)}; the file is truncated or malformed, "
+                    "fetch it again"
+                )
+            yield start, dict(zip(header, fields, strict=True))
+            start = reader.line_num + 1
+
+
+def literal(text: str, file: Path, line: int | str, what: str) -> Any:
+    """A Python literal from a source file; a malformed one is named."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise SourceFormatError(
+            f"{file}, line {line}: {what} is not a Python literal "
+            f"({type(exc).__name__}); fetch the file again"
+        ) from exc
 
 
 def read_jsonl(file: Path) -> list[dict[str, Any]]:

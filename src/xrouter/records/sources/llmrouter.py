@@ -21,6 +21,7 @@ from xrouter.records.sources.base import (
     Source,
     SourceBatch,
     read_jsonl,
+    reading,
 )
 
 __all__ = ["LLMRouter"]
@@ -66,12 +67,16 @@ class LLMRouter(Source):
     ) -> Iterator[SourceBatch]:
         queries: dict[str, dict[str, Any]] = {}
         for name in _QUERIES:
-            queries.update(_queries(self.require(root, name)))
+            file = self.require(root, name)
+            with reading(file):
+                queries.update(_queries(file))
             advance()
         seen: set[str] = set()
         for name in _SCORES:
             file = self.require(root, name)
-            yield _scores(file, queries, prices, seen)
+            with reading(file):
+                batch = _scores(file, queries, prices, seen)
+            yield batch
             advance()
 
 

@@ -8,7 +8,6 @@ RouteLLM lists as overlapping its router's training data are flagged
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +21,9 @@ from xrouter.records.sources.base import (
     PriceBook,
     Source,
     SourceBatch,
+    read_csv,
     read_jsonl,
+    reading,
 )
 
 __all__ = ["RouteLLM"]
@@ -61,7 +62,6 @@ class RouteLLM(Source):
     def read(
         self, root: Path, prices: PriceBook, advance: Callable[[], None]
     ) -> Iterator[SourceBatch]:
-        csv.field_size_limit(2**31 - 1)
         base = root / self.folder
         models = {m: prices.model_id(m, base) for m in _MODELS}
         dirty = _contaminated(base)
@@ -81,7 +81,9 @@ def _contaminated(base: Path) -> dict[str, set[str]]:
     for task in ("mmlu", "gsm8k", "mt_bench"):
         file = base / "evals" / task / "contaminated_prompts.jsonl"
         if file.is_file():
-            flagged[task] = {str(r["eval_prompt"]).strip() for r in read_jsonl(file)}
+            with reading(file):
+                rows = read_jsonl(file)
+                flagged[task] = {str(r["eval_prompt"]).strip() for r in rows}
     return flagged
 
 
@@ -99,13 +101,13 @@ def _mmlu(
 ) -> SourceBatch:
     subject = file.stem.removeprefix("mmlu_")
     batch = SourceBatch()
-    with file.open(newline="", encoding="utf-8") as handle:
-        for line, row in enumerate(csv.DictReader(handle), start=2):
+    with reading(file):
+        for number, (line, row) in enumerate(read_csv(file)):
             prompt = row.get("prompt")
             if prompt is None:
                 raise SourceFormatError(f"{file}: no 'prompt' column")
             item = Item(
-                item_id=f"routellm/mmlu/{subject}-{line - 2}",
+                item_id=f"routellm/mmlu/{subject}-{number}",
                 source="routellm",
                 task="mmlu",
                 messages=(("user", prompt),),
@@ -132,16 +134,17 @@ def _gsm8k(
     base: Path, models: dict[str, str], prices: PriceBook, dirty: set[str]
 ) -> SourceBatch:
     gold = {}
-    for row in read_jsonl(base / _GSM_GOLD):
-        gold[str(row["question"]).strip()] = str(row["answer"]).split("####")[-1]
+    with reading(base / _GSM_GOLD):
+        for row in read_jsonl(base / _GSM_GOLD):
+            gold[str(row["question"]).strip()] = str(row["answer"]).split("####")[-1]
     file = base / _GSM
     batch = SourceBatch()
-    with file.open(newline="", encoding="utf-8") as handle:
-        for line, row in enumerate(csv.DictReader(handle), start=2):
+    with reading(file):
+        for number, (line, row) in enumerate(read_csv(file)):
             prompt = row["prompt"]
             answer = gold.get(prompt.strip())
             item = Item(
-                item_id=f"routellm/gsm8k/{line - 2}",
+                item_id=f"routellm/gsm8k/{number}",
                 source="routellm",
                 task="gsm8k",
                 messages=(("user", prompt),),
@@ -171,14 +174,21 @@ def _mt_bench(
     base: Path, models: dict[str, str], prices: PriceBook, dirty: set[str]
 ) -> SourceBatch:
     ratings: dict[tuple[str, str], list[float]] = defaultdict(list)
-    file = base / _MT_JUDGEMENTS
-    for row in read_jsonl(file):
-        try:
-            ratings[(str(row["question_id"]), str(row["model"]))].append(
-                float(row["score"])
-            )
-        except (KeyError, ValueError) as exc:
-            raise SourceFormatError(f"{file}: a judgement lacks {exc}") from exc
+    with reading(base / _MT_JUDGEMENTS):
+        for row in read_jsonl(base / _MT_JUDGEMENTS):
+            key = (str(row["question_id"]), str(row["model"]))
+            ratings[key].append(float(row["score"]))
+    with reading(base / _MT_QUESTIONS):
+        return _mt_items(base, models, prices, dirty, ratings)
+
+
+def _mt_items(
+    base: Path,
+    models: dict[str, str],
+    prices: PriceBook,
+    dirty: set[str],
+    ratings: dict[tuple[str, str], list[float]],
+) -> SourceBatch:
     batch = SourceBatch()
     for row in read_jsonl(base / _MT_QUESTIONS):
         turns = [str(t) for t in row["turns"]]

@@ -8,8 +8,6 @@ and MBPP tests come from LLMRouter's copy of MBPP where the prompt matches.
 
 from __future__ import annotations
 
-import ast
-import csv
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,7 +21,10 @@ from xrouter.records.sources.base import (
     PriceBook,
     Source,
     SourceBatch,
+    literal,
+    read_csv,
     read_jsonl,
+    reading,
 )
 
 __all__ = ["RouterBench"]
@@ -54,7 +55,6 @@ class RouterBench(Source):
     def read(
         self, root: Path, prices: PriceBook, advance: Callable[[], None]
     ) -> Iterator[SourceBatch]:
-        csv.field_size_limit(2**31 - 1)
         tests = _mbpp_tests(root)
         seen: set[str] = set()
         for file in self.files(root):
@@ -69,19 +69,11 @@ class RouterBench(Source):
         seen: set[str],
     ) -> SourceBatch:
         batch = SourceBatch()
-        with file.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            models = [
-                h.removesuffix("|total_cost") for h in header if "|total_cost" in h
-            ]
-            if not models or "prompt" not in header or "sample_id" not in header:
-                raise SourceFormatError(
-                    f"{file}: header lacks sample_id, prompt or <model>|total_cost "
-                    "columns; fetch the file again"
-                )
-            ids = {m: prices.model_id(m, file) for m in models}
-            for line, row in enumerate(reader, start=2):
+        ids: dict[str, str] | None = None
+        with reading(file):
+            for line, row in read_csv(file):
+                if ids is None:
+                    ids = _models(row, file, prices)
                 if row["sample_id"] in seen:
                     continue
                 seen.add(row["sample_id"])
@@ -91,14 +83,19 @@ class RouterBench(Source):
         return batch
 
 
-def _literal_list(text: str, file: Path, line: int, column: str) -> list[str]:
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+def _models(row: dict[str, str], file: Path, prices: PriceBook) -> dict[str, str]:
+    """Model column names of the header, mapped to their card ids."""
+    models = [h.removesuffix("|total_cost") for h in row if h.endswith("|total_cost")]
+    if not models or "prompt" not in row or "sample_id" not in row:
         raise SourceFormatError(
-            f"{file}, line {line}: column {column!r} is not a Python list literal "
-            f"({type(exc).__name__}); fetch the file again"
-        ) from exc
+            f"{file}: header lacks sample_id, prompt or <model>|total_cost columns; "
+            "fetch the file again"
+        )
+    return {m: prices.model_id(m, file) for m in models}
+
+
+def _literal_list(text: str, file: Path, line: int, column: str) -> list[str]:
+    value = literal(text, file, line, f"column {column!r}")
     if not isinstance(value, list):
         raise SourceFormatError(f"{file}, line {line}: column {column!r} is no list")
     return [str(v) for v in value]
@@ -185,8 +182,12 @@ def _mbpp_tests(root: Path) -> dict[str, str]:
         file = folder / name
         if not file.is_file():
             continue
-        for row in read_jsonl(file):
+        for number, row in enumerate(read_jsonl(file), 1):
             if row.get("task_name") == "mbpp" and row.get("ground_truth"):
-                asserts = ast.literal_eval(row["ground_truth"])
-                tests[str(row["query"]).strip()] = json.dumps(list(asserts))
+                asserts = literal(row["ground_truth"], file, number, "ground_truth")
+                if not isinstance(asserts, list):
+                    raise SourceFormatError(
+                        f"{file}, line {number}: ground_truth is no list of asserts"
+                    )
+                tests[str(row.get("query", "")).strip()] = json.dumps(asserts)
     return tests

@@ -18,7 +18,13 @@ from typing import Any
 from xrouter.core.errors import SourceFormatError
 from xrouter.records import verifiers
 from xrouter.records.schema import Item
-from xrouter.records.sources.base import Origin, PriceBook, Source, SourceBatch
+from xrouter.records.sources.base import (
+    Origin,
+    PriceBook,
+    Source,
+    SourceBatch,
+    reading,
+)
 from xrouter.records.verifiers.published import zeroeval_verdict
 
 __all__ = ["PUBLISHED_AS", "TASKS", "ZeroEval"]
@@ -66,7 +72,9 @@ class ZeroEval(Source):
     ) -> Iterator[SourceBatch]:
         seen: set[str] = set()
         for file in self.files(root):
-            yield self._read_file(file, prices, seen)
+            with reading(file):
+                batch = self._read_file(file, prices, seen)
+            yield batch
             advance()
 
     def _read_file(self, file: Path, prices: PriceBook, seen: set[str]) -> SourceBatch:
