@@ -446,7 +446,7 @@ def test_duplicate_id_within_one_file(write: Callable[[str, str], Path]) -> None
     assert error_of(path) == (
         f"{path}:11: duplicate card id 'my-model' (first defined at {path}:1). An id "
         "may appear once per file; to override a card, put the new version in a user "
-        "YAML file passed to load_catalog(extra=[path])."
+        "YAML file passed with --catalog FILE."
     )
 
 
@@ -513,9 +513,16 @@ def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "absent.yaml"
     assert error_of(path) == (
         f"{path}: cannot read this card file ([Errno 2] No such file or directory: "
-        f"'{path}'). Check the path passed to load_catalog(extra=[...]); card files "
-        "are UTF-8 YAML."
+        f"'{path}'). Check the path given to --catalog; card files are UTF-8 YAML."
     )
+
+
+def test_infinite_price_is_refused(write: Callable[[str, str], Path]) -> None:
+    path = write(
+        "inf.yaml", card_yaml().replace("input_per_mtok: 0.5", "input_per_mtok: .inf")
+    )
+    assert "input_per_mtok" in error_of(path)
+    assert "finite number" in error_of(path)
 
 
 def test_unknown_model_suggests_close_names(catalog: Catalog) -> None:

@@ -49,7 +49,7 @@ _HOW_TO_ADD: Final = (
     "and pass the file with --catalog PATH (CLI) or load_catalog(extra=[path])."
 )
 
-_Price = Annotated[float, Field(ge=0, strict=True)]
+_Price = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
 _Url = Annotated[str, Field(pattern=r"^https?://\S+$")]
 _EnvVar = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 _Text = Annotated[str, Field(min_length=1, pattern=r"^[^\n]*$")]
@@ -149,8 +149,8 @@ class Catalog:
             raise CatalogError(
                 f"{origin}: duplicate card id {card.id!r} (first defined at "
                 f"{self._origins[card.id]}). An id may appear once per file; to "
-                "override a card, put the new version in a user YAML file passed to "
-                "load_catalog(extra=[path])."
+                "override a card, put the new version in a user YAML file passed "
+                "with --catalog FILE."
             )
         for name in card.names:
             owner = self._index.get(name)
@@ -221,8 +221,8 @@ def _compose(path: Path) -> tuple[yaml.Node | None, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CatalogError(
-            f"{path}: cannot read this card file ({exc}). Check the path passed to "
-            "load_catalog(extra=[...]); card files are UTF-8 YAML."
+            f"{path}: cannot read this card file ({exc}). Check the path given to "
+            "--catalog; card files are UTF-8 YAML."
         ) from exc
     loader = yaml.SafeLoader(text)
     try:
