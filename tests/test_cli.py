@@ -138,3 +138,118 @@ def test_verify_writes_rows_with_the_published_figures(
     )
     assert mini["official"] == 52.15 and abs(mini["ours"] - 52.15) < 0.01
     assert {"task", "model", "ours", "official"} <= set(mini)
+
+
+def write_suites(tmp_path: Path, body: str) -> Path:
+    file = tmp_path / "suites.yaml"
+    file.write_text("suites:\n" + body)
+    return file
+
+
+TWO = (
+    "  - name: {name}\n    source: {source}\n"
+    "    pool: [gpt-4-1106-preview, mistralai/mixtral-8x7b-chat]\n"
+    "    strong: gpt-4-1106-preview\n    weak: mistralai/mixtral-8x7b-chat\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            TWO.format(name="rb", source="routerbnech"),
+            "suite 1: unknown source 'routerbnech'; choose from zeroeval, routerbench",
+        ),
+        (
+            TWO.format(name="rb", source="routerbench") * 2,
+            "suite 2: the name 'rb' is taken by an earlier suite",
+        ),
+        (
+            TWO.format(name="../escape", source="routerbench"),
+            "suite name '../escape' must be letters, digits",
+        ),
+        (
+            "  - name: [oops\n",
+            "not valid YAML at line 3, column 1: expected ',' or ']'",
+        ),
+    ],
+)
+def test_bad_suites_are_refused_before_any_work(
+    small_data: Path, tmp_path: Path, body: str, message: str
+) -> None:
+    code, output = run(
+        "eval",
+        "--from",
+        str(small_data),
+        "--suites",
+        str(write_suites(tmp_path, body)),
+        "--store",
+        str(tmp_path / "s"),
+    )
+    assert code == 1 and message in output, output
+    assert "Traceback" not in output
+
+
+def test_a_two_model_suite_runs_without_the_cascade(
+    small_data: Path, tmp_path: Path
+) -> None:
+    suites = write_suites(tmp_path, TWO.format(name="pair", source="routerbench"))
+    out = tmp_path / "out"
+    code, output = run(
+        "eval",
+        "--from",
+        str(small_data),
+        "--suites",
+        str(suites),
+        "--out",
+        str(out),
+        "--store",
+        str(tmp_path / "s"),
+    )
+    assert code == 0, output
+    assert "note: cascade left out: it needs two cheap models and a third" in output
+    names = {
+        p["name"]
+        for p in json.loads((out / "report.json").read_text())["suites"]["pair"][
+            "policies"
+        ]
+    }
+    assert names == {
+        "gpt-4-1106-preview",
+        "mixtral-8x7b-instruct-v0.1@together",
+        "random-mix",
+        "knn",
+        "oracle",
+    }
+
+
+def test_an_output_path_that_is_a_file_fails_at_once(
+    small_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    out.write_text("x")
+    code, output = run(
+        "eval",
+        "--from",
+        str(small_data),
+        "--out",
+        str(out),
+        "--store",
+        str(tmp_path / "s"),
+    )
+    assert code == 1
+    assert f"error: output directory {out} is a file; give a directory" in output
+    assert not (tmp_path / "s").exists()  # refused before any ingest
+
+
+def test_brackets_in_paths_survive_in_error_messages(tmp_path: Path) -> None:
+    odd = tmp_path / "my[data]"
+    code, output = run("eval", "--from", str(odd), "--store", str(tmp_path / "s"))
+    assert code == 1
+    assert f"data directory {odd} does not exist" in output
+
+
+def test_models_on_an_empty_store_says_to_ingest(tmp_path: Path) -> None:
+    code, output = run("data", "models", "--store", str(tmp_path))
+    assert code == 1
+    assert "is empty; run `xrouter data ingest --from DIR` first" in output

@@ -126,3 +126,39 @@ def test_reading_an_empty_store_says_to_ingest(tmp_path: Path) -> None:
         StoreError, match="is empty; run `xrouter data ingest --from DIR`"
     ):
         Store(tmp_path).items()
+
+
+def test_a_csv_row_cut_short_is_refused_not_read_with_gaps(
+    small_data: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    csv_file = data / "routerbench" / "winograde_test.csv"
+    text = csv_file.read_text(encoding="utf-8")
+    cut = text.rstrip("\n").rsplit(",", 20)[0] + "\n"  # the last row loses 20 fields
+    csv_file.write_text(cut, encoding="utf-8")
+    with pytest.raises(
+        SourceFormatError, match="a row of 18 fields where the header has 38"
+    ):
+        ingest(data, Store(tmp_path / "s"), load_catalog(), ["routerbench"])
+
+
+def test_a_non_numeric_score_names_the_file(small_data: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    scores = data / "llmrouter" / "dcrouter_preprocessed" / "test.json"
+    text = scores.read_text(encoding="utf-8").replace(
+        '"gemma-2-9b-it": 1.0', '"gemma-2-9b-it": "n/a"', 1
+    )
+    scores.write_text(text, encoding="utf-8")
+    with pytest.raises(
+        SourceFormatError, match=f"{scores}: unexpected content \\(ValueError"
+    ):
+        ingest(data, Store(tmp_path / "s"), load_catalog(), ["llmrouter"])
+
+
+def test_a_file_given_as_data_dir_is_named(tmp_path: Path) -> None:
+    file = tmp_path / "data.csv"
+    file.write_text("x")
+    with pytest.raises(DataError, match=f"{file} is a file, not a data directory"):
+        ingest(file, Store(tmp_path / "s"), load_catalog())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,10 +21,19 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
-from xrouter.core.errors import XRouterError
+from xrouter.core.errors import ConfigError, XRouterError
 
-__all__ = ["app", "console", "err_console", "guarded", "main", "progress_reporter"]
+__all__ = [
+    "app",
+    "console",
+    "err_console",
+    "guarded",
+    "main",
+    "progress_reporter",
+    "writable_dir",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -59,6 +69,25 @@ CatalogFiles = Annotated[
 ]
 
 
+def writable_dir(path: Path, what: str) -> Path:
+    """``path`` as a directory this process can write into, created if need be.
+
+    Checked before any work starts, so a bad path fails at once rather than after
+    a long run.
+    """
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is a file; give a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create {what} {path} ({exc.strerror}); give a writable directory"
+        ) from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path} is not writable; give a writable directory")
+    return path
+
+
 def guarded(func: Callable[P, R]) -> Callable[P, R]:
     """Turn xrouter's own errors into one clear line on stderr and exit code 1."""
 
@@ -67,9 +96,8 @@ def guarded(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except XRouterError as exc:
-            err_console.print(
-                f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True
-            )
+            message = Text.assemble(("error: ", "bold red"), str(exc))
+            err_console.print(message, highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
@@ -122,7 +150,7 @@ def _root(
 
 def main() -> None:
     """Entry point of the ``xrouter`` console script."""
-    from xrouter.cli import data, evaluate  # noqa: F401  (registers sub-commands)
+    from xrouter.cli import data, evaluate, train  # noqa: F401  (registers sub-commands)
 
     try:
         app()

@@ -18,8 +18,10 @@ from xrouter.cli.app import (
     err_console,
     guarded,
     progress_reporter,
+    writable_dir,
 )
 from xrouter.core.catalog import load_catalog
+from xrouter.core.errors import StoreError
 from xrouter.records.store import Store, default_store_path
 
 data_app = typer.Typer(help="Ingest, download and check the recorded model outputs.")
@@ -36,7 +38,14 @@ DataDir = Annotated[
 
 
 def open_store(path: Path | None) -> Store:
-    return Store(path or default_store_path())
+    """The store at ``path`` (or the default one), refusing a path that is a file."""
+    target = Path(path) if path else default_store_path()
+    if target.exists() and not target.is_dir():
+        raise StoreError(
+            f"store path {target} is a file; give --store a directory (or set "
+            "XROUTER_HOME to one)"
+        )
+    return Store(target)
 
 
 @data_app.command("ingest")
@@ -102,14 +111,16 @@ def verify_command(
     store: StorePath = None,
     catalog: CatalogFiles = None,
 ) -> None:
-    """Set xrouter's verifier accuracy beside each source's published accuracy."""
+    """Show stored verdicts beside each source's published accuracy."""
     from xrouter.records.agreement import agreement_rows
     from xrouter.records.ingest import ensure_ingested
 
+    if json_out is not None:
+        writable_dir(json_out.parent, "directory for --json")
     target = open_store(store)
     cards = load_catalog(catalog or ())
     with progress_reporter() as reporter:
-        ensure_ingested(data_dir, target, cards, reporter)
+        ensure_ingested(data_dir, target, cards, reporter, source)
         rows = agreement_rows(target, data_dir, cards, reporter, source)
     table = Table("source", "task", "model", "n", "ours %", "published %")
     for header in ("source's verdicts %", "diff", "agree %", "own reading %"):
@@ -154,6 +165,11 @@ def verify_command(
 def models_command(store: StorePath = None) -> None:
     """List each source's models with their record counts and mean scores."""
     target = open_store(store)
+    if not target.sources():
+        raise StoreError(
+            f"the store at {target.path} is empty; run "
+            "`xrouter data ingest --from DIR` first"
+        )
     table = Table("source", "model", "records", "mean score", "mean $ / query")
     for source in target.sources():
         records = target.records([source], columns=["model", "score", "cost_usd"])

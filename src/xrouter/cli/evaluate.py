@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from xrouter.cli.app import (
     CatalogFiles,
     StorePath,
     app,
     console,
+    err_console,
     guarded,
     progress_reporter,
+    writable_dir,
 )
 from xrouter.cli.data import DataDir, open_store
-from xrouter.core.catalog import load_catalog
-from xrouter.evaluate.runner import SuiteReport
+from xrouter.core.catalog import Catalog, load_catalog
+from xrouter.core.errors import ConfigError
+from xrouter.evaluate.runner import PolicyFactory, SuiteReport
+from xrouter.evaluate.suites import Suite
+
+if TYPE_CHECKING:
+    from xrouter.policies.checkpoint import Checkpoint
 
 
 @app.command("eval")
@@ -37,38 +45,54 @@ def eval_command(
         list[str] | None,
         typer.Option("--suite", help="Evaluate only this suite; may be repeated."),
     ] = None,
+    policy: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--policy",
+            help="Checkpoint of a trained policy (`xrouter train policy`) to "
+            "evaluate beside the baselines; may be repeated.",
+            show_default=False,
+        ),
+    ] = None,
     store: StorePath = None,
     catalog: CatalogFiles = None,
 ) -> None:
     """Evaluate the baselines (and any given policy) on each suite's test split."""
-    from xrouter.core.errors import ConfigError
     from xrouter.evaluate.report import write_report
     from xrouter.evaluate.runner import evaluate_suite
     from xrouter.evaluate.suites import load_suites
     from xrouter.policies.embedding import Embedder
-    from xrouter.records.ingest import ensure_ingested
+    from xrouter.records.ingest import ensure_ingested, sources_under
 
     started = time.perf_counter()
+    writable_dir(out, "output directory")
     target = open_store(store)
     cards = load_catalog(catalog or ())
-    suites = load_suites(suites_file)
-    if suite:
-        unknown = sorted(set(suite) - {s.name for s in suites})
-        if unknown:
-            raise ConfigError(
-                f"unknown suite {', '.join(unknown)}; choose from "
-                f"{', '.join(s.name for s in suites)}"
-            )
-        suites = tuple(s for s in suites if s.name in suite)
+    suites = _chosen(load_suites(suites_file), suite)
+    present = sources_under(data_dir)
+    skipped = [s for s in suites if s.source not in present]
+    if suite and skipped:
+        raise ConfigError(
+            f"suite {skipped[0].name} reads source {skipped[0].source}, which has no "
+            f"folder under {data_dir}; point --from at a directory that has it"
+        )
+    for s in skipped:
+        err_console.print(
+            Text(f"suite {s.name} skipped: no {s.source} folder under {data_dir}")
+        )
+    suites = tuple(s for s in suites if s.source in present)
     embedder = Embedder(target.path / "embeddings")
+    learned = _learned_policies(policy or [])
     reports = []
     with progress_reporter() as reporter:
-        present = ensure_ingested(data_dir, target, cards, reporter)
+        needed = sorted({s.source for s in suites})
+        ensure_ingested(data_dir, target, cards, reporter, sources=needed)
         for s in suites:
-            if s.source not in present:
-                continue
+            extra = [_factory(c, name, s, cards) for c, name in learned]
             reports.append(
-                evaluate_suite(target, s, embedder, cards, reporter=reporter)
+                evaluate_suite(
+                    target, s, embedder, cards, extra=extra, reporter=reporter
+                )
             )
     if not reports:
         raise ConfigError(
@@ -79,9 +103,49 @@ def eval_command(
     written = write_report(reports, out, meta)
     for report in reports:
         console.print(_table(report))
+        for note in report.notes:
+            console.print(Text(f"  note: {note}"))
     console.print(
         f"wrote {', '.join(str(p) for p in written[:2])} and "
         f"{len(written) - 2} plots in {time.perf_counter() - started:.1f} s"
+    )
+
+
+def _chosen(suites: tuple[Suite, ...], names: list[str] | None) -> tuple[Suite, ...]:
+    if not names:
+        return suites
+    unknown = sorted(set(names) - {s.name for s in suites})
+    if unknown:
+        raise ConfigError(
+            f"unknown suite {', '.join(unknown)}; choose from "
+            f"{', '.join(s.name for s in suites)}"
+        )
+    return tuple(s for s in suites if s.name in names)
+
+
+def _learned_policies(paths: list[Path]) -> list[tuple[Checkpoint, str]]:
+    """The checkpoints, loaded before any work starts, with their report names."""
+    from xrouter.policies.checkpoint import load_checkpoint
+
+    return [
+        (
+            load_checkpoint(path),
+            "rl-router" if len(paths) == 1 else f"rl-router:{path.name}",
+        )
+        for path in paths
+    ]
+
+
+def _factory(
+    checkpoint: Checkpoint, name: str, suite: Suite, cards: Catalog
+) -> PolicyFactory:
+    """Makes the learned policy for one suite; the router answers as its
+    ``self_model``."""
+    from xrouter.policies.learned import LearnedPolicy
+
+    self_model = suite.resolved(cards).self_model
+    return lambda pool, embedder: LearnedPolicy(
+        checkpoint, cards, embedder, self_model, name=name
     )
 
 
@@ -100,7 +164,7 @@ _SHORT = (
 
 def _table(report: SuiteReport) -> Table:
     """The suite's rows, routers first, each group by AIQ."""
-    from xrouter.evaluate.report import format_row
+    from xrouter.evaluate.report import format_row, ordered
 
     title = f"{report.suite.name}: {report.items['test']} test items"
     table = Table(
@@ -111,6 +175,6 @@ def _table(report: SuiteReport) -> Table:
     table.add_column(_SHORT[0], no_wrap=True, max_width=40)
     for header in _SHORT[1:]:
         table.add_column(header, justify="right", no_wrap=True)
-    for row in sorted(report.rows, key=lambda r: (r["kind"] != "router", -r["aiq"])):
+    for row in ordered(report.rows):
         table.add_row(*format_row(row))
     return table

@@ -8,6 +8,7 @@ and what to do about it.
     XRouterError
     |-- ConfigError                  bad settings, unknown names, knobs out of range
     |   |-- CatalogError             a model card missing, malformed or unpriced
+    |   |-- CheckpointError          a policy checkpoint damaged or not for this pool
     |   `-- UnknownTaskError         a task no verifier or suite knows
     |-- DataError                    input data that cannot be read as expected
     |   |-- SourceFormatError        a source file truncated or malformed
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 __all__ = [
     "CatalogError",
+    "CheckpointError",
     "ConfigError",
     "DataError",
     "NetworkUnavailableError",
@@ -43,6 +45,10 @@ class ConfigError(XRouterError):
 
 class CatalogError(ConfigError):
     """A model card that is missing, malformed or lacks a price."""
+
+
+class CheckpointError(ConfigError):
+    """A policy checkpoint that is missing, damaged, or does not fit the pool."""
 
 
 class UnknownTaskError(ConfigError):

@@ -84,10 +84,23 @@ def _plot_singles(ax: Axes, singles: Sequence[PolicyResult], floor: float) -> No
         ax.scatter([], [], s=28, color="dimgray", label=legend)
 
 
+# The same policy keeps its colour in every plot: baselines have fixed places,
+# other routers take the remaining colours by a stable hash of their name.
+_FIXED = {"random-mix": 0, "cascade": 1, "knn": 2}
+
+
+def _colour(name: str) -> str:
+    if name in _FIXED:
+        return _ROUTER_COLOURS[_FIXED[name]]
+    free = len(_ROUTER_COLOURS) - len(_FIXED)
+    digest = sum(name.encode()) % free
+    return _ROUTER_COLOURS[len(_FIXED) + digest]
+
+
 def _plot_routers(ax: Axes, routers: Sequence[PolicyResult], floor: float) -> None:
     """Each router as its knob sweep sorted by cost; the default point enlarged."""
-    for i, result in enumerate(routers):
-        colour = _ROUTER_COLOURS[i % len(_ROUTER_COLOURS)]
+    for result in routers:
+        colour = _colour(result.name)
         points = sorted(result.points, key=lambda p: (p.cost_per_1k, p.accuracy))
         xs, ys = zip(*(_xy(p, floor) for p in points), strict=True)
         ax.plot(

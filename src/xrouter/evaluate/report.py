@@ -11,7 +11,7 @@ from typing import Any
 from xrouter.evaluate.plots import plot_suite
 from xrouter.evaluate.runner import SuiteReport
 
-__all__ = ["format_row", "write_report"]
+__all__ = ["COLUMNS", "format_row", "ordered", "write_report"]
 
 COLUMNS = (
     ("policy", "name"),
@@ -36,10 +36,18 @@ def _fmt(key: str, value: Any) -> str:
     if key == "match_best_single_cost_fraction":
         return f"{100 * value:.1f}"
     if key in ("cost_per_1k", "cost_per_correct"):
-        return f"{value:.4f}" if value < 10 else f"{value:.2f}"
+        if value >= 10:
+            return f"{value:.2f}"
+        return f"{value:.4f}" if value >= 0.01 else f"{value:.6f}"
     if key in ("aiq", "apgr"):
         return f"{value:.4f}"
     return f"{value:.2f}"
+
+
+def ordered(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Routers first, then the oracle, then single models; each group by AIQ."""
+    group = {"router": 0, "oracle": 1, "single": 2}
+    return sorted(rows, key=lambda r: (group.get(str(r["kind"]), 3), -float(r["aiq"])))
 
 
 def format_row(row: dict[str, Any]) -> list[str]:
@@ -62,7 +70,7 @@ def _markdown(reports: Sequence[SuiteReport], meta: dict[str, Any]) -> str:
         lines.append(
             f"Source `{suite.source}`, {report.items['test']} test items "
             f"({report.items['train']} train), pool of {len(report.pool)} models; "
-            f"APGR pair {suite.strong} / {suite.weak}."
+            f"APGR pair: strong {suite.strong}, weak {suite.weak}."
             + (
                 f" `{suite.self_model}` stands for the router answering itself."
                 if suite.self_model

@@ -152,7 +152,11 @@ def evaluate_suite(
     ]
     policies.append((RandomMix(), "router"))
     share = _extracted_share(pool, train)
-    if share >= _CASCADE_MIN_EXTRACTED:
+    if len(pool.models) < 3:
+        notes.append(
+            "cascade left out: it needs two cheap models and a third to escalate to"
+        )
+    elif share >= _CASCADE_MIN_EXTRACTED:
         policies.append((Cascade(), "router"))
     else:
         notes.append(
@@ -170,6 +174,7 @@ def evaluate_suite(
         policy.fit(pool, train)
         results.append(evaluate_policy(policy, pool, test, kind))
         reporter.advance()
+    notes += _pair_notes(suite, results)
     report = SuiteReport(
         suite=suite,
         pool=list(pool.models),
@@ -180,6 +185,17 @@ def evaluate_suite(
     )
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _pair_notes(suite: Suite, results: list[PolicyResult]) -> list[str]:
+    singles = {r.name: r.at_default for r in results if r.kind == "single"}
+    strong, weak = singles[suite.strong], singles[suite.weak]
+    if strong.accuracy > weak.accuracy and strong.cost_per_1k > weak.cost_per_1k:
+        return []
+    return [
+        f"APGR not reported: on the test split the strong model {suite.strong} is not "
+        f"both dearer and more accurate than the weak {suite.weak}"
+    ]
 
 
 def _rows(suite: Suite, results: list[PolicyResult]) -> list[dict[str, Any]]:

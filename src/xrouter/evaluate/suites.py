@@ -7,6 +7,7 @@ a request itself. Users pass their own suites as YAML (``--suites FILE``).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -14,8 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from xrouter.core.catalog import Catalog
 from xrouter.core.errors import ConfigError
+from xrouter.records.sources import SOURCES
 
 __all__ = ["DEFAULT_SUITES", "Suite", "load_suites"]
+
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 class Suite(BaseModel):
@@ -41,6 +45,15 @@ class Suite(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Suite:
+        if not _NAME.fullmatch(self.name):
+            raise ValueError(
+                f"suite name {self.name!r} must be letters, digits, '.', '_' or '-' "
+                "(it names the suite's plot file)"
+            )
+        if self.source not in SOURCES:
+            raise ValueError(
+                f"unknown source {self.source!r}; choose from {', '.join(SOURCES)}"
+            )
         if len(self.pool) < 2:
             raise ValueError(f"suite {self.name!r} needs a pool of >= 2 models")
         if len(set(self.pool)) != len(self.pool):
@@ -57,6 +70,13 @@ class Suite(BaseModel):
 
     def resolved(self, catalog: Catalog) -> Suite:
         """The same suite with every model name replaced by its card's id."""
+        ids = [catalog.resolve(m) for m in self.pool]
+        twice = sorted({m for m in ids if ids.count(m) > 1})
+        if twice:
+            raise ConfigError(
+                f"suite {self.name!r} lists {', '.join(twice)} twice in its pool "
+                "(once by an alias); keep one name per model"
+            )
         return self.model_copy(
             update={
                 "pool": tuple(catalog.resolve(m) for m in self.pool),
@@ -149,18 +169,27 @@ def load_suites(file: Path | None) -> tuple[Suite, ...]:
     except OSError as exc:
         raise ConfigError(f"cannot read suites file {file}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML ({exc})") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"{file}: not valid YAML{where}: {problem}") from exc
     entries = raw.get("suites") if isinstance(raw, dict) else raw
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{file}: expected a list of suites under 'suites:'")
-    suites = []
+    suites: list[Suite] = []
     for index, entry in enumerate(entries):
         try:
             suites.append(Suite.model_validate(entry))
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "suite"
+            where = ".".join(str(p) for p in first["loc"])
+            message = str(first["msg"]).removeprefix("Value error, ")
             raise ConfigError(
-                f"{file}: suite {index + 1}: {where}: {first['msg']}"
+                f"{file}: suite {index + 1}: {where + ': ' if where else ''}{message}"
             ) from exc
+        if suites[-1].name in [s.name for s in suites[:-1]]:
+            raise ConfigError(
+                f"{file}: suite {index + 1}: the name {suites[-1].name!r} is taken by "
+                "an earlier suite; give each suite its own name"
+            )
     return tuple(suites)

@@ -33,6 +33,7 @@ DIM = 384
 # full 256.
 _MAX_TOKENS = 128
 _MAX_CHARS = 1000
+_SAVE_EVERY = 2048
 
 
 def routing_text(item: Item) -> str:
@@ -100,16 +101,16 @@ class Embedder:
         keys = [_key(it.item_id, t) for it, t in zip(items, texts, strict=True)]
         cached = self._load(source)
         missing = [k for k in range(len(items)) if keys[k] not in cached]
-        if missing:
-            fresh = self.encode([texts[k] for k in missing], progress)
-            for row, k in enumerate(missing):
+        # Saved chunk by chunk, so an interrupted run keeps what it embedded.
+        for start in range(0, len(missing), _SAVE_EVERY):
+            chunk = missing[start : start + _SAVE_EVERY]
+            fresh = self.encode([texts[k] for k in chunk], progress)
+            for row, k in enumerate(chunk):
                 cached[keys[k]] = fresh[row]
             self._save(source, cached)
-        return (
-            np.stack([cached[k] for k in keys])
-            if keys
-            else np.zeros((0, DIM), dtype=np.float32)
-        )
+        if not keys:
+            return np.zeros((0, DIM), dtype=np.float32)
+        return np.stack([cached[k] for k in keys])
 
     def _file(self, source: str) -> Path | None:
         return None if self.cache_dir is None else self.cache_dir / f"{source}.parquet"
@@ -118,7 +119,14 @@ class Embedder:
         file = self._file(source)
         if file is None or not file.exists():
             return {}
-        table = pq.read_table(file)
+        try:
+            table = pq.read_table(file)
+        except (OSError, pa.ArrowInvalid) as exc:
+            # A cache holds nothing that cannot be recomputed: start it afresh.
+            logger.warning(
+                "embedding cache %s is unreadable (%s); rebuilding", file, exc
+            )
+            return {}
         flat = pc.list_flatten(table.column("vector")).to_numpy()
         vectors = flat.astype(np.float32).reshape(-1, DIM)
         keys = [str(k) for k in table.column("key").to_pylist()]

@@ -17,23 +17,35 @@ from xrouter.records.schema import items_to_table, records_to_table
 from xrouter.records.sources import SOURCES, PriceBook, Source, get_source
 from xrouter.records.store import SourceInfo, Store
 
-__all__ = ["check_data_dir", "ensure_ingested", "ingest", "source_fingerprint"]
+__all__ = [
+    "check_data_dir",
+    "ensure_ingested",
+    "ingest",
+    "source_fingerprint",
+    "sources_under",
+]
 
 logger = logging.getLogger(__name__)
 
 
 def check_data_dir(root: Path) -> Path:
+    """``root`` if it is a non-empty directory; otherwise say what to pass instead."""
     root = Path(root).expanduser()
-    if not root.is_dir():
+    if not root.exists():
         raise DataError(
             f"data directory {root} does not exist; pass --from a directory holding "
             "the recorded outputs (for example ../shared/data), or run "
             "`xrouter data pull` to download them"
         )
+    if not root.is_dir():
+        raise DataError(
+            f"{root} is a file, not a data directory; pass --from the directory "
+            "holding the source folders (zeroeval, routerbench, ...)"
+        )
     if not any(root.iterdir()):
         raise DataError(
             f"data directory {root} is empty; copy the recorded outputs there or run "
-            "`xrouter data pull --to {root}`"
+            f"`xrouter data pull --to {root}`"
         )
     return root
 
@@ -59,6 +71,11 @@ def source_fingerprint(source: Source, root: Path, catalog: Catalog) -> str:
 
 def _present(root: Path) -> list[str]:
     return [name for name, cls in SOURCES.items() if (root / cls.folder).is_dir()]
+
+
+def sources_under(root: Path) -> list[str]:
+    """The sources whose folder is in the data directory ``root``."""
+    return _present(check_data_dir(root))
 
 
 def ingest(
@@ -110,13 +127,23 @@ def _ingest_one(
 
 
 def ensure_ingested(
-    root: Path, store: Store, catalog: Catalog, reporter: Reporter | None = None
+    root: Path,
+    store: Store,
+    catalog: Catalog,
+    reporter: Reporter | None = None,
+    sources: Sequence[str] | None = None,
 ) -> list[str]:
-    """Ingest the sources under ``root`` whose store copy is missing or stale."""
+    """Ingest the sources under ``root`` whose store copy is missing or stale.
+
+    ``sources`` limits the check to those sources (default: all under ``root``);
+    returns the sources present under ``root``.
+    """
     root = check_data_dir(root)
     manifest = store.manifest()
     stale = []
     for name in _present(root):
+        if sources is not None and name not in sources:
+            continue
         info = manifest.get(name)
         fingerprint = source_fingerprint(get_source(name), root, catalog)
         if info is None or info.fingerprint != fingerprint:

@@ -1,0 +1,203 @@
+"""Checkpoints of the learned router: weights and a manifest, and their checks.
+
+A checkpoint is a directory::
+
+    policy.safetensors   the network's weights
+    manifest.json        what the network was trained on and how: the models it
+                         knows (in the order of its model embeddings) with their
+                         catalog prices, the suites' pools, the data fingerprints,
+                         the lambda range, hyper-parameters, seed and metrics
+
+Loading checks both files and refuses a damaged checkpoint with a
+``CheckpointError``. Applying it to a pool checks the pool against the manifest:
+a model the network never saw is refused; a price that changed since training is
+logged as a warning naming the model and both prices.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from xrouter.core.catalog import Catalog
+from xrouter.core.errors import CheckpointError
+from xrouter.policies.router_net import ModelTable, NetConfig, RouterNet
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "WEIGHTS",
+    "Checkpoint",
+    "check_pool",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "xrouter-policy/1"
+WEIGHTS = "policy.safetensors"
+MANIFEST = "manifest.json"
+_REQUIRED = ("format", "models", "prices", "net", "lambda_range", "default_lambda")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the network (in eval mode) and its manifest."""
+
+    path: Path
+    net: RouterNet
+    manifest: dict[str, Any]
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(self.manifest["models"])
+
+    @property
+    def lambda_range(self) -> tuple[float, float]:
+        lo, hi = self.manifest["lambda_range"]
+        return float(lo), float(hi)
+
+    @property
+    def default_lambda(self) -> float:
+        return float(self.manifest["default_lambda"])
+
+    def model_table(self, catalog: Catalog) -> ModelTable:
+        """The network's models with today's catalog prices."""
+        return ModelTable.from_catalog(self.models, catalog)
+
+
+def save_checkpoint(
+    path: Path, net: RouterNet, table: ModelTable, manifest: dict[str, Any]
+) -> None:
+    """Write ``policy.safetensors`` and ``manifest.json`` under ``path``."""
+    path.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    save_file(weights, str(path / WEIGHTS))
+    full = {
+        "format": FORMAT,
+        "models": list(table.ids),
+        "prices": {
+            m: {
+                "input_per_mtok": float(table.price_in[k]),
+                "output_per_mtok": float(table.price_out[k]),
+            }
+            for k, m in enumerate(table.ids)
+        },
+        "net": net.config.as_dict(),
+        **manifest,
+    }
+    tmp = path / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path / MANIFEST)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    file = path / MANIFEST
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot read {file}: {exc.strerror}; a checkpoint directory holds "
+            f"{WEIGHTS} and {MANIFEST} (write one with `xrouter train policy --out "
+            f"{path}`)"
+        ) from exc
+    except ValueError as exc:
+        raise CheckpointError(
+            f"{file} is not valid JSON; the checkpoint is damaged, train the policy "
+            "again"
+        ) from exc
+    missing = [k for k in _REQUIRED if not isinstance(raw, dict) or k not in raw]
+    if missing:
+        raise CheckpointError(
+            f"{file} lacks {', '.join(missing)}; it is not an xrouter policy "
+            "manifest, train the policy again"
+        )
+    if raw["format"] != FORMAT:
+        raise CheckpointError(
+            f"{file} has format {raw['format']!r}; this xrouter reads {FORMAT!r}, "
+            "train the policy again"
+        )
+    return dict(raw)
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Load a checkpoint directory, refusing damaged or incomplete ones."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(
+            f"no checkpoint at {path}: not a directory; write one with "
+            f"`xrouter train policy --out {path}`"
+        )
+    manifest = _read_manifest(path)
+    try:
+        config = NetConfig(**manifest["net"])
+    except TypeError as exc:
+        raise CheckpointError(
+            f"{path / MANIFEST}: the network settings are not this xrouter's; "
+            "train the policy again"
+        ) from exc
+    net = RouterNet(len(manifest["models"]), config)
+    file = path / WEIGHTS
+    if not file.is_file():
+        raise CheckpointError(
+            f"{file} is missing; the checkpoint is incomplete, train it again"
+        )
+    try:
+        weights = load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{file} is corrupt or truncated; train the policy again"
+        ) from exc
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{file} does not fit the network its manifest describes; "
+            "train the policy again"
+        ) from exc
+    net.eval()
+    return Checkpoint(path, net, manifest)
+
+
+def check_pool(checkpoint: Checkpoint, pool: Sequence[str], catalog: Catalog) -> None:
+    """Refuse a pool with models the network never saw; warn of changed prices."""
+    unknown = [m for m in pool if m not in checkpoint.models]
+    if unknown:
+        raise CheckpointError(
+            f"the policy at {checkpoint.path} was trained without "
+            f"{', '.join(unknown)}; it knows {', '.join(checkpoint.models)}. "
+            "Route a pool of those models, or train again with this pool"
+        )
+    if len(pool) < 2:
+        raise CheckpointError(
+            f"a router needs a pool of at least 2 models; got {len(pool)} "
+            f"({', '.join(pool)})"
+        )
+    prices = checkpoint.manifest["prices"]
+    for model in pool:
+        card = catalog.get(model)
+        then = prices.get(model, {})
+        for side, now in (
+            ("input", card.input_per_mtok),
+            ("output", card.output_per_mtok),
+        ):
+            old = float(then.get(f"{side}_per_mtok", math.nan))
+            if not math.isclose(old, now, rel_tol=1e-9, abs_tol=1e-12):
+                logger.warning(
+                    "price of %s changed since the policy at %s was trained: "
+                    "%s $%g -> $%g per 1M tokens; it routes with the new price",
+                    model,
+                    checkpoint.path,
+                    side,
+                    old,
+                    now,
+                )

@@ -1,0 +1,197 @@
+"""The RL-trained router as a policy of the offline evaluation.
+
+``LearnedPolicy`` wraps a checkpoint (see ``checkpoint.py``); its knob is lambda,
+swept over ``LAMBDA_SWEEP`` within the range the network was trained on. For each
+item it plays an episode by the shared rules (``xrouter.orchestrator.episode``),
+taking the network's most likely action each turn, and reports every model the
+episode paid for and whose response it returned.
+
+``ReplayTable`` lays the items of one or more replay pools out as one padded table,
+the form in which both training and evaluation feed episodes to the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from xrouter.backends.replay import ReplayPool
+from xrouter.core.catalog import Catalog
+from xrouter.core.errors import ConfigError
+from xrouter.orchestrator import episode as ep
+from xrouter.policies.base import LAMBDA_SWEEP, Policy, Routing
+from xrouter.policies.checkpoint import Checkpoint, check_pool
+from xrouter.policies.embedding import Embedder
+from xrouter.policies.router_net import (
+    EpisodeInputs,
+    ModelTable,
+    RouterNet,
+    Trajectory,
+    play,
+)
+
+__all__ = ["LearnedPolicy", "ReplayTable", "TablePart", "lambda_knobs", "route_rows"]
+
+
+@dataclass(frozen=True)
+class TablePart:
+    """One pool's items for a ``ReplayTable``: the pool, its prompt embeddings
+    (``[items, 384]``) and the model that stands for the router answering itself."""
+
+    pool: ReplayPool
+    embedding: NDArray[np.float32]
+    self_model: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplayTable:
+    """Items of several pools in one table, padded to the largest pool.
+
+    Row r is item ``item[r]`` of part ``part[r]``; column j is model j of that
+    part's pool (``model_id`` indexes the network's ``ModelTable``); columns past
+    the pool's size are padding (``valid`` false) and never offered.
+    """
+
+    part: NDArray[np.int64]
+    item: NDArray[np.int64]
+    embedding: NDArray[np.float32]
+    model_id: NDArray[np.int64]
+    valid: NDArray[np.bool_]
+    self_model: NDArray[np.int64]
+    score: NDArray[np.float64]
+    cost: NDArray[np.float64]
+    input_tokens: NDArray[np.int64]
+    output_tokens: NDArray[np.int64]
+    answer_code: NDArray[np.int64]
+
+    @classmethod
+    def build(cls, parts: Sequence[TablePart], models: ModelTable) -> ReplayTable:
+        width = max(len(p.pool.models) for p in parts)
+        blocks: dict[str, list[NDArray[Any]]] = {}
+        for k, part in enumerate(parts):
+            pool, n = part.pool, len(part.pool.item_ids)
+            self_col = pool.models.index(part.self_model) if part.self_model else -1
+            row: dict[str, NDArray[Any]] = {
+                "part": np.full(n, k, dtype=np.int64),
+                "item": np.arange(n, dtype=np.int64),
+                "embedding": part.embedding.astype(np.float32),
+                "model_id": _pad(np.tile(models.index(pool.models), (n, 1)), width, 0),
+                "valid": _pad(np.ones(pool.score.shape, dtype=bool), width, False),
+                "self_model": np.full(n, self_col, dtype=np.int64),
+                "score": _pad(pool.score, width, 0.0),
+                "cost": _pad(pool.cost, width, 0.0),
+                "input_tokens": _pad(pool.input_tokens, width, 0),
+                "output_tokens": _pad(pool.output_tokens, width, 0),
+                "answer_code": _pad(ep.answer_codes(pool.extracted), width, -1),
+            }
+            for name, value in row.items():
+                blocks.setdefault(name, []).append(value)
+        return cls(**{name: np.concatenate(v) for name, v in blocks.items()})
+
+    def __len__(self) -> int:
+        return len(self.item)
+
+    def inputs(
+        self,
+        rows: NDArray[np.int64],
+        lam: NDArray[np.float64],
+        offered: NDArray[np.bool_] | None = None,
+    ) -> EpisodeInputs:
+        """Episodes for ``rows`` at lambda ``lam``, offered their whole pool unless
+        ``offered`` says otherwise."""
+        return EpisodeInputs(
+            embedding=self.embedding[rows],
+            lam=lam,
+            model_id=self.model_id[rows],
+            input_tokens=self.input_tokens[rows],
+            offered=self.valid[rows] if offered is None else offered,
+            self_model=self.self_model[rows],
+            responses=ep.Responses(
+                self.cost[rows], self.output_tokens[rows], self.answer_code[rows]
+            ),
+        )
+
+
+def _pad(a: NDArray[Any], width: int, fill: float) -> NDArray[Any]:
+    """``a`` (``[n, m]``) widened to ``[n, width]`` with ``fill``."""
+    out = np.full((a.shape[0], width), fill, dtype=a.dtype)
+    out[:, : a.shape[1]] = a
+    return out
+
+
+def route_rows(
+    net: RouterNet,
+    table: ReplayTable,
+    models: ModelTable,
+    rows: NDArray[np.int64],
+    lam: float,
+) -> Trajectory:
+    """Greedy episodes (the most likely action each turn) for ``rows`` at ``lam``."""
+    rules = ep.EpisodeRules(net.config.max_turns)
+    inputs = table.inputs(rows, np.full(len(rows), lam))
+    return play(net, inputs, models, rules, sample=False)
+
+
+def lambda_knobs(lam_range: tuple[float, float], default: float) -> list[float]:
+    """The lambdas swept for a curve: ``LAMBDA_SWEEP`` inside the range, and the
+    default."""
+    lo, hi = lam_range
+    inside = {lam for lam in LAMBDA_SWEEP if lo <= lam <= hi}
+    return sorted({*inside, default, lo, hi})
+
+
+class LearnedPolicy(Policy):
+    """Routes with a trained network; the knob is lambda (USD-to-reward rate)."""
+
+    knob_name = "lambda"
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        catalog: Catalog,
+        embedder: Embedder,
+        self_model: str | None = None,
+        name: str = "rl-router",
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.catalog = catalog
+        self.embedder = embedder
+        self.self_model = self_model
+        self.name = name
+        self._table: ReplayTable | None = None
+        self._models: ModelTable | None = None
+
+    def fit(self, pool: ReplayPool, train: NDArray[np.int64]) -> None:
+        """Nothing is learned here: check the pool and embed its prompts."""
+        del train
+        check_pool(self.checkpoint, pool.models, self.catalog)
+        vectors = self.embedder.encode_items(pool.sources[0], pool.items())
+        self._models = self.checkpoint.model_table(self.catalog)
+        part = TablePart(pool, vectors, self.self_model)
+        self._table = ReplayTable.build([part], self._models)
+
+    def knobs(self) -> Sequence[float]:
+        return lambda_knobs(self.checkpoint.lambda_range, self.default_knob())
+
+    def default_knob(self) -> float:
+        return self.checkpoint.default_lambda
+
+    def check_lambda(self, lam: float) -> None:
+        lo, hi = self.checkpoint.lambda_range
+        if not lo <= lam <= hi:
+            raise ConfigError(
+                f"lambda {lam:g} is outside the range the policy at "
+                f"{self.checkpoint.path} was trained on ({lo:g} to {hi:g}); choose "
+                "a lambda in that range or train a policy over a wider one"
+            )
+
+    def route(self, pool: ReplayPool, items: NDArray[np.int64], knob: float) -> Routing:
+        self.check_lambda(knob)
+        if self._table is None or self._models is None:
+            raise RuntimeError("LearnedPolicy.route called before fit")
+        played = route_rows(self.checkpoint.net, self._table, self._models, items, knob)
+        return Routing(ep.charged(played.state), played.state.chosen)

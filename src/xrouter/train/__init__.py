@@ -1,0 +1,1 @@
+"""xrouter.train: reinforcement learning of the router policy."""

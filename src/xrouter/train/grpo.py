@@ -1,0 +1,358 @@
+"""Group-relative policy optimisation (GRPO) of the router network.
+
+The method, after xRouter (Qiu et al. 2025), which trains its router with DAPO
+(Yu et al. 2025):
+
+- for each prompt of a batch, G episodes are played by the current policy,
+  sampling each action at temperature 1.0;
+- an episode's reward is the foundation's cost-aware reward,
+  ``score x (K - min(lambda x cost, cost_max))``, with the cost of every call;
+- advantages are the rewards normalised within the prompt's group; a group whose
+  rewards are all equal says nothing about which actions were better and is
+  dropped;
+- the loss is the clipped ratio objective with DAPO's asymmetric clip (0.2 below,
+  0.28 above), averaged over every action of the batch alike (DAPO's token-level
+  mean, an action playing the part of a token), with no KL term and no reference
+  model.
+
+How this differs from the paper:
+
+- The router is a small network scoring a fixed set of actions (answer, call a
+  model, select a response), not a language model writing tool calls.
+- Episodes replay recorded responses instead of calling live models; the router
+  answering itself replays the suite's ``self_model``.
+- Lambda is an input of the network, drawn log-uniformly per example, so one
+  network serves a whole range of lambdas; each example is also offered a random
+  subset of its pool. The paper trains one router per setting of its reward.
+- DAPO's dynamic sampling refills a batch after dropping uniform groups; here they
+  are only dropped. There is no overlong penalty, as there is no text.
+- Each batch is used for a few passes of minibatch updates (as in PPO), so the
+  ratio moves away from 1 and the clip matters.
+- The weights kept are those with the best mean AIQ on the suites' dev splits.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from xrouter.core.errors import ConfigError
+from xrouter.core.progress import Reporter, Silent
+from xrouter.orchestrator import episode as ep
+from xrouter.orchestrator.reward import RewardConfig
+from xrouter.policies.router_net import NetConfig, RouterNet, Trajectory, play
+from xrouter.train.env import TrainingData
+from xrouter.train.select import dev_aiq
+
+__all__ = ["GRPOConfig", "TrainResult", "group_advantages", "train_policy"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """Hyper-parameters of a training run (saved in the checkpoint manifest)."""
+
+    steps: int = 300
+    prompts_per_step: int = 64
+    group_size: int = 8
+    learning_rate: float = 1e-3
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    passes: int = 2
+    minibatches: int = 2
+    max_grad_norm: float = 1.0
+    std_floor: float = 0.1
+    entropy_coef: float = 0.0
+    lam_min: float = 0.1
+    lam_max: float = 1e4
+    full_pool: float = 0.5
+    max_turns: int = 4
+    hidden: int = 128
+    head_hidden: int = 64
+    eval_every: int = 50
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.prompts_per_step < 1:
+            raise ConfigError(
+                f"training needs steps >= 1 and prompts_per_step >= 1, got "
+                f"{self.steps} and {self.prompts_per_step}"
+            )
+        if self.group_size < 2:
+            raise ConfigError(
+                f"group_size must be >= 2 to compare episodes, got {self.group_size}"
+            )
+        if not 0 < self.lam_min < self.lam_max:
+            raise ConfigError(
+                f"the lambda range must satisfy 0 < min < max, got {self.lam_min:g} "
+                f"to {self.lam_max:g}"
+            )
+
+    def net_config(self, reward: RewardConfig) -> NetConfig:
+        return NetConfig(
+            hidden=self.hidden,
+            head_hidden=self.head_hidden,
+            lam_min=self.lam_min,
+            lam_max=self.lam_max,
+            max_turns=self.max_turns,
+            cost_max=reward.cost_max,
+        )
+
+
+@dataclass
+class TrainResult:
+    """The trained network (the dev-selected weights) and what the run measured."""
+
+    net: RouterNet
+    best_step: int
+    seconds: float
+    final: dict[str, float] = field(default_factory=dict)
+    dev: dict[str, float] = field(default_factory=dict)
+
+
+def group_advantages(
+    rewards: NDArray[np.float64], group_size: int, std_floor: float = 0.0
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Rewards normalised within consecutive groups, and which groups to keep.
+
+    ``(reward - group mean) / max(group std, std_floor)``. A group whose rewards
+    are all equal gets advantage 0 and ``keep`` false.
+    """
+    grouped = rewards.reshape(-1, group_size)
+    mean = grouped.mean(axis=1, keepdims=True)
+    std = grouped.std(axis=1, keepdims=True)
+    keep = np.broadcast_to(std > 1e-9, grouped.shape)
+    scale = np.maximum(std, max(std_floor, 1e-9))
+    advantage = np.where(keep, (grouped - mean) / scale, 0.0)
+    return advantage.ravel(), keep.ravel().copy()
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Every decision of the kept episodes, flattened: ``[D, ...]`` tensors."""
+
+    embedding: torch.Tensor
+    state_x: torch.Tensor
+    cand_x: torch.Tensor
+    cand_model: torch.Tensor
+    legal: torch.Tensor
+    action: torch.Tensor
+    logp_old: torch.Tensor
+    advantage: torch.Tensor
+
+
+def _flatten(
+    played: Trajectory,
+    embedding: NDArray[np.float32],
+    advantage: NDArray[np.float64],
+    keep: NDArray[np.bool_],
+) -> _Batch:
+    turns = played.turns
+    rows = np.concatenate([t.rows for t in turns])
+    mask = keep[rows]
+
+    def cat(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate([getattr(t, name) for t in turns])[mask])
+
+    return _Batch(
+        embedding=torch.from_numpy(embedding[rows[mask]]),
+        state_x=cat("state_x"),
+        cand_x=cat("cand_x"),
+        cand_model=cat("cand_model"),
+        legal=cat("legal"),
+        action=cat("action"),
+        logp_old=cat("logp"),
+        advantage=torch.from_numpy(advantage[rows[mask]].astype(np.float32)),
+    )
+
+
+def _update(
+    net: RouterNet,
+    optimiser: torch.optim.Optimizer,
+    batch: _Batch,
+    config: GRPOConfig,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """A few passes of clipped-ratio updates over the batch's decisions."""
+    sums = {"loss/policy": 0.0, "loss/clip_frac": 0.0, "loss/entropy": 0.0}
+    n_updates = 0
+    for _ in range(config.passes):
+        order = torch.randperm(len(batch.action), generator=generator)
+        for chunk in order.chunk(config.minibatches):
+            # Log-probability of each taken action under the current weights.
+            logits = net(
+                batch.embedding[chunk],
+                batch.state_x[chunk],
+                batch.cand_x[chunk],
+                batch.cand_model[chunk],
+                batch.legal[chunk],
+            )
+            logp_all = torch.log_softmax(logits, dim=1)
+            logp = logp_all.gather(1, batch.action[chunk, None])[:, 0]
+
+            # Ratio to the policy that played the episodes, clipped asymmetrically
+            # (clip-higher): the objective stops rewarding a move past 1 - 0.2 or
+            # 1 + 0.28 in the direction the advantage favours.
+            ratio = torch.exp(logp - batch.logp_old[chunk])
+            advantage = batch.advantage[chunk]
+            clipped = ratio.clamp(1 - config.clip_low, 1 + config.clip_high)
+            surrogate = torch.minimum(ratio * advantage, clipped * advantage)
+
+            # Action-mean loss: every action of the minibatch weighs the same; no
+            # KL term. An entropy bonus is off unless entropy_coef is set.
+            # (Illegal actions have probability 0; their -inf log is zeroed
+            # first so that no NaN reaches the gradient.)
+            finite = logp_all.masked_fill(~batch.legal[chunk], 0.0)
+            entropy = -(logp_all.exp() * finite).sum(dim=1).mean()
+            loss = -surrogate.mean() - config.entropy_coef * entropy
+            optimiser.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(net.parameters(), config.max_grad_norm)
+            optimiser.step()
+
+            # Diagnostics only.
+            with torch.no_grad():
+                sums["loss/entropy"] += float(entropy)
+                sums["loss/clip_frac"] += float((ratio != clipped).float().mean())
+                sums["loss/policy"] += float(loss)
+            n_updates += 1
+    return {k: v / max(n_updates, 1) for k, v in sums.items()}
+
+
+def _episode_metrics(
+    played: Trajectory,
+    score: NDArray[np.float64],
+    reward: NDArray[np.float64],
+    cost: NDArray[np.float64],
+) -> dict[str, float]:
+    actions = np.concatenate([t.action for t in played.turns])
+    m = played.state.n_models
+    kind = ep.action_kinds(m)[actions]
+    state = played.state
+    return {
+        "train/reward": float(reward.mean()),
+        "train/accuracy": float(score.mean()),
+        "train/cost_per_1k": float(cost.mean() * 1000),
+        "train/calls": float(ep.charged(state).sum(axis=1).mean()),
+        "train/turns": float(state.turn.mean()),
+        "train/by_limit": float(state.by_limit.mean()),
+        "actions/answer": float((kind == ep.KIND_ANSWER).mean()),
+        "actions/call": float((kind == ep.KIND_CALL).mean()),
+        "actions/select": float((kind == ep.KIND_SELECT).mean()),
+    }
+
+
+def _train_step(
+    net: RouterNet,
+    optimiser: torch.optim.Optimizer,
+    data: TrainingData,
+    config: GRPOConfig,
+    reward: RewardConfig,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """Play one batch of groups and update the network on it."""
+    # Prompts, each with its lambda and offered models, G episodes apiece.
+    lam_range = (config.lam_min, config.lam_max)
+    examples = data.sample(rng, config.prompts_per_step, lam_range, config.full_pool)
+    examples = examples.repeated(config.group_size)
+    inputs = data.table.inputs(examples.rows, examples.lam, examples.offered)
+
+    # Play them with the current policy, sampling at temperature 1.0.
+    rules = ep.EpisodeRules(config.max_turns)
+    played = play(net, inputs, data.models, rules, sample=True, generator=generator)
+
+    # Reward: the returned response's score, less the cost of every call.
+    score = data.table.score[examples.rows, played.state.chosen]
+    cost = ep.spent(played.state, inputs.responses)
+    rewards = ep.batch_reward(score, cost, examples.lam, reward)
+
+    # Advantages normalised within each group; groups of equal rewards dropped.
+    advantage, keep = group_advantages(rewards, config.group_size, config.std_floor)
+    metrics = _episode_metrics(played, score, rewards, cost)
+    metrics["groups/kept"] = float(keep.mean())
+    if keep.any():
+        batch = _flatten(played, inputs.embedding, advantage, keep)
+        metrics.update(_update(net, optimiser, batch, config, generator))
+    return metrics
+
+
+class _MetricsLog:
+    """Appends one JSON line of metrics per step (nothing when no file is given)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("", encoding="utf-8")
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        if self.path is None:
+            return
+        line = {"step": step, **{k: round(v, 6) for k, v in metrics.items()}}
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
+
+
+def train_policy(
+    data: TrainingData,
+    config: GRPOConfig | None = None,
+    reward: RewardConfig | None = None,
+    *,
+    reporter: Reporter | None = None,
+    metrics_path: Path | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train a router network on ``data``'s train items; select it on dev items."""
+    config = config or GRPOConfig()
+    reward = reward or RewardConfig()
+    reporter = reporter or Silent()
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    net = RouterNet(len(data.models.ids), config.net_config(reward))
+    optimiser = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    log = _MetricsLog(metrics_path)
+
+    best: tuple[float, int, dict[str, Any]] = (-np.inf, 0, {})
+    last: dict[str, float] = {}
+    dev: dict[str, float] = {}
+    started = time.perf_counter()
+    reporter.start("training the router (GRPO)", config.steps)
+    for step in range(1, config.steps + 1):
+        metrics = _train_step(net, optimiser, data, config, reward, rng, generator)
+        if step % config.eval_every == 0 or step == config.steps:
+            scores = dev_aiq(net, data)
+            metrics.update(scores)
+            mean = scores.get("dev/aiq_mean", float(metrics["train/reward"]))
+            if mean > best[0]:
+                best = (mean, step, copy.deepcopy(net.state_dict()))
+                dev = scores
+        metrics["time/elapsed_s"] = time.perf_counter() - started
+        log.write(step, metrics)
+        if on_step is not None:
+            on_step(step, metrics)
+        last = metrics
+        reporter.advance()
+    net.load_state_dict(best[2])
+    net.eval()
+    seconds = time.perf_counter() - started
+    logger.info("trained for %d steps in %.1f s; kept step %d", step, seconds, best[1])
+    return TrainResult(net, best[1], seconds, final=last, dev=dev)
+
+
+def config_dict(config: GRPOConfig) -> dict[str, Any]:
+    return asdict(config)

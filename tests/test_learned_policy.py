@@ -1,0 +1,296 @@
+"""The RL-trained router on real records: training, checkpoints, refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from numpy.typing import NDArray
+
+from xrouter.backends.replay import ReplayPool
+from xrouter.core.catalog import load_catalog, read_cards
+from xrouter.core.errors import CheckpointError, ConfigError, DataError
+from xrouter.evaluate.suites import Suite
+from xrouter.orchestrator import episode as ep
+from xrouter.orchestrator.reward import RewardConfig
+from xrouter.policies.checkpoint import load_checkpoint, save_checkpoint
+from xrouter.policies.embedding import Embedder
+from xrouter.policies.learned import LearnedPolicy, TablePart, route_rows
+from xrouter.policies.router_net import play
+from xrouter.records.ingest import ingest
+from xrouter.records.store import Store
+from xrouter.train.env import TrainingData, assemble, load_training_data
+from xrouter.train.grpo import GRPOConfig, group_advantages, train_policy
+from xrouter.train.run import checkpoint_manifest
+
+MODELS = ("gpt-4o-mini-2024-07-18", "claude-3-haiku-20240307", "gemma-2-2b-it")
+SUITE = Suite(
+    name="zeroeval-small",
+    source="zeroeval",
+    pool=MODELS,
+    strong=MODELS[0],
+    weak=MODELS[2],
+    self_model=MODELS[2],
+)
+CONFIG = GRPOConfig(steps=40, prompts_per_step=32, eval_every=20, seed=3)
+
+
+class StandInEmbedder(Embedder):
+    """Deterministic vectors from the text's hash, instead of MiniLM's."""
+
+    def encode(
+        self, texts: Sequence[str], progress: Callable[[int], None] | None = None
+    ) -> NDArray[np.float32]:
+        out = np.zeros((len(texts), 384), dtype=np.float32)
+        for k, text in enumerate(texts):
+            seed = int.from_bytes(text.encode()[-8:].rjust(8, b"\0"), "big")
+            out[k] = np.random.default_rng(seed).normal(size=384)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def store(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Store:
+    target = Store(tmp_path_factory.mktemp("store"))
+    ingest(small_data, target, load_catalog(), ["zeroeval"])
+    return target
+
+
+@pytest.fixture(scope="module")
+def data(store: Store) -> TrainingData:
+    embedder = StandInEmbedder(store.path / "embeddings")
+    return load_training_data(store, [SUITE], load_catalog(), embedder)
+
+
+@pytest.fixture(scope="module")
+def trained(data: TrainingData) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    torch.manual_seed(CONFIG.seed)
+    initial = train_policy(data, dataclasses.replace(CONFIG, steps=1)).net
+    before = {k: v.clone() for k, v in initial.state_dict().items()}
+    return train_policy(data, CONFIG).net, before
+
+
+def mean_reward(
+    net: torch.nn.Module, data: TrainingData, rows: np.ndarray, *, sample: bool
+) -> float:
+    """Mean reward over lambdas 1, 100 and 3000, sampling or taking the argmax."""
+    rewards = []
+    for lam in (1.0, 100.0, 3000.0):
+        lams = np.full(len(rows), lam)
+        inputs = data.table.inputs(rows, lams)
+        played = play(
+            net,  # type: ignore[arg-type]
+            inputs,
+            data.models,
+            ep.EpisodeRules(CONFIG.max_turns),
+            sample=sample,
+            generator=torch.Generator().manual_seed(0),
+        )
+        score = data.table.score[rows, played.state.chosen]
+        cost = ep.spent(played.state, inputs.responses)
+        rewards.append(ep.batch_reward(score, cost, lams, RewardConfig()).mean())
+    return float(np.mean(rewards))
+
+
+def test_training_changes_the_weights_and_raises_the_reward(
+    data: TrainingData, trained: tuple[torch.nn.Module, dict[str, torch.Tensor]]
+) -> None:
+    net, before = trained
+    after = net.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    untrained = train_policy(data, dataclasses.replace(CONFIG, steps=1)).net
+    untrained.load_state_dict(before)
+    for rows in (data.train[0], data.dev[0]):  # seen items, then held-out ones
+        for sample in (True, False):
+            gain = mean_reward(net, data, rows, sample=sample) - mean_reward(
+                untrained, data, rows, sample=sample
+            )
+            assert gain > (0.05 if sample else 0.0)
+
+
+def test_training_is_reproducible_from_the_seed(data: TrainingData) -> None:
+    config = dataclasses.replace(CONFIG, steps=3)
+    a = train_policy(data, config).net.state_dict()
+    b = train_policy(data, config).net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_group_advantages_normalise_within_groups_and_drop_equal_ones() -> None:
+    rewards = np.array([1.0, 0.0, 1.0, 0.0, 0.5, 0.5, 0.5, 0.5])
+    advantage, keep = group_advantages(rewards, 4)
+    assert advantage.tolist() == [1.0, -1.0, 1.0, -1.0, 0.0, 0.0, 0.0, 0.0]
+    assert keep.tolist() == [True] * 4 + [False] * 4
+    # A tiny spread (a cost difference at a small lambda) stays a tiny advantage.
+    advantage, _ = group_advantages(np.array([1.0, 0.999]), 2, std_floor=0.1)
+    assert advantage == pytest.approx([0.005, -0.005])
+
+
+def test_a_tiny_training_set_is_refused(data: TrainingData, store: Store) -> None:
+    pool = ReplayPool.load(store, ["zeroeval"], MODELS)
+    head = dataclasses.replace(
+        pool,
+        item_ids=pool.item_ids[:40],
+        **{f: getattr(pool, f)[:40] for f in ("tasks", "score", "cost")},
+        **{f: getattr(pool, f)[:40] for f in ("input_tokens", "output_tokens")},
+        extracted=pool.extracted[:40],
+    )
+    part = TablePart(head, np.zeros((40, 384), dtype=np.float32), MODELS[2])
+    with pytest.raises(DataError) as info:
+        assemble([SUITE], [part], load_catalog(), {})
+    n = len(data.train[0][:0]) + int((np.isin(data.table.item[data.train[0]], range(40))).sum())
+    assert str(info.value) == (
+        f"only {n} train items across suite(s) zeroeval-small; training needs at "
+        "least 32. Ingest more recorded outputs or add suites"
+    )
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        GRPOConfig(lam_min=0.0)
+    assert str(info.value) == "the lambda range must satisfy 0 < min < max, got 0 to 10000"
+    with pytest.raises(ConfigError, match="group_size must be >= 2"):
+        GRPOConfig(group_size=1)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(
+    data: TrainingData,
+    trained: tuple[torch.nn.Module, dict[str, torch.Tensor]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    path = tmp_path_factory.mktemp("ckpt")
+    result = train_policy(data, dataclasses.replace(CONFIG, steps=1))
+    result.net.load_state_dict(trained[0].state_dict())
+    manifest = checkpoint_manifest(data, CONFIG, RewardConfig(), result)
+    save_checkpoint(path, result.net, data.models, manifest)
+    return path
+
+
+def test_checkpoint_round_trip(
+    checkpoint_dir: Path,
+    data: TrainingData,
+    trained: tuple[torch.nn.Module, dict[str, torch.Tensor]],
+) -> None:
+    loaded = load_checkpoint(checkpoint_dir)
+    original = trained[0].state_dict()
+    assert all(torch.equal(original[k], v) for k, v in loaded.net.state_dict().items())
+    manifest = loaded.manifest
+    assert manifest["models"] == list(MODELS)
+    assert manifest["prices"]["gemma-2-2b-it"]["output_per_mtok"] > 0
+    assert manifest["suites"]["zeroeval-small"]["pool"] == list(MODELS)
+    assert manifest["data"]["fingerprints"]["zeroeval"] == data.fingerprints["zeroeval"]
+    assert manifest["lambda_range"] == [0.1, 1e4] and manifest["seed"] == 3
+    assert manifest["hyperparameters"]["clip_high"] == 0.28
+    rows = data.dev[0]
+    a = route_rows(trained[0], data.table, data.models, rows, 30.0)  # type: ignore[arg-type]
+    b = route_rows(loaded.net, data.table, data.models, rows, 30.0)
+    assert (a.state.chosen == b.state.chosen).all()
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for file in src.iterdir():
+        (dst / file.name).write_bytes(file.read_bytes())
+    return dst
+
+
+def test_damaged_checkpoints_are_refused(checkpoint_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "absent")
+    assert str(info.value) == (
+        f"no checkpoint at {tmp_path / 'absent'}: not a directory; write one with "
+        f"`xrouter train policy --out {tmp_path / 'absent'}`"
+    )
+    corrupt = _copy(checkpoint_dir, tmp_path / "corrupt")
+    weights = corrupt / "policy.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(corrupt)
+    assert str(info.value) == (
+        f"{weights} is corrupt or truncated; train the policy again"
+    )
+    broken = _copy(checkpoint_dir, tmp_path / "broken")
+    (broken / "manifest.json").write_text("{not json")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(broken)
+    assert str(info.value) == (
+        f"{broken / 'manifest.json'} is not valid JSON; the checkpoint is damaged, "
+        "train the policy again"
+    )
+    bare = _copy(checkpoint_dir, tmp_path / "bare")
+    (bare / "policy.safetensors").unlink()
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(bare)
+    assert str(info.value) == (
+        f"{bare / 'policy.safetensors'} is missing; the checkpoint is incomplete, "
+        "train it again"
+    )
+
+
+def test_a_pool_the_policy_never_saw_is_refused(
+    checkpoint_dir: Path, store: Store
+) -> None:
+    checkpoint = load_checkpoint(checkpoint_dir)
+    policy = LearnedPolicy(checkpoint, load_catalog(), StandInEmbedder())
+    pool = ReplayPool.load(store, ["zeroeval"], [*MODELS[:2], "gemini-1.5-flash"])
+    with pytest.raises(CheckpointError) as info:
+        policy.fit(pool, np.arange(3))
+    assert str(info.value) == (
+        f"the policy at {checkpoint_dir} was trained without gemini-1.5-flash; it "
+        "knows gpt-4o-mini-2024-07-18, claude-3-haiku-20240307, gemma-2-2b-it. "
+        "Route a pool of those models, or train again with this pool"
+    )
+    lone = ReplayPool.load(store, ["zeroeval"], MODELS[:1])
+    with pytest.raises(CheckpointError) as info:
+        policy.fit(lone, np.arange(3))
+    assert str(info.value) == (
+        "a router needs a pool of at least 2 models; got 1 (gpt-4o-mini-2024-07-18)"
+    )
+
+
+def test_a_changed_price_is_named_in_a_warning(
+    checkpoint_dir: Path,
+    store: Store,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    shipped = next(c for c in load_catalog() if c.id == MODELS[0])
+    card = shipped.model_dump(mode="json") | {"input_per_mtok": 0.3}
+    file = tmp_path / "cards.yaml"
+    file.write_text(json.dumps([card]))
+    assert read_cards(file)[0].input_per_mtok == 0.3
+    catalog = load_catalog([file])
+    checkpoint = load_checkpoint(checkpoint_dir)
+    policy = LearnedPolicy(checkpoint, catalog, StandInEmbedder(store.path / "embeddings"))
+    pool = ReplayPool.load(store, ["zeroeval"], MODELS)
+    with caplog.at_level(logging.WARNING):
+        policy.fit(pool, np.arange(3))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"price of {MODELS[0]} changed since the policy at {checkpoint_dir} was "
+        "trained: input $0.15 -> $0.3 per 1M tokens; it routes with the new price"
+    ]
+
+
+def test_lambda_outside_the_trained_range_is_refused(
+    checkpoint_dir: Path, store: Store
+) -> None:
+    checkpoint = load_checkpoint(checkpoint_dir)
+    policy = LearnedPolicy(checkpoint, load_catalog(), StandInEmbedder(store.path / "embeddings"))
+    pool = ReplayPool.load(store, ["zeroeval"], MODELS)
+    policy.fit(pool, np.arange(3))
+    assert min(policy.knobs()) == 0.1 and max(policy.knobs()) == 1e4
+    assert 2.0 in policy.knobs() and policy.default_knob() == 2.0
+    routing = policy.route(pool, np.arange(10), 1e4)
+    assert routing.called.shape == (10, 3)
+    with pytest.raises(ConfigError) as info:
+        policy.route(pool, np.arange(10), 1e5)
+    assert str(info.value) == (
+        f"lambda 100000 is outside the range the policy at {checkpoint_dir} was "
+        "trained on (0.1 to 10000); choose a lambda in that range or train a "
+        "policy over a wider one"
+    )
