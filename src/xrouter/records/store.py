@@ -98,12 +98,18 @@ class Store:
         """Replace one source's items and records atomically and note it."""
         items = items.cast(ITEM_SCHEMA)
         records = records.cast(RECORD_SCHEMA)
-        for kind, table in (("items", items), ("records", records)):
-            folder = self.path / kind
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{name}.parquet.tmp"
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, folder / f"{name}.parquet")
+        try:
+            for kind, table in (("items", items), ("records", records)):
+                folder = self.path / kind
+                folder.mkdir(parents=True, exist_ok=True)
+                tmp = folder / f".{name}.parquet.tmp"
+                pq.write_table(table, tmp, compression="zstd")
+                os.replace(tmp, folder / f"{name}.parquet")
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write the store at {self.path} ({exc.strerror or exc}); "
+                "give --store (or XROUTER_HOME) a writable directory"
+            ) from exc
         info = SourceInfo(
             name=name,
             data_dir=str(data_dir),
