@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from numpy.typing import NDArray
+from _standin import StandInEmbedder
 
 from xrouter.backends.replay import ReplayPool
 from xrouter.core.catalog import load_catalog, read_cards
@@ -20,10 +19,17 @@ from xrouter.evaluate.suites import Suite
 from xrouter.orchestrator import episode as ep
 from xrouter.orchestrator.reward import RewardConfig
 from xrouter.policies.checkpoint import load_checkpoint, save_checkpoint
-from xrouter.policies.embedding import Embedder
-from xrouter.policies.learned import LearnedPolicy, TablePart, route_rows
+from xrouter.policies.embedding import Embedder, routing_text
+from xrouter.policies.learned import (
+    LearnedPolicy,
+    LiveRouter,
+    ReplayTable,
+    TablePart,
+    route_rows,
+)
 from xrouter.policies.router_net import play
 from xrouter.records.ingest import ingest
+from xrouter.records.splits import split_mask
 from xrouter.records.store import Store
 from xrouter.train.env import TrainingData, assemble, load_training_data
 from xrouter.train.grpo import GRPOConfig, group_advantages, train_policy
@@ -38,20 +44,7 @@ SUITE = Suite(
     weak=MODELS[2],
     self_model=MODELS[2],
 )
-CONFIG = GRPOConfig(steps=40, prompts_per_step=32, eval_every=20, seed=3)
-
-
-class StandInEmbedder(Embedder):
-    """Deterministic vectors from the text's hash, instead of MiniLM's."""
-
-    def encode(
-        self, texts: Sequence[str], progress: Callable[[int], None] | None = None
-    ) -> NDArray[np.float32]:
-        out = np.zeros((len(texts), 384), dtype=np.float32)
-        for k, text in enumerate(texts):
-            seed = int.from_bytes(text.encode()[-8:].rjust(8, b"\0"), "big")
-            out[k] = np.random.default_rng(seed).normal(size=384)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
+CONFIG = GRPOConfig(steps=40, prompts_per_step=32, eval_every=1000, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +135,9 @@ def test_a_tiny_training_set_is_refused(data: TrainingData, store: Store) -> Non
     part = TablePart(head, np.zeros((40, 384), dtype=np.float32), MODELS[2])
     with pytest.raises(DataError) as info:
         assemble([SUITE], [part], load_catalog(), {})
-    n = len(data.train[0][:0]) + int((np.isin(data.table.item[data.train[0]], range(40))).sum())
+    n = len(data.train[0][:0]) + int(
+        (np.isin(data.table.item[data.train[0]], range(40))).sum()
+    )
     assert str(info.value) == (
         f"only {n} train items across suite(s) zeroeval-small; training needs at "
         "least 32. Ingest more recorded outputs or add suites"
@@ -152,7 +147,9 @@ def test_a_tiny_training_set_is_refused(data: TrainingData, store: Store) -> Non
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ConfigError) as info:
         GRPOConfig(lam_min=0.0)
-    assert str(info.value) == "the lambda range must satisfy 0 < min < max, got 0 to 10000"
+    assert (
+        str(info.value) == "the lambda range must satisfy 0 < min < max, got 0 to 30000"
+    )
     with pytest.raises(ConfigError, match="group_size must be >= 2"):
         GRPOConfig(group_size=1)
 
@@ -167,7 +164,7 @@ def checkpoint_dir(
     result = train_policy(data, dataclasses.replace(CONFIG, steps=1))
     result.net.load_state_dict(trained[0].state_dict())
     manifest = checkpoint_manifest(data, CONFIG, RewardConfig(), result)
-    save_checkpoint(path, result.net, data.models, manifest)
+    save_checkpoint(path, result.net, data.memory, data.models, manifest)
     return path
 
 
@@ -184,7 +181,7 @@ def test_checkpoint_round_trip(
     assert manifest["prices"]["gemma-2-2b-it"]["output_per_mtok"] > 0
     assert manifest["suites"]["zeroeval-small"]["pool"] == list(MODELS)
     assert manifest["data"]["fingerprints"]["zeroeval"] == data.fingerprints["zeroeval"]
-    assert manifest["lambda_range"] == [0.1, 1e4] and manifest["seed"] == 3
+    assert manifest["lambda_range"] == [0.1, 3e4] and manifest["seed"] == 3
     assert manifest["hyperparameters"]["clip_high"] == 0.28
     rows = data.dev[0]
     a = route_rows(trained[0], data.table, data.models, rows, 30.0)  # type: ignore[arg-type]
@@ -237,7 +234,8 @@ def test_a_pool_the_policy_never_saw_is_refused(
 ) -> None:
     checkpoint = load_checkpoint(checkpoint_dir)
     policy = LearnedPolicy(checkpoint, load_catalog(), StandInEmbedder())
-    pool = ReplayPool.load(store, ["zeroeval"], [*MODELS[:2], "gemini-1.5-flash"])
+    pool = ReplayPool.load(store, ["zeroeval"], MODELS)
+    pool = dataclasses.replace(pool, models=[*MODELS[:2], "gemini-1.5-flash"])
     with pytest.raises(CheckpointError) as info:
         policy.fit(pool, np.arange(3))
     assert str(info.value) == (
@@ -266,7 +264,9 @@ def test_a_changed_price_is_named_in_a_warning(
     assert read_cards(file)[0].input_per_mtok == 0.3
     catalog = load_catalog([file])
     checkpoint = load_checkpoint(checkpoint_dir)
-    policy = LearnedPolicy(checkpoint, catalog, StandInEmbedder(store.path / "embeddings"))
+    policy = LearnedPolicy(
+        checkpoint, catalog, StandInEmbedder(store.path / "embeddings")
+    )
     pool = ReplayPool.load(store, ["zeroeval"], MODELS)
     with caplog.at_level(logging.WARNING):
         policy.fit(pool, np.arange(3))
@@ -280,17 +280,52 @@ def test_lambda_outside_the_trained_range_is_refused(
     checkpoint_dir: Path, store: Store
 ) -> None:
     checkpoint = load_checkpoint(checkpoint_dir)
-    policy = LearnedPolicy(checkpoint, load_catalog(), StandInEmbedder(store.path / "embeddings"))
+    policy = LearnedPolicy(
+        checkpoint, load_catalog(), StandInEmbedder(store.path / "embeddings")
+    )
     pool = ReplayPool.load(store, ["zeroeval"], MODELS)
     policy.fit(pool, np.arange(3))
-    assert min(policy.knobs()) == 0.1 and max(policy.knobs()) == 1e4
+    assert min(policy.knobs()) == 0.1 and max(policy.knobs()) == 3e4
     assert 2.0 in policy.knobs() and policy.default_knob() == 2.0
-    routing = policy.route(pool, np.arange(10), 1e4)
+    routing = policy.route(pool, np.arange(10), 3e4)
     assert routing.called.shape == (10, 3)
     with pytest.raises(ConfigError) as info:
         policy.route(pool, np.arange(10), 1e5)
     assert str(info.value) == (
         f"lambda 100000 is outside the range the policy at {checkpoint_dir} was "
-        "trained on (0.1 to 10000); choose a lambda in that range or train a "
+        "trained on (0.1 to 30000); choose a lambda in that range or train a "
         "policy over a wider one"
     )
+
+
+def test_live_decisions_on_real_embeddings_match_the_replayed_episodes(
+    checkpoint_dir: Path, store: Store
+) -> None:
+    """The real MiniLM embedder on 40 prompts; the serving path (one request at a
+    time) decides as the batched episodes do."""
+    checkpoint = load_checkpoint(checkpoint_dir)
+    catalog = load_catalog()
+    pool = ReplayPool.load(store, ["zeroeval"], MODELS)
+    # Held-out prompts: the memory holds the train items, which a replayed
+    # episode would not let see themselves.
+    rows = np.flatnonzero(~split_mask(pool.item_ids, "train"))[::25][:40]
+    vectors = Embedder().encode([routing_text(it) for it in pool.items(rows)])
+    assert vectors.shape == (40, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+    embedding = np.zeros((len(pool.item_ids), 384), dtype=np.float32)
+    embedding[rows] = vectors
+    models = checkpoint.model_table(catalog)
+    table = ReplayTable.build([TablePart(pool, embedding, MODELS[2])], models)
+    table = table.with_memory(checkpoint.memory, rows)
+    router = LiveRouter(checkpoint, catalog, MODELS, MODELS[2])
+    tokens = pool.input_tokens[rows]
+    assert (tokens == tokens[:, :1]).all()  # one prompt length for every model
+    for lam in (1.0, 300.0, 1e4):
+        first = route_rows(checkpoint.net, table, models, rows, lam).turns[0].action
+        live = [
+            router.first_decision(v, lam, int(n))
+            for v, n in zip(vectors, tokens[:, 0], strict=True)
+        ]
+        ids = [0 if d.kind == "answer" else 1 + MODELS.index(d.model) for d in live]
+        assert ids == first.tolist()

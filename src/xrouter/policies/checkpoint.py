@@ -2,7 +2,7 @@
 
 A checkpoint is a directory::
 
-    policy.safetensors   the network's weights
+    policy.safetensors   the network's weights and its memory of train prompts
     manifest.json        what the network was trained on and how: the models it
                          knows (in the order of its model embeddings) with their
                          catalog prices, the suites' pools, the data fingerprints,
@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from xrouter.core.catalog import Catalog
 from xrouter.core.errors import CheckpointError
+from xrouter.policies.memory import NeighbourMemory
 from xrouter.policies.router_net import ModelTable, NetConfig, RouterNet
 
 __all__ = [
@@ -46,15 +48,26 @@ logger = logging.getLogger(__name__)
 FORMAT = "xrouter-policy/1"
 WEIGHTS = "policy.safetensors"
 MANIFEST = "manifest.json"
-_REQUIRED = ("format", "models", "prices", "net", "lambda_range", "default_lambda")
+_REQUIRED = (
+    "format",
+    "models",
+    "prices",
+    "net",
+    "memory",
+    "lambda_range",
+    "default_lambda",
+)
+_MEMORY = "memory."
 
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: the network (in eval mode) and its manifest."""
+    """A loaded checkpoint: the network (in eval mode), its memory of train
+    prompts, and its manifest."""
 
     path: Path
     net: RouterNet
+    memory: NeighbourMemory
     manifest: dict[str, Any]
 
     @property
@@ -76,11 +89,23 @@ class Checkpoint:
 
 
 def save_checkpoint(
-    path: Path, net: RouterNet, table: ModelTable, manifest: dict[str, Any]
+    path: Path,
+    net: RouterNet,
+    memory: NeighbourMemory,
+    table: ModelTable,
+    manifest: dict[str, Any],
 ) -> None:
     """Write ``policy.safetensors`` and ``manifest.json`` under ``path``."""
     path.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    # The memory's prompt embeddings are stored at half precision (they are unit
+    # vectors; a similarity moves by under 1e-3), its verdicts and costs in full.
+    weights |= {
+        _MEMORY + "embedding": torch.from_numpy(memory.embedding).half(),
+        _MEMORY + "item": torch.from_numpy(memory.item),
+        _MEMORY + "score": torch.from_numpy(memory.score),
+        _MEMORY + "cost": torch.from_numpy(memory.cost),
+    }
     save_file(weights, str(path / WEIGHTS))
     full = {
         "format": FORMAT,
@@ -93,6 +118,7 @@ def save_checkpoint(
             for k, m in enumerate(table.ids)
         },
         "net": net.config.as_dict(),
+        "memory": {"items": len(memory.item), "near": memory.near, "wide": memory.wide},
         **manifest,
     }
     tmp = path / (MANIFEST + ".tmp")
@@ -158,14 +184,22 @@ def load_checkpoint(path: Path) -> Checkpoint:
             f"{file} is corrupt or truncated; train the policy again"
         ) from exc
     try:
+        memory = NeighbourMemory(
+            embedding=weights.pop(_MEMORY + "embedding").float().numpy(),
+            item=weights.pop(_MEMORY + "item").numpy(),
+            score=weights.pop(_MEMORY + "score").numpy(),
+            cost=weights.pop(_MEMORY + "cost").numpy(),
+            near=int(manifest["memory"]["near"]),
+            wide=int(manifest["memory"]["wide"]),
+        )
         net.load_state_dict(weights)
-    except RuntimeError as exc:
+    except (RuntimeError, KeyError, TypeError) as exc:
         raise CheckpointError(
             f"{file} does not fit the network its manifest describes; "
             "train the policy again"
         ) from exc
     net.eval()
-    return Checkpoint(path, net, manifest)
+    return Checkpoint(path, net, memory, manifest)
 
 
 def check_pool(checkpoint: Checkpoint, pool: Sequence[str], catalog: Catalog) -> None:

@@ -13,10 +13,11 @@ the form in which both training and evaluation feed episodes to the network.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from xrouter.backends.replay import ReplayPool
@@ -26,15 +27,31 @@ from xrouter.orchestrator import episode as ep
 from xrouter.policies.base import LAMBDA_SWEEP, Policy, Routing
 from xrouter.policies.checkpoint import Checkpoint, check_pool
 from xrouter.policies.embedding import Embedder
+from xrouter.policies.memory import (
+    N_MEMORY_FEATURES,
+    NeighbourMemory,
+    build_memory,
+    item_hash,
+)
 from xrouter.policies.router_net import (
     EpisodeInputs,
     ModelTable,
     RouterNet,
     Trajectory,
+    encode,
     play,
 )
 
-__all__ = ["LearnedPolicy", "ReplayTable", "TablePart", "lambda_knobs", "route_rows"]
+__all__ = [
+    "Decision",
+    "LearnedPolicy",
+    "LiveRouter",
+    "ReplayTable",
+    "TablePart",
+    "check_lambda",
+    "lambda_knobs",
+    "route_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,8 @@ class ReplayTable:
     input_tokens: NDArray[np.int64]
     output_tokens: NDArray[np.int64]
     answer_code: NDArray[np.int64]
+    item_hash: NDArray[np.int64]
+    memory: NDArray[np.float32]  # [N, M, 4]; zeros until ``with_memory``
 
     @classmethod
     def build(cls, parts: Sequence[TablePart], models: ModelTable) -> ReplayTable:
@@ -87,6 +106,8 @@ class ReplayTable:
                 "input_tokens": _pad(pool.input_tokens, width, 0),
                 "output_tokens": _pad(pool.output_tokens, width, 0),
                 "answer_code": _pad(ep.answer_codes(pool.extracted), width, -1),
+                "item_hash": item_hash(pool.item_ids),
+                "memory": np.zeros((n, width, N_MEMORY_FEATURES), dtype=np.float32),
             }
             for name, value in row.items():
                 blocks.setdefault(name, []).append(value)
@@ -94,6 +115,32 @@ class ReplayTable:
 
     def __len__(self) -> int:
         return len(self.item)
+
+    def with_memory(
+        self, memory: NeighbourMemory, rows: NDArray[np.int64] | None = None
+    ) -> ReplayTable:
+        """The table with the memory features of ``rows`` (default: all) filled in;
+        a row's own item never counts as its neighbour."""
+        rows = np.arange(len(self)) if rows is None else rows
+        found = memory.lookup(  # [r, V, 4]
+            self.embedding[rows], self.item_hash[rows], np.unique(self.model_id[rows])
+        )
+        features = self.memory.copy()
+        picked = found[np.arange(len(rows))[:, None], self.model_id[rows]]
+        features[rows] = picked * self.valid[rows][..., None]
+        return replace(self, memory=features)
+
+    def memory_of(self, rows: NDArray[np.int64]) -> NeighbourMemory:
+        """A memory of ``rows`` (the train items) over the table's models."""
+        return build_memory(
+            self.embedding[rows],
+            self.item_hash[rows],
+            self.model_id[rows],
+            self.valid[rows],
+            self.score[rows],
+            self.cost[rows],
+            int(self.model_id.max()) + 1,
+        )
 
     def inputs(
         self,
@@ -113,6 +160,7 @@ class ReplayTable:
             responses=ep.Responses(
                 self.cost[rows], self.output_tokens[rows], self.answer_code[rows]
             ),
+            memory=self.memory[rows],
         )
 
 
@@ -134,6 +182,17 @@ def route_rows(
     rules = ep.EpisodeRules(net.config.max_turns)
     inputs = table.inputs(rows, np.full(len(rows), lam))
     return play(net, inputs, models, rules, sample=False)
+
+
+def check_lambda(checkpoint: Checkpoint, lam: float) -> None:
+    """Refuse a lambda outside the range the network was trained on (no clamp)."""
+    lo, hi = checkpoint.lambda_range
+    if not lo <= lam <= hi:
+        raise ConfigError(
+            f"lambda {lam:g} is outside the range the policy at {checkpoint.path} "
+            f"was trained on ({lo:g} to {hi:g}); choose a lambda in that range or "
+            "train a policy over a wider one"
+        )
 
 
 def lambda_knobs(lam_range: tuple[float, float], default: float) -> list[float]:
@@ -164,6 +223,7 @@ class LearnedPolicy(Policy):
         self.name = name
         self._table: ReplayTable | None = None
         self._models: ModelTable | None = None
+        self._filled = np.zeros(0, dtype=bool)
 
     def fit(self, pool: ReplayPool, train: NDArray[np.int64]) -> None:
         """Nothing is learned here: check the pool and embed its prompts."""
@@ -173,6 +233,7 @@ class LearnedPolicy(Policy):
         self._models = self.checkpoint.model_table(self.catalog)
         part = TablePart(pool, vectors, self.self_model)
         self._table = ReplayTable.build([part], self._models)
+        self._filled = np.zeros(len(self._table), dtype=bool)
 
     def knobs(self) -> Sequence[float]:
         return lambda_knobs(self.checkpoint.lambda_range, self.default_knob())
@@ -180,18 +241,96 @@ class LearnedPolicy(Policy):
     def default_knob(self) -> float:
         return self.checkpoint.default_lambda
 
-    def check_lambda(self, lam: float) -> None:
-        lo, hi = self.checkpoint.lambda_range
-        if not lo <= lam <= hi:
-            raise ConfigError(
-                f"lambda {lam:g} is outside the range the policy at "
-                f"{self.checkpoint.path} was trained on ({lo:g} to {hi:g}); choose "
-                "a lambda in that range or train a policy over a wider one"
-            )
-
     def route(self, pool: ReplayPool, items: NDArray[np.int64], knob: float) -> Routing:
-        self.check_lambda(knob)
+        check_lambda(self.checkpoint, knob)
         if self._table is None or self._models is None:
             raise RuntimeError("LearnedPolicy.route called before fit")
+        # Memory features are looked up once per item, for the items routed.
+        missing = np.unique(items[~self._filled[items]])
+        if len(missing):
+            self._table = self._table.with_memory(self.checkpoint.memory, missing)
+            self._filled[missing] = True
         played = route_rows(self.checkpoint.net, self._table, self._models, items, knob)
         return Routing(ep.charged(played.state), played.state.chosen)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One action of the router: answer itself, call a model, or select the
+    response of a model called earlier."""
+
+    kind: Literal["answer", "call", "select"]
+    model: str
+
+
+class LiveRouter:
+    """The first decision for one live request at a time, before any call is made.
+
+    It encodes the same features and plays by the same rules as training and the
+    offline evaluation; later turns, which need the responses, are for the
+    orchestrator to play.
+    """
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        catalog: Catalog,
+        pool: Sequence[str],
+        self_model: str | None = None,
+    ) -> None:
+        check_pool(checkpoint, pool, catalog)
+        if self_model is not None and self_model not in pool:
+            raise ConfigError(
+                f"self_model {self_model!r} is not in the pool ({', '.join(pool)}); "
+                "the model that answers for the router must be a pool model"
+            )
+        m = len(pool)
+        self.checkpoint = checkpoint
+        self.pool = list(pool)
+        self.models = checkpoint.model_table(catalog)
+        self._model_id = self.models.index(pool)[None, :]
+        self._self = np.array([self.pool.index(self_model) if self_model else -1])
+        self._state = ep.start(np.ones((1, m), dtype=bool), self._self)
+        self._nothing = ep.Responses(
+            np.zeros((1, m)),
+            np.zeros((1, m), dtype=np.int64),
+            np.full((1, m), -1, dtype=np.int64),
+        )
+        self._legal = torch.from_numpy(ep.legal_actions(self._state))
+
+    def first_decision(
+        self, embedding: NDArray[np.float32], lam: float, input_tokens: int
+    ) -> Decision:
+        """The most likely first action for a prompt (its 384-d embedding and its
+        length in tokens) at lambda ``lam``."""
+        check_lambda(self.checkpoint, lam)
+        m = len(self.pool)
+        query = embedding.reshape(1, -1).astype(np.float32, copy=False)
+        found = self.checkpoint.memory.lookup(query, models=self._model_id[0])
+        inputs = EpisodeInputs(
+            embedding=query,
+            lam=np.array([lam]),
+            model_id=self._model_id,
+            input_tokens=np.full((1, m), input_tokens, dtype=np.int64),
+            offered=self._state.offered,
+            self_model=self._self,
+            responses=self._nothing,
+            memory=found[:, self._model_id[0]],
+        )
+        state_x, cand_x, cand_model = encode(
+            inputs, self._state, self.models, self.checkpoint.net.config
+        )
+        with torch.no_grad():
+            logits = self.checkpoint.net(
+                torch.from_numpy(inputs.embedding),
+                torch.from_numpy(state_x),
+                torch.from_numpy(cand_x),
+                torch.from_numpy(cand_model),
+                self._legal,
+            )
+        action = int(logits.argmax())
+        if action == ep.ANSWER:
+            return Decision("answer", self.pool[int(self._self[0])])
+        if action <= m:
+            return Decision("call", self.pool[action - 1])
+        return Decision("select", self.pool[action - 1 - m])

@@ -10,7 +10,9 @@ select model j's response) from four things:
   (``xrouter.orchestrator.episode.observe``);
 - the model card of each candidate's model: price in and out, tier, the cost the
   call would add at this lambda (from the prompt's tokens and the prices), and a
-  learned embedding of the model's id.
+  learned embedding of the model's id;
+- what the model scored and cost on the most similar train prompts
+  (``memory.NeighbourMemory``), the network's non-parametric half.
 
 A candidate's logit is ``head(relu(state(request, lambda, episode) +
 candidate(card, response, kind, model id)))``; unavailable actions are masked. The
@@ -45,22 +47,25 @@ __all__ = [
 ]
 
 EMBED_DIM = 384
-N_STATE = 7
-N_CANDIDATE = 3 + 2 + len(TIERS) + 2 + ep.N_RESPONSE_FEATURES + 1
+N_STATE = 8
+N_CANDIDATE = 3 + 2 + len(TIERS) + 4 + 5 + ep.N_RESPONSE_FEATURES + 3
 # Output length assumed when estimating a call's cost before it is made.
 TYPICAL_OUTPUT_TOKENS = 256
 
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Sizes and ranges of the network (saved in the checkpoint manifest)."""
+    """Sizes and ranges of the network (saved in the checkpoint manifest); the
+    trainer sets them from its own settings (``xrouter.train.grpo.GRPOConfig``)."""
 
-    hidden: int = 128
-    head_hidden: int = 64
-    lam_min: float = 0.1
-    lam_max: float = 1e4
-    max_turns: int = 4
-    cost_max: float = RewardConfig().cost_max
+    hidden: int = 128  # width of the state and candidate layers
+    head_hidden: int = 64  # width of the head
+    lam_min: float = 0.1  # the trained lambda range, which log lambda is scaled to
+    lam_max: float = 3e4
+    max_turns: int = 3  # the episode's turn limit
+    k: float = RewardConfig().k  # the reward's K and cost cap, for the shaped logit
+    cost_max: float = 1.0
+    shaped: bool = True  # reward-shaped logits over the neighbour prior
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -105,11 +110,75 @@ class EpisodeInputs:
     offered: NDArray[np.bool_]
     self_model: NDArray[np.int64]
     responses: ep.Responses
+    memory: NDArray[np.float32]  # [n, M, 4], see ``memory.NeighbourMemory``
 
 
 def _log_price(price: NDArray[np.float64]) -> NDArray[np.float64]:
     """log10 of USD per 1M tokens, about -1..1 for prices from $0.1 to $10."""
     return np.log10(np.maximum(price, 1e-3))
+
+
+def _weighted(
+    penalty: NDArray[np.float64], cost_max: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """A cost penalty (lambda x USD) as two features, ``[..., 1]`` each: its share
+    of cost_max (capped at 1), and its log10 scaled to about 0..1."""
+    capped = np.minimum(penalty, cost_max) / cost_max
+    log = (np.log10(np.maximum(penalty, 1e-6)) + 2) / 4
+    return capped[..., None], log[..., None]
+
+
+def _state_features(
+    inputs: EpisodeInputs, state: ep.EpisodeState, config: NetConfig
+) -> NDArray[np.float32]:
+    """``[n, 8]``: lambda, the turn, what was called and spent, the prompt."""
+    span = math.log(config.lam_max / config.lam_min) / 2
+    log_lam = (np.log(inputs.lam) - math.log(config.lam_min)) / span - 1.0
+    spent = inputs.lam * ep.spent(state, inputs.responses)
+    agreed = (ep.observe(state, inputs.responses)[:, :, 2] > 0).any(axis=1)
+    offered = state.offered.sum(axis=1)
+    return np.stack(
+        [
+            log_lam,
+            state.turn / config.max_turns,
+            state.turn == config.max_turns - 1,
+            state.called.sum(axis=1) / np.maximum(offered, 1),
+            np.minimum(spent, config.cost_max) / config.cost_max,
+            agreed,
+            offered / 16,
+            np.log1p(inputs.input_tokens.max(axis=1)) / 8,
+        ],
+        axis=1,
+    ).astype(np.float32)
+
+
+def _model_features(
+    inputs: EpisodeInputs, table: ModelTable, config: NetConfig
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """``[n, M, 18]`` per offered model, and the card estimate of a call's USD.
+
+    Card features and what a call would cost in reward units (the prompt's part
+    exactly, its tokens being known; the reply's at a typical length), then what
+    the memory says of the model on similar prompts.
+    """
+    lam = inputs.lam[:, None]
+    mid = inputs.model_id
+    prompt_usd = inputs.input_tokens * table.price_in[mid] / 1e6
+    reply_usd = TYPICAL_OUTPUT_TOKENS * table.price_out[mid] / 1e6
+    features = np.concatenate(
+        [
+            _log_price(table.price_in[mid])[..., None],
+            _log_price(table.price_out[mid])[..., None],
+            np.eye(len(TIERS))[table.tier[mid]],
+            *_weighted(lam * prompt_usd, config.cost_max),
+            *_weighted(lam * reply_usd, config.cost_max),
+            inputs.memory[..., :2],  # neighbours' mean score, near and wide
+            *_weighted(lam * inputs.memory[..., 2], config.cost_max),
+            inputs.memory[..., 3:],  # how familiar the prompt is
+        ],
+        axis=2,
+    )
+    return features, prompt_usd + reply_usd
 
 
 def encode(
@@ -120,63 +189,69 @@ def encode(
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
     """Features of each episode and each candidate action.
 
-    Returns ``state_x[n, 7]``, ``cand_x[n, A, 17]`` and ``cand_model[n, A]`` (the
-    model-table row of each candidate's model), with A = 1 + 2M.
+    Returns ``state_x[n, 8]``, ``cand_x[n, A, 28]`` and ``cand_model[n, A]`` (the
+    model-table row of each candidate's model), with A = 1 + 2M laid out as
+    answer, call model j, select model j.
     """
     n, m = state.called.shape
     rows = np.arange(n)
-    lam = inputs.lam
-    span = math.log(config.lam_max / config.lam_min) / 2
-    log_lam = (np.log(lam) - math.log(config.lam_min)) / span - 1.0
-    penalty = np.minimum(lam * ep.spent(state, inputs.responses), config.cost_max)
-    response = ep.observe(state, inputs.responses)  # [n, M, 4]
-    n_called = state.called.sum(axis=1)
-    state_x = np.stack(
-        [
-            log_lam,
-            state.turn / config.max_turns,
-            state.turn == config.max_turns - 1,
-            n_called / np.maximum(state.offered.sum(axis=1), 1),
-            penalty / config.cost_max,
-            (response[:, :, 2] > 0).any(axis=1),
-            state.offered.sum(axis=1) / 16,
-        ],
-        axis=1,
-    ).astype(np.float32)
-
-    # Per model: card and cost features, then the per-candidate layout.
-    mid = inputs.model_id
-    usd = (
-        inputs.input_tokens * table.price_in[mid]
-        + TYPICAL_OUTPUT_TOKENS * table.price_out[mid]
-    ) / 1e6
-    weighted = lam[:, None] * usd
-    per_model = np.concatenate(
-        [
-            _log_price(table.price_in[mid])[..., None],
-            _log_price(table.price_out[mid])[..., None],
-            np.eye(len(TIERS))[table.tier[mid]],
-            (np.minimum(weighted, config.cost_max) / config.cost_max)[..., None],
-            ((np.log10(np.maximum(weighted, 1e-6)) + 2) / 4)[..., None],
-        ],
-        axis=2,
-    )  # [n, M, 11]
     self_col = np.maximum(inputs.self_model, 0)
-    answer = np.concatenate(
-        [per_model[rows, self_col], np.zeros((n, ep.N_RESPONSE_FEATURES))], axis=1
-    )[:, None, :]
+    per_model, card_usd = _model_features(inputs, table, config)  # [n, M, 18]
+
+    # Candidates: the answer speaks for the self model; a select also carries
+    # what came back from its model.
+    response = ep.observe(state, inputs.responses)  # [n, M, 4]
     blank = np.zeros((n, m, ep.N_RESPONSE_FEATURES))
+    answer = np.concatenate([per_model, blank], axis=2)[rows, self_col][:, None]
     calls = np.concatenate([per_model, blank], axis=2)
     selects = np.concatenate([per_model, response], axis=2)
-    body = np.concatenate([answer, calls, selects], axis=1)  # [n, A, 15]
-    kind = np.eye(3)[ep.action_kinds(m)]  # [A, 3]
-    is_self = np.zeros((n, 1 + 2 * m, 1))
-    is_self[:, 0] = 1.0
+    kind = np.broadcast_to(np.eye(3)[ep.action_kinds(m)], (n, 1 + 2 * m, 3))
+    is_self = (kind[..., :1] > 0) & (np.arange(1 + 2 * m) == 0)[None, :, None]
+
+    # The last two columns feed the reward-shaped logit (see RouterNet.forward):
+    # the neighbours' success rate as a logit, and the penalty after the action.
+    wide = np.clip(inputs.memory[..., 1], 0.02, 0.98)
+    prior = np.log(wide / (1 - wide))  # [n, M]
+    prior = np.concatenate([prior[rows, self_col][:, None], prior, prior], axis=1)
+    after = _penalty_after(inputs, state, card_usd, config)
     cand_x = np.concatenate(
-        [np.broadcast_to(kind, (n, *kind.shape)), body, is_self], axis=2
+        [
+            kind,
+            np.concatenate([answer, calls, selects], axis=1),  # [n, A, 22]
+            is_self,
+            prior[..., None],
+            after[..., None],
+        ],
+        axis=2,
     ).astype(np.float32)
+    mid = inputs.model_id
     cand_model = np.concatenate([mid[rows, self_col][:, None], mid, mid], axis=1)
-    return state_x, cand_x, cand_model
+    return _state_features(inputs, state, config), cand_x, cand_model
+
+
+def _penalty_after(
+    inputs: EpisodeInputs,
+    state: ep.EpisodeState,
+    card_usd: NDArray[np.float64],
+    config: NetConfig,
+) -> NDArray[np.float64]:
+    """``[n, A]``: the cost penalty an episode would carry after each action.
+
+    A call adds its expected cost: the neighbours' mean cost of that model where
+    the memory has one, else the card estimate; a select adds nothing.
+    """
+    n, m = state.called.shape
+    expected = np.where(inputs.memory[..., 2] > 0, inputs.memory[..., 2], card_usd)
+    self_col = np.maximum(inputs.self_model, 0)
+    spent = ep.spent(state, inputs.responses)[:, None]
+    added = np.concatenate(
+        [expected[np.arange(n), self_col][:, None], expected, np.zeros((n, m))],
+        axis=1,
+    )
+    penalty: NDArray[np.float64] = np.minimum(
+        inputs.lam[:, None] * (spent + added), config.cost_max
+    )
+    return penalty
 
 
 class RouterNet(nn.Module):
@@ -192,24 +267,40 @@ class RouterNet(nn.Module):
         self.model_embedding = nn.Embedding(n_models, h)
         nn.init.normal_(self.model_embedding.weight, std=0.1)
         self.head = nn.Sequential(
-            nn.ReLU(),
-            nn.Linear(h, config.head_hidden),
-            nn.ReLU(),
-            nn.Linear(config.head_hidden, 1),
+            nn.ReLU(), nn.Linear(h, config.head_hidden), nn.ReLU()
         )
+        # Two outputs: a correction to the prior's logit, and a residual. They
+        # start small, so the first policy follows the neighbours.
+        self.out = nn.Linear(config.head_hidden, 2)
+        nn.init.zeros_(self.out.bias)
+        with torch.no_grad():
+            self.out.weight.mul_(0.1)
+        # Sharpness of the reward-shaped logit: 4 x softplus(1.5), about 7.
+        self.sharpness = nn.Parameter(torch.tensor(1.5))
 
     def forward(
         self,
         embedding: torch.Tensor,  # [n, 384]
-        state_x: torch.Tensor,  # [n, 7]
-        cand_x: torch.Tensor,  # [n, A, 17]
+        state_x: torch.Tensor,  # [n, 8]
+        cand_x: torch.Tensor,  # [n, A, 28]; last two: prior, penalty
         cand_model: torch.Tensor,  # [n, A]
         legal: torch.Tensor,  # [n, A] bool
     ) -> torch.Tensor:
         """Masked logits ``[n, A]``; illegal actions get -inf."""
         s = self.prompt(embedding) + self.state(state_x)  # [n, h]
         c = self.candidate(cand_x) + self.model_embedding(cand_model)  # [n, A, h]
-        logits: torch.Tensor = self.head(s[:, None, :] + c).squeeze(-1)
+        out = self.out(self.head(s[:, None, :] + c))  # [n, A, 2]
+        if self.config.shaped:
+            # The expected reward of the action: the chance the answer will be
+            # right (the neighbours' rate of that model, in logits, corrected by
+            # the network), times K less the cost penalty it leads to; plus a
+            # residual for what the action leads to later.
+            right = torch.sigmoid(cand_x[..., -2] + out[..., 0])
+            payoff = right * (self.config.k - cand_x[..., -1])
+            tau = nn.functional.softplus(self.sharpness) * 4
+            logits: torch.Tensor = tau * payoff + out[..., 1]
+        else:
+            logits = out[..., 0]
         return logits.masked_fill(~legal, float("-inf"))
 
 
@@ -294,6 +385,7 @@ def _rows_of(inputs: EpisodeInputs, rows: NDArray[np.int64]) -> EpisodeInputs:
         responses=ep.Responses(
             r.cost[rows], r.output_tokens[rows], r.answer_code[rows]
         ),
+        memory=inputs.memory[rows],
     )
 
 

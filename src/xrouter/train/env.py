@@ -28,6 +28,7 @@ from xrouter.core.progress import Reporter, Silent
 from xrouter.evaluate.suites import Suite
 from xrouter.policies.embedding import Embedder
 from xrouter.policies.learned import ReplayTable, TablePart
+from xrouter.policies.memory import NeighbourMemory
 from xrouter.policies.router_net import ModelTable
 from xrouter.records.splits import split_mask
 from xrouter.records.store import Store
@@ -69,7 +70,9 @@ class TrainingData:
     """The suites' pools in one table, with each suite's train and dev rows."""
 
     suites: tuple[Suite, ...]
+    parts: tuple[TablePart, ...]
     table: ReplayTable
+    memory: NeighbourMemory
     models: ModelTable
     train: tuple[NDArray[np.int64], ...]
     dev: tuple[NDArray[np.int64], ...]
@@ -174,9 +177,15 @@ def assemble(
             f"{', '.join(s.name for s in suites)}; training needs at least "
             f"{MIN_TRAIN_ITEMS}. Ingest more recorded outputs or add suites"
         )
+    # The memory holds the train items only; a train item never sees itself.
+    # Features are looked up for train and dev rows, the only ones used here.
+    memory = table.memory_of(np.concatenate(train))
+    used = np.concatenate([*train, *dev])
     return TrainingData(
         suites=tuple(suites),
-        table=table,
+        parts=tuple(parts),
+        table=table.with_memory(memory, used),
+        memory=memory,
         models=models,
         train=tuple(train),
         dev=tuple(dev),

@@ -18,17 +18,28 @@ The method, after xRouter (Qiu et al. 2025), which trains its router with DAPO
 How this differs from the paper:
 
 - The router is a small network scoring a fixed set of actions (answer, call a
-  model, select a response), not a language model writing tool calls.
+  model, select a response), not a language model writing tool calls. Its logit
+  is shaped like the reward (a learned chance of being right times K less the
+  cost penalty the action leads to, plus a learned residual), and it reads a
+  memory of the train prompts (see ``xrouter.policies.router_net``).
 - Episodes replay recorded responses instead of calling live models; the router
   answering itself replays the suite's ``self_model``.
 - Lambda is an input of the network, drawn log-uniformly per example, so one
   network serves a whole range of lambdas; each example is also offered a random
   subset of its pool. The paper trains one router per setting of its reward.
+- The group's standard deviation is floored (``std_floor``): at a small lambda,
+  episodes that are all right differ only by fractions of a cent, and dividing
+  by their tiny spread would turn that noise into full-size advantages that drive
+  every request to the cheapest model.
+- A small entropy bonus (``entropy_coef``) keeps the policy exploring long enough
+  to find multi-call strategies (two cheap answers that agree, else escalate);
+  DAPO relies on the higher clip alone.
 - DAPO's dynamic sampling refills a batch after dropping uniform groups; here they
   are only dropped. There is no overlong penalty, as there is no text.
 - Each batch is used for a few passes of minibatch updates (as in PPO), so the
   ratio moves away from 1 and the clip matters.
-- The weights kept are those with the best mean AIQ on the suites' dev splits.
+- The weights kept are those whose dev AIQ beats the best baseline's by the
+  largest margin on the suite where the margin is smallest (``select.py``).
 """
 
 from __future__ import annotations
@@ -50,9 +61,10 @@ from xrouter.core.errors import ConfigError
 from xrouter.core.progress import Reporter, Silent
 from xrouter.orchestrator import episode as ep
 from xrouter.orchestrator.reward import RewardConfig
+from xrouter.policies.learned import lambda_knobs
 from xrouter.policies.router_net import NetConfig, RouterNet, Trajectory, play
 from xrouter.train.env import TrainingData
-from xrouter.train.select import dev_aiq
+from xrouter.train.select import baseline_dev_aiq, dev_aiq, selection_score
 
 __all__ = ["GRPOConfig", "TrainResult", "group_advantages", "train_policy"]
 
@@ -61,28 +73,40 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GRPOConfig:
-    """Hyper-parameters of a training run (saved in the checkpoint manifest)."""
+    """Hyper-parameters of a training run (saved in the checkpoint manifest).
 
-    steps: int = 300
-    prompts_per_step: int = 64
-    group_size: int = 8
-    learning_rate: float = 1e-3
-    clip_low: float = 0.2
-    clip_high: float = 0.28
-    passes: int = 2
-    minibatches: int = 2
-    max_grad_norm: float = 1.0
-    std_floor: float = 0.1
-    entropy_coef: float = 0.0
-    lam_min: float = 0.1
-    lam_max: float = 1e4
-    full_pool: float = 0.5
-    max_turns: int = 4
-    hidden: int = 128
-    head_hidden: int = 64
-    eval_every: int = 50
-    seed: int = 0
-    threads: int = 1
+    The lambda range: costs per query run from about 1e-5 to 1e-2 USD, so below
+    lambda 1 cost hardly counts (the most accurate routing) and from a few
+    thousand up a call's penalty nears ``cost_max`` (the cheapest routing).
+    0.1 to 3e4 spans both ends on every default suite. ``cost_max`` is raised to
+    K for training: with the default 0.6 every model's penalty saturates before
+    the cheapest model's does, the dearer ones then cost no more than it, and the
+    curve never reaches the cheap end.
+    """
+
+    steps: int = 1000  # update steps (about 4 minutes on two cores)
+    prompts_per_step: int = 64  # prompts (groups) per step
+    group_size: int = 8  # G: episodes per prompt
+    learning_rate: float = 3e-4  # Adam
+    clip_low: float = 0.2  # the ratio's clip below 1 (DAPO)
+    clip_high: float = 0.28  # the ratio's clip above 1 (DAPO's clip-higher)
+    passes: int = 2  # passes over each batch
+    minibatches: int = 2  # minibatches per pass
+    max_grad_norm: float = 1.0  # gradient clipping
+    std_floor: float = 0.1  # smallest group std the advantages divide by
+    entropy_coef: float = 0.05  # entropy bonus (0: none, as in DAPO)
+    lam_min: float = 0.1  # smallest lambda trained and served
+    lam_max: float = 3e4  # largest lambda trained and served
+    default_lambda: float = RewardConfig().lam  # the lambda reported by default
+    cost_max: float = 1.0  # the reward's cap on the cost penalty (K is 1)
+    full_pool: float = 0.5  # share of examples offered the whole pool
+    max_turns: int = 3  # turn limit of an episode
+    hidden: int = 128  # width of the network's state and candidate layers
+    head_hidden: int = 64  # width of its head
+    shaped: bool = True  # reward-shaped logits over the neighbour prior
+    eval_every: int = 100  # steps between dev evaluations
+    seed: int = 0  # seeds torch and numpy
+    threads: int = 1  # torch threads (one: a shared machine's cores contend)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.prompts_per_step < 1:
@@ -99,6 +123,21 @@ class GRPOConfig:
                 f"the lambda range must satisfy 0 < min < max, got {self.lam_min:g} "
                 f"to {self.lam_max:g}"
             )
+        if not self.lam_min <= self.default_lambda <= self.lam_max:
+            raise ConfigError(
+                f"the default lambda {self.default_lambda:g} is outside the trained "
+                f"range {self.lam_min:g} to {self.lam_max:g}; widen the range or "
+                "choose a default inside it"
+            )
+
+    def reward(self) -> RewardConfig:
+        """The reward trained on: K 1, lambda per example, this cost_max."""
+        return RewardConfig(k=1.0, lam=self.default_lambda, cost_max=self.cost_max)
+
+    def dev_lambdas(self) -> list[float]:
+        """Every other lambda of the evaluation sweep: the dev curve's points."""
+        knobs = lambda_knobs((self.lam_min, self.lam_max), self.default_lambda)
+        return knobs[::2]
 
     def net_config(self, reward: RewardConfig) -> NetConfig:
         return NetConfig(
@@ -107,7 +146,9 @@ class GRPOConfig:
             lam_min=self.lam_min,
             lam_max=self.lam_max,
             max_turns=self.max_turns,
+            k=reward.k,
             cost_max=reward.cost_max,
+            shaped=self.shaped,
         )
 
 
@@ -116,6 +157,7 @@ class TrainResult:
     """The trained network (the dev-selected weights) and what the run measured."""
 
     net: RouterNet
+    steps: int
     best_step: int
     seconds: float
     final: dict[str, float] = field(default_factory=dict)
@@ -309,7 +351,6 @@ class _MetricsLog:
 def train_policy(
     data: TrainingData,
     config: GRPOConfig | None = None,
-    reward: RewardConfig | None = None,
     *,
     reporter: Reporter | None = None,
     metrics_path: Path | None = None,
@@ -317,7 +358,7 @@ def train_policy(
 ) -> TrainResult:
     """Train a router network on ``data``'s train items; select it on dev items."""
     config = config or GRPOConfig()
-    reward = reward or RewardConfig()
+    reward = config.reward()
     reporter = reporter or Silent()
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
@@ -327,6 +368,7 @@ def train_policy(
     optimiser = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     log = _MetricsLog(metrics_path)
 
+    baselines = baseline_dev_aiq(data)
     best: tuple[float, int, dict[str, Any]] = (-np.inf, 0, {})
     last: dict[str, float] = {}
     dev: dict[str, float] = {}
@@ -335,12 +377,13 @@ def train_policy(
     for step in range(1, config.steps + 1):
         metrics = _train_step(net, optimiser, data, config, reward, rng, generator)
         if step % config.eval_every == 0 or step == config.steps:
-            scores = dev_aiq(net, data)
+            scores = dev_aiq(net, data, config.dev_lambdas())
             metrics.update(scores)
-            mean = scores.get("dev/aiq_mean", float(metrics["train/reward"]))
-            if mean > best[0]:
-                best = (mean, step, copy.deepcopy(net.state_dict()))
-                dev = scores
+            margin = selection_score(scores, baselines)
+            metrics["dev/margin_min"] = margin
+            if margin > best[0]:
+                best = (margin, step, copy.deepcopy(net.state_dict()))
+                dev = {**scores, **baselines, "dev/margin_min": margin}
         metrics["time/elapsed_s"] = time.perf_counter() - started
         log.write(step, metrics)
         if on_step is not None:
@@ -351,7 +394,7 @@ def train_policy(
     net.eval()
     seconds = time.perf_counter() - started
     logger.info("trained for %d steps in %.1f s; kept step %d", step, seconds, best[1])
-    return TrainResult(net, best[1], seconds, final=last, dev=dev)
+    return TrainResult(net, step, best[1], seconds, final=last, dev=dev)
 
 
 def config_dict(config: GRPOConfig) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def checkpoint_manifest(
         },
         "data": {"fingerprints": data.fingerprints},
         "lambda_range": [config.lam_min, config.lam_max],
-        "default_lambda": reward.lam,
+        "default_lambda": config.default_lambda,
         "reward": {"k": reward.k, "cost_max": reward.cost_max},
         "seed": config.seed,
         "hyperparameters": asdict(config),
@@ -73,13 +73,13 @@ def run_training(
     reporter: Reporter | None = None,
 ) -> tuple[TrainingData, TrainResult]:
     """Train on the suites' train splits and write the checkpoint to ``out``."""
-    reward = RewardConfig()
+    reward = config.reward()
     embedder = Embedder(store.path / "embeddings")
     data = load_training_data(store, suites, catalog, embedder, reporter)
     result = train_policy(
-        data, config, reward, reporter=reporter, metrics_path=out / METRICS_FILE
+        data, config, reporter=reporter, metrics_path=out / METRICS_FILE
     )
     manifest = checkpoint_manifest(data, config, reward, result)
-    save_checkpoint(out, result.net, data.models, manifest)
+    save_checkpoint(out, result.net, data.memory, data.models, manifest)
     logger.info("wrote the checkpoint to %s", out)
     return data, result

@@ -1,8 +1,11 @@
 """Model selection on the dev split: the AIQ of the network's lambda curve.
 
-Training keeps the weights whose curve, swept over lambda on each suite's dev
-items, has the best mean AIQ (the evaluation's headline metric, over the range of
-the suite's single models' costs). Test items are never read.
+The network's curve is swept over lambda on each suite's dev items and scored by
+AIQ (the evaluation's headline metric, over the range of the suite's single
+models' costs). The baselines the evaluation compares with (nearest neighbour,
+cascade, random mix) are fitted on the train split and scored the same way once.
+Training keeps the weights whose smallest margin over the best baseline, across
+suites, is largest. Test items are never read.
 """
 
 from __future__ import annotations
@@ -11,21 +14,24 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xrouter.evaluate.metrics import aiq
+from xrouter.evaluate.metrics import aiq, aiq_of
+from xrouter.evaluate.runner import evaluate_policy
 from xrouter.orchestrator import episode as ep
-from xrouter.policies.learned import lambda_knobs, route_rows
+from xrouter.policies.base import Policy
+from xrouter.policies.baselines import Cascade, RandomMix
+from xrouter.policies.knn import NearestNeighbour
+from xrouter.policies.learned import route_rows
 from xrouter.policies.router_net import RouterNet
 from xrouter.train.env import TrainingData
 
-__all__ = ["dev_aiq"]
+__all__ = ["baseline_dev_aiq", "dev_aiq", "selection_score"]
 
 
 def dev_aiq(
-    net: RouterNet, data: TrainingData, lams: Sequence[float] | None = None
+    net: RouterNet, data: TrainingData, lams: Sequence[float]
 ) -> dict[str, float]:
-    """``dev/aiq/<suite>`` for each suite with dev items, and their mean."""
-    config = net.config
-    lams = lams or lambda_knobs((config.lam_min, config.lam_max), 2.0)[::2]
+    """``dev/aiq/<suite>`` for each suite with dev items (its curve over ``lams``),
+    and their mean."""
     suites = [k for k, rows in enumerate(data.dev) if len(rows)]
     if not suites:
         return {}
@@ -42,12 +48,46 @@ def dev_aiq(
     out = {}
     for k in suites:
         mine = np.isin(rows, data.dev[k])
-        width = int(table.valid[data.dev[k][0]].sum())
-        singles = table.cost[data.dev[k], :width].mean(axis=0) * 1000
         out[f"dev/aiq/{data.suites[k].name}"] = aiq(
             cost[:, mine].mean(axis=1) * 1000,
             score[:, mine].mean(axis=1),
-            (float(singles.min()), float(singles.max())),
+            _cost_range(data, k),
         )
     out["dev/aiq_mean"] = float(np.mean(list(out.values())))
     return out
+
+
+def _cost_range(data: TrainingData, k: int) -> tuple[float, float]:
+    """The dev cost range (USD per 1,000 queries) of suite k's single models."""
+    rows = data.dev[k]
+    width = int(data.table.valid[rows[0]].sum())
+    singles = data.table.cost[rows, :width].mean(axis=0) * 1000
+    return float(singles.min()), float(singles.max())
+
+
+def baseline_dev_aiq(data: TrainingData) -> dict[str, float]:
+    """``dev/baseline/<suite>``: the best dev AIQ among the baselines."""
+    out = {}
+    for k, part in enumerate(data.parts):
+        if not len(data.dev[k]) or not len(data.train[k]):
+            continue
+        train, dev = data.table.item[data.train[k]], data.table.item[data.dev[k]]
+        policies: list[Policy] = [NearestNeighbour(part.embedding), RandomMix()]
+        if len(part.pool.models) >= 3:
+            policies.append(Cascade())
+        best = 0.0
+        for policy in policies:
+            policy.fit(part.pool, train)
+            result = evaluate_policy(policy, part.pool, dev)
+            best = max(best, aiq_of(result, _cost_range(data, k)))
+        out[f"dev/baseline/{data.suites[k].name}"] = best
+    return out
+
+
+def selection_score(scores: dict[str, float], baselines: dict[str, float]) -> float:
+    """The smallest margin of the network's dev AIQ over the best baseline's."""
+    margins = [
+        scores[key.replace("/baseline/", "/aiq/")] - value
+        for key, value in baselines.items()
+    ]
+    return min(margins) if margins else scores.get("dev/aiq_mean", 0.0)

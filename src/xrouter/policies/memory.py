@@ -1,0 +1,166 @@
+"""The learned router's memory of train prompts: what worked on similar requests.
+
+The memory holds the prompt embeddings of the train items with every pool model's
+recorded score and cost on each. For a new request and a model it offers, it
+finds the nearest remembered prompts that have a record of that model (cosine
+similarity) and reports, as features for the network:
+
+- the similarity-weighted mean score over the ``near`` nearest and over the
+  ``wide`` nearest (a sharp and a smooth estimate);
+- the similarity-weighted mean cost over the ``wide`` nearest, in USD;
+- the mean similarity of the ``near`` nearest (how familiar the request is).
+
+Models whose records cover the same prompts share one neighbour search, so a
+request costs one matrix-vector product over the memory and one partial sort per
+such group. An item never counts as its own neighbour: a query carrying the hash
+of a remembered item's id skips that item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["N_MEMORY_FEATURES", "NeighbourMemory", "build_memory", "item_hash"]
+
+N_MEMORY_FEATURES = 4
+_CHUNK = 512
+
+
+def item_hash(item_ids: Sequence[str]) -> NDArray[np.int64]:
+    """A 63-bit hash of each item id (how the memory recognises its own items)."""
+    return np.array(
+        [
+            int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest()) >> 1
+            for i in item_ids
+        ],
+        dtype=np.int64,
+    )
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Models recorded on the same remembered rows, with their scores and costs
+    on those rows (``[Rg, g]``)."""
+
+    models: NDArray[np.int64]
+    embedding: NDArray[np.float32]
+    item: NDArray[np.int64]
+    score: NDArray[np.float32]
+    cost: NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class NeighbourMemory:
+    """Train prompts (unit embeddings ``[R, 384]``), their item-id hashes, and the
+    score and USD cost of each known model on each (``[R, V]``, NaN: no record)."""
+
+    embedding: NDArray[np.float32]
+    item: NDArray[np.int64]
+    score: NDArray[np.float32]
+    cost: NDArray[np.float32]
+    near: int = 8
+    wide: int = 64
+    _groups: list[_Group] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        # Group the models by the rows that have their records.
+        known = ~np.isnan(self.score)
+        groups: dict[bytes, list[int]] = {}
+        for v in range(known.shape[1]):
+            if known[:, v].any():
+                groups.setdefault(np.packbits(known[:, v]).tobytes(), []).append(v)
+        for members in groups.values():
+            models = np.array(members, dtype=np.int64)
+            rows = np.flatnonzero(known[:, models[0]])  # rows with their records
+            self._groups.append(
+                _Group(
+                    models=models,
+                    embedding=np.ascontiguousarray(self.embedding[rows]),
+                    item=self.item[rows],
+                    score=self.score[np.ix_(rows, models)],
+                    cost=self.cost[np.ix_(rows, models)],
+                )
+            )
+
+    def lookup(
+        self,
+        query: NDArray[np.float32],
+        item: NDArray[np.int64] | None = None,
+        models: NDArray[np.int64] | None = None,
+    ) -> NDArray[np.float32]:
+        """``[n, V, 4]`` features of the known models for each query (see the
+        module docstring); zeros for models the memory has no record of, and for
+        models outside ``models`` when it is given (only those are searched)."""
+        n, v = len(query), self.score.shape[1]
+        out = np.zeros((n, v, N_MEMORY_FEATURES), dtype=np.float32)
+        groups = [
+            g for g in self._groups if models is None or np.isin(g.models, models).any()
+        ]
+        for start in range(0, n, _CHUNK):
+            stop = min(start + _CHUNK, n)
+            for group in groups:
+                sims = query[start:stop] @ group.embedding.T  # [c, Rg]
+                if item is not None:
+                    own = item[start:stop, None] == group.item[None, :]
+                    sims[own] = -np.inf
+                out[start:stop, group.models] = self._features(group, sims)
+        return out
+
+    def _features(
+        self, group: _Group, sims: NDArray[np.float32]
+    ) -> NDArray[np.float32]:
+        """Features ``[c, len(group.models), 4]`` of one group of models."""
+        wide = min(self.wide, sims.shape[1])
+        near = min(self.near, wide)
+        top = np.argpartition(-sims, wide - 1, axis=1)[:, :wide]  # [c, wide]
+        top_sims = np.take_along_axis(sims, top, axis=1)
+        order = np.argsort(-top_sims, axis=1)
+        top = np.take_along_axis(top, order, axis=1)
+        top_sims = np.take_along_axis(top_sims, order, axis=1)
+        weight = np.maximum(top_sims, 1e-3)  # [c, wide]
+        score = group.score[top]  # [c, wide, g]
+        cost = group.cost[top]
+
+        def mean(values: NDArray[np.float32], k: int) -> NDArray[np.float32]:
+            w = weight[:, :k, None]
+            result: NDArray[np.float32] = (w * values[:, :k]).sum(axis=1) / w.sum(
+                axis=1
+            )
+            return result
+
+        familiarity = np.maximum(top_sims[:, :near], 0).mean(axis=1)
+        return np.stack(
+            [
+                mean(score, near),
+                mean(score, wide),
+                mean(cost, wide),
+                np.broadcast_to(familiarity[:, None], score.shape[::2]),
+            ],
+            axis=2,
+        ).astype(np.float32)
+
+
+def build_memory(
+    embedding: NDArray[np.float32],
+    item: NDArray[np.int64],
+    model_id: NDArray[np.int64],
+    valid: NDArray[np.bool_],
+    score: NDArray[np.float64],
+    cost: NDArray[np.float64],
+    n_models: int,
+) -> NeighbourMemory:
+    """A memory of rows laid out like a ``ReplayTable`` (column j of row r is model
+    ``model_id[r, j]``, present where ``valid``), over ``n_models`` known models."""
+    rows, cols = np.nonzero(valid)
+    dense_score = np.full((len(embedding), n_models), np.nan, dtype=np.float32)
+    dense_cost = np.full((len(embedding), n_models), np.nan, dtype=np.float32)
+    dense_score[rows, model_id[rows, cols]] = score[rows, cols]
+    dense_cost[rows, model_id[rows, cols]] = cost[rows, cols]
+    return NeighbourMemory(embedding, item, dense_score, dense_cost)

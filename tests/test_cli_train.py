@@ -1,0 +1,99 @@
+"""`xrouter train policy` and `xrouter eval --policy`, run as a user would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _standin import StandInEmbedder
+from typer.testing import CliRunner
+
+from xrouter.backends.replay import ReplayPool
+from xrouter.cli import data, evaluate, train  # noqa: F401  (registers commands)
+from xrouter.cli.app import app
+from xrouter.core.catalog import load_catalog
+from xrouter.records.ingest import ingest
+from xrouter.records.store import Store
+
+runner = CliRunner()
+POOL = ["gpt-4o-mini-2024-07-18", "claude-3-haiku-20240307", "gemma-2-2b-it"]
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def setup(
+    small_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """A store of the small data whose MATH prompts are already embedded (by the
+    stand-in), and a suite of MATH-L5 over three models."""
+    root = tmp_path_factory.mktemp("cli")
+    store = Store(root / "store")
+    ingest(small_data, store, load_catalog(), ["zeroeval"])
+    pool = ReplayPool.load(store, ["zeroeval"], POOL, tasks=["math-l5"])
+    StandInEmbedder(store.path / "embeddings").encode_items("zeroeval", pool.items())
+    suites = root / "suites.yaml"
+    suites.write_text(
+        "- name: zeroeval-math\n"
+        "  source: zeroeval\n"
+        "  tasks: [math-l5]\n"
+        f"  pool: [{', '.join(POOL)}]\n"
+        "  strong: gpt-4o-mini-2024-07-18\n"
+        "  weak: gemma-2-2b-it\n"
+        "  self_model: gemma-2-2b-it\n"
+    )
+    return store.path, suites
+
+
+def test_train_then_evaluate_the_policy(
+    small_data: Path, setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    store, suites = setup
+    common = ["--from", str(small_data), "--store", str(store), "--suites", str(suites)]
+    ckpt = tmp_path / "ckpt"
+    code, output = run("train", "policy", *common, "--out", str(ckpt), "--steps", "4")
+    assert code == 0, output
+    assert "zeroeval-math" in output and "trained 4 steps" in output
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    assert manifest["suites"]["zeroeval-math"]["pool"] == POOL
+    assert manifest["hyperparameters"]["steps"] == 4
+    lines = (ckpt / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    first = json.loads(lines[0])
+    assert {"train/reward", "train/accuracy", "actions/call", "actions/select"} <= set(
+        first
+    )
+
+    out = tmp_path / "eval"
+    code, output = run("eval", *common, "--out", str(out), "--policy", str(ckpt))
+    assert code == 0, output
+    assert "rl-router" in output
+    report = json.loads((out / "report.json").read_text())
+    rows = report["suites"]["zeroeval-math"]["policies"]
+    learned = next(p for p in rows if p["name"] == "rl-router")
+    assert learned["knob"] == "lambda"
+    knobs = [point["knob"] for point in learned["curve"]]
+    assert min(knobs) == 0.1 and max(knobs) == 3e4 and 2.0 in knobs
+    assert "| rl-router |" in (out / "report.md").read_text()
+
+
+def test_bad_input_is_one_clear_line(
+    small_data: Path, setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    store, suites = setup
+    common = ["--from", str(small_data), "--store", str(store), "--suites", str(suites)]
+    absent = tmp_path / "absent"
+    code, output = run("eval", *common, "--out", str(tmp_path), "--policy", str(absent))
+    assert code == 1 and "Traceback" not in output
+    assert f"error: no checkpoint at {absent}: not a directory" in output
+    code, output = run(
+        "train", "policy", *common, "--out", str(tmp_path), "--lambda-min", "0"
+    )
+    assert code == 1
+    assert (
+        "error: the lambda range must satisfy 0 < min < max, got 0 to 30000" in output
+    )
