@@ -123,8 +123,29 @@ class _RichReporter:
             self.progress.advance(self.task, amount)
 
 
+class _LineReporter:
+    """Progress as a line per quarter of each stage, for logs and CI output."""
+
+    def __init__(self) -> None:
+        self.stage, self.total, self.done, self.next = "", 0, 0, 0.0
+
+    def start(self, stage: str, total: int) -> None:
+        self.stage, self.total, self.done, self.next = stage, total, 0, 0.25
+        err_console.print(Text(f"{stage}: 0/{total}"))
+
+    def advance(self, amount: int = 1) -> None:
+        self.done += amount
+        while self.total and self.done >= self.next * self.total:
+            err_console.print(Text(f"{self.stage}: {self.done}/{self.total}"))
+            self.next += 0.25
+
+
 @contextmanager
-def progress_reporter() -> Iterator[_RichReporter]:
+def progress_reporter() -> Iterator[_RichReporter | _LineReporter]:
+    """Progress bars on a terminal; plain lines at each quarter when piped."""
+    if not err_console.is_terminal:
+        yield _LineReporter()
+        return
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
