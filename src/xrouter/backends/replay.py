@@ -172,16 +172,27 @@ class ReplayPool:
 
     # -- the backend call ------------------------------------------------------
 
+    def _responses(self, model: str) -> dict[str, str | None]:
+        """One model's responses by item, read from the store once per pool."""
+        cache: dict[str, dict[str, str | None]] = self.__dict__.setdefault(
+            "_response_cache", {}
+        )
+        if model not in cache:
+            table = self.store.records(
+                self.sources, models=[model], columns=["item_id", "model", "response"]
+            )
+            ids = [str(i) for i in table.column("item_id").to_pylist()]
+            texts = table.column("response").to_pylist()
+            cache[model] = dict(zip(ids, texts, strict=True))
+        return cache[model]
+
     def call(self, model: str, item_id: str) -> CallRecord:
         """The recorded answer of ``model`` to ``item_id``, with usage and cost."""
         j = self.model_index(model)
         i = self.item_index(item_id)
-        table = self.store.records(self.sources, models=[model])
-        table = table.filter(pc.equal(table["item_id"], pa.scalar(item_id)))
-        response = table.column("response")[0].as_py() if table.num_rows else None
         return CallRecord(
             model=model,
-            response=response,
+            response=self._responses(model).get(item_id),
             usage=Usage(int(self.input_tokens[i, j]), int(self.output_tokens[i, j])),
             cost_usd=float(self.cost[i, j]),
         )
