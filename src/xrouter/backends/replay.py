@@ -9,7 +9,8 @@ with no record fails with ``ReplayMissError`` rather than inventing an answer.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,12 +18,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
-from xrouter.core.errors import ReplayMissError, StoreError
-from xrouter.core.types import CallRecord, Usage
+from xrouter.core.catalog import ModelCard
+from xrouter.core.errors import ReplayMissError, StoreError, UpstreamError
+from xrouter.core.types import (
+    CallRecord,
+    ChatRequest,
+    Completion,
+    Message,
+    StreamDelta,
+    Usage,
+)
 from xrouter.records.schema import Item, item_from_row
 from xrouter.records.store import Store
 
-__all__ = ["ReplayPool"]
+__all__ = ["PromptIndex", "ReplayBackend", "ReplayPool"]
 
 
 @dataclass
@@ -204,3 +213,119 @@ def _drop_flagged(items: pa.Table, keys: Sequence[str]) -> pa.Table:
     metas = items.column("meta").to_pylist()
     keep = [not (meta and any(json.loads(meta).get(k) for k in keys)) for meta in metas]
     return items.filter(pa.array(keep))
+
+
+# -- replay as a backend -------------------------------------------------------
+
+
+def _normal(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
+    return " ".join(text.split()).casefold()
+
+
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+# A conversation shorter than this is never matched by containment alone.
+_MIN_CONTAINED = 40
+
+
+class PromptIndex:
+    """Finds the recorded item a conversation asks, by the text of its question.
+
+    A conversation matches an item when its last user message equals the item's
+    prompt or its bare question (quotes, case and spacing aside), or, failing that,
+    when exactly one item's question is contained in the message.
+    """
+
+    def __init__(self, items: Sequence[Item]) -> None:
+        self._exact: dict[str, str] = {}
+        self._questions: list[tuple[str, str]] = []
+        for item in items:
+            self._exact.setdefault(_normal(item.prompt), item.item_id)
+            question = item.meta.get("question")
+            if isinstance(question, str) and question.strip():
+                norm = _normal(question)
+                self._exact.setdefault(norm, item.item_id)
+                self._questions.append((norm, item.item_id))
+
+    def find(self, messages: Sequence[Message]) -> str | None:
+        users = [m.content for m in messages if m.role == "user"]
+        if not users:
+            return None
+        asked = _normal(users[-1])
+        if asked in self._exact:
+            return self._exact[asked]
+        if len(asked) < _MIN_CONTAINED:
+            return None
+        found = {item_id for q, item_id in self._questions if q and q in asked}
+        return found.pop() if len(found) == 1 else None
+
+
+class ReplayBackend:
+    """One pool model answered from its records: offline, deterministic, free.
+
+    The item is the request's ``item_id`` when given (evaluation, training), else
+    the recorded item whose question the conversation asks. Usage and cost are the
+    record's; ``max_tokens`` and sampling settings cannot change a recorded answer.
+    """
+
+    def __init__(self, card: ModelCard, pool: ReplayPool, index: PromptIndex) -> None:
+        self._card = card
+        self._pool = pool
+        self._index = index
+        self._model = pool.models[pool.model_index(card.id)]
+
+    @property
+    def card(self) -> ModelCard:
+        return self._card
+
+    def _item(self, request: ChatRequest) -> str:
+        item_id = request.item_id or self._index.find(request.messages)
+        if item_id is None:
+            raise UpstreamError(
+                f"replay has no recorded answer of {self._card.id} to this prompt: "
+                f"it answers only the {len(self._pool.item_ids):,} benchmark items of "
+                f"source(s) {', '.join(self._pool.sources)}; ask one of those or "
+                "give the model a live backend in a pool file",
+                model=self._card.id,
+                retryable=False,
+            )
+        return item_id
+
+    def quote(self, request: ChatRequest) -> float | None:
+        """What the call will cost: the record's cost, known before it runs."""
+        try:
+            i = self._pool.item_index(self._item(request))
+        except (UpstreamError, ReplayMissError):
+            return None
+        return float(self._pool.cost[i, self._pool.model_index(self._model)])
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        item_id = self._item(request)
+        try:
+            record = self._pool.call(self._model, item_id)
+        except ReplayMissError as exc:
+            raise UpstreamError(str(exc), model=self._card.id, retryable=False) from exc
+        if record.response is None:
+            raise UpstreamError(
+                f"the record of {self._card.id} on {item_id} keeps its verdict but "
+                "not its response text, so replay cannot return it",
+                model=self._card.id,
+                retryable=False,
+            )
+        return Completion(
+            text=record.response, usage=record.usage, cost_usd=record.cost_usd
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
+        done = await self.complete(request)
+        words = done.text.split(" ")
+        for start in range(0, len(words), _WORDS_PER_DELTA):
+            piece = " ".join(words[start : start + _WORDS_PER_DELTA])
+            yield StreamDelta(text=piece if start == 0 else " " + piece)
+        yield StreamDelta(finish_reason=done.finish_reason, usage=done.usage)
+
+    async def aclose(self) -> None:
+        return None
+
+
+_WORDS_PER_DELTA = 4

@@ -171,7 +171,8 @@ def _root(
 
 def main() -> None:
     """Entry point of the ``xrouter`` console script."""
-    from xrouter.cli import data, evaluate, train  # noqa: F401  (registers sub-commands)
+    # Importing each module registers its sub-commands.
+    from xrouter.cli import collect, data, evaluate, logs, route, serve, train  # noqa: F401
 
     try:
         app()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -20,7 +21,7 @@ from xrouter.cli.app import (
     progress_reporter,
     writable_dir,
 )
-from xrouter.core.catalog import load_catalog
+from xrouter.core.catalog import Catalog, load_catalog
 from xrouter.core.errors import StoreError
 from xrouter.records.store import Store, default_store_path
 
@@ -185,3 +186,32 @@ def models_command(store: StorePath = None) -> None:
                 f"{row['cost_usd_mean']:.6f}",
             )
     console.print(table)
+
+
+def default_data_dir() -> Path | None:
+    """Where recorded outputs are looked for when no --from is given:
+    $XROUTER_DATA, else ../shared/data if it exists."""
+    env = os.environ.get("XROUTER_DATA")
+    if env:
+        return Path(env)
+    beside = Path("../shared/data")
+    return beside if beside.is_dir() else None
+
+
+def ensure_source(
+    store: Store, catalog: Catalog, source: str, data_dir: Path | None
+) -> None:
+    """Make sure ``store`` holds ``source``, ingesting it from the data directory
+    (given, or the default one) when it is missing or stale."""
+    from xrouter.records.ingest import ensure_ingested
+
+    root = data_dir or default_data_dir()
+    if root is not None:
+        with progress_reporter() as reporter:
+            ensure_ingested(root, store, catalog, reporter, sources=[source])
+    if source not in store.manifest():
+        raise StoreError(
+            f"the store at {store.path} has no records of source {source!r} and no "
+            "recorded outputs were found to ingest; run `xrouter data ingest --from "
+            "DIR` (or `xrouter data pull --to DIR` with network), or pass --from DIR"
+        )

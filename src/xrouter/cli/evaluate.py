@@ -23,10 +23,15 @@ from xrouter.cli.app import (
 from xrouter.cli.data import DataDir, open_store
 from xrouter.core.catalog import Catalog, load_catalog
 from xrouter.core.errors import ConfigError
-from xrouter.evaluate.runner import PolicyFactory, SuiteReport
+from xrouter.evaluate.runner import PolicyFactory, ResultFactory, SuiteReport
 from xrouter.evaluate.suites import Suite
 
 if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from xrouter.backends.replay import ReplayPool
+    from xrouter.evaluate.results import PolicyResult
     from xrouter.policies.checkpoint import Checkpoint
 
 
@@ -54,6 +59,22 @@ def eval_command(
             show_default=False,
         ),
     ] = None,
+    llm_router: Annotated[
+        str | None,
+        typer.Option(
+            "--llm-router",
+            help="Model card of a tool-calling LLM router (e.g. smollm2-135m) to "
+            "evaluate on a sample of the test split: of the suites given by "
+            "--suite, or of zeroeval.",
+            show_default=False,
+        ),
+    ] = None,
+    llm_sample: Annotated[
+        int, typer.Option("--llm-sample", help="Test items the LLM router runs on.")
+    ] = 20,
+    llm_lambda: Annotated[
+        float, typer.Option("--llm-lambda", help="Cost weight the LLM router is told.")
+    ] = 1.0,
     store: StorePath = None,
     catalog: CatalogFiles = None,
 ) -> None:
@@ -69,7 +90,10 @@ def eval_command(
     target = open_store(store)
     cards = load_catalog(catalog or ())
     suites = _chosen(load_suites(suites_file), suite)
-    present = sources_under(data_dir)
+    # Collected sources live in the store alone: there is no folder to ingest.
+    present = sources_under(data_dir) + [
+        s for s in target.sources() if s.startswith("collected-")
+    ]
     skipped = [s for s in suites if s.source not in present]
     if suite and skipped:
         raise ConfigError(
@@ -89,9 +113,20 @@ def eval_command(
         ensure_ingested(data_dir, target, cards, reporter, sources=needed)
         for s in suites:
             extra = [_factory(c, name, s, cards) for c, name in learned]
+            episodes = []
+            if llm_router and (suite or s.name == "zeroeval"):
+                episodes.append(
+                    _llm_factory(llm_router, llm_sample, llm_lambda, cards, out, s)
+                )
             reports.append(
                 evaluate_suite(
-                    target, s, embedder, cards, extra=extra, reporter=reporter
+                    target,
+                    s,
+                    embedder,
+                    cards,
+                    extra=extra,
+                    episodes=episodes,
+                    reporter=reporter,
                 )
             )
     if not reports:
@@ -147,6 +182,31 @@ def _factory(
     return lambda pool, embedder: LearnedPolicy(
         checkpoint, cards, embedder, self_model, name=name
     )
+
+
+def _llm_factory(
+    model: str, sample: int, lam: float, cards: Catalog, out: Path, suite: Suite
+) -> ResultFactory:
+    """Runs the LLM router on a sample of the suite's test items; writes each
+    episode to ``OUT/episodes-SUITE.json``."""
+    import json
+
+    from xrouter.backends.build import backend_for
+    from xrouter.evaluate.episodes import evaluate_episodes, sample_items
+    from xrouter.policies.llm_router import LLMRouter
+
+    if sample < 1:
+        raise ConfigError(f"--llm-sample must be at least 1, got {sample}")
+    router = LLMRouter(backend_for(cards.get(model)))
+
+    def run(records: ReplayPool, test: NDArray[np.int64]) -> PolicyResult:
+        rows = sample_items(records, test, sample)
+        evaluation = evaluate_episodes(router, records, rows, cards, lam=lam)
+        path = out / f"episodes-{suite.name}.json"
+        path.write_text(json.dumps(evaluation.as_json(), indent=1))
+        return evaluation.result()
+
+    return run
 
 
 _SHORT = (

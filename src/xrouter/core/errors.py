@@ -15,22 +15,34 @@ and what to do about it.
     |   |-- StoreError               the records store missing or inconsistent
     |   `-- NetworkUnavailableError  a download that cannot reach its origin
     |-- ReplayMissError              a replayed call with no record behind it
-    `-- SandboxError                 generated code that could not be isolated
+    |-- SandboxError                 generated code that could not be isolated
+    |-- BackendError                 a failed model call, typed for the orchestrator
+    |   |-- BackendTimeoutError      no answer in time (retryable)
+    |   |-- RateLimitError           the upstream said 429 (retryable after a wait)
+    |   |-- UpstreamError            5xx, a cut connection, no record (retryable or not)
+    |   `-- BadRequestError          the upstream refused the request (not retryable)
+    `-- BudgetExceededError          a call or request that would spend past a limit
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BackendError",
+    "BackendTimeoutError",
+    "BadRequestError",
+    "BudgetExceededError",
     "CatalogError",
     "CheckpointError",
     "ConfigError",
     "DataError",
     "NetworkUnavailableError",
+    "RateLimitError",
     "ReplayMissError",
     "SandboxError",
     "SourceFormatError",
     "StoreError",
     "UnknownTaskError",
+    "UpstreamError",
     "XRouterError",
 ]
 
@@ -80,3 +92,67 @@ class ReplayMissError(XRouterError):
 
 class SandboxError(XRouterError):
     """Generated code that could not be started in the sandbox at all."""
+
+
+class BackendError(XRouterError):
+    """A call to one model that failed; the orchestrator retries it or falls back.
+
+    ``retryable`` says whether trying the same call again may succeed; each kind
+    has a default that a raiser may override (a replay miss is an upstream error
+    that no retry can cure).
+    """
+
+    default_retryable = True
+
+    def __init__(
+        self, message: str, *, model: str = "", retryable: bool | None = None
+    ) -> None:
+        super().__init__(message)
+        self.model = model
+        self.retryable = self.default_retryable if retryable is None else retryable
+
+    @property
+    def kind(self) -> str:
+        """Short name of the failure, as traces and metrics show it."""
+        return _KINDS[type(self)]
+
+
+class BackendTimeoutError(BackendError):
+    """No complete answer within the call's time limit."""
+
+
+class RateLimitError(BackendError):
+    """The upstream asked to slow down (HTTP 429)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str = "",
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, model=model)
+        self.retry_after_s = retry_after_s
+
+
+class UpstreamError(BackendError):
+    """The upstream failed: a 5xx answer, a cut connection, a malformed reply."""
+
+
+class BadRequestError(BackendError):
+    """The upstream refused the request as given (4xx other than 429)."""
+
+    default_retryable = False
+
+
+_KINDS: dict[type[BackendError], str] = {
+    BackendError: "error",
+    BackendTimeoutError: "timeout",
+    RateLimitError: "rate_limit",
+    UpstreamError: "upstream",
+    BadRequestError: "bad_request",
+}
+
+
+class BudgetExceededError(XRouterError):
+    """A call or request whose cost would pass a spending limit."""

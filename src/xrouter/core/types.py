@@ -1,24 +1,50 @@
-"""Message, usage, call and trace types shared by every layer."""
+"""Message, request, completion, usage, call and trace types shared by every layer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["CallRecord", "Message", "Role", "Trace", "Usage"]
+__all__ = [
+    "CallRecord",
+    "CallerOptions",
+    "ChatRequest",
+    "Completion",
+    "Message",
+    "Role",
+    "StreamDelta",
+    "Trace",
+    "Usage",
+]
 
 Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
 
 
 @dataclass(frozen=True)
 class Message:
-    """One chat message, as in the OpenAI chat format."""
+    """One chat message, as in the OpenAI chat format.
+
+    ``tool_calls`` (assistant) and ``tool_call_id`` (tool) carry a caller's own
+    function calling through to the model that answers; content given as parts is
+    joined into one string before it gets here.
+    """
 
     role: Role
     content: str
+    name: str | None = None
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    tool_call_id: str | None = None
 
-    def as_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.name is not None:
+            out["name"] = self.name
+        if self.tool_calls:
+            out["tool_calls"] = [dict(call) for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
 
 
 @dataclass(frozen=True)
@@ -34,10 +60,80 @@ class Usage:
             self.output_tokens + other.output_tokens,
         )
 
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One call to one model, whichever backend serves it.
+
+    ``tools`` and ``tool_choice`` are the caller's own function definitions, passed
+    through unchanged. ``item_id`` tells the replay backend which recorded item is
+    being asked when the caller knows it (evaluation, training); live backends
+    ignore it.
+    """
+
+    messages: tuple[Message, ...]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stop: tuple[str, ...] = ()
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str | dict[str, Any] | None = None
+    item_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CallerOptions:
+    """What the caller asked of the model that answers: its sampling settings, stop
+    strings and its own tools, passed through to every pool call of an episode."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stop: tuple[str, ...] = ()
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str | dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a backend returned for one call.
+
+    ``cost_usd`` is set only when the backend knows what was really charged (a
+    replayed record whose source logged it); otherwise the orchestrator prices
+    ``usage`` with the model card.
+    """
+
+    text: str
+    usage: Usage
+    finish_reason: str = "stop"
+    latency_s: float = 0.0
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    cost_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    """One piece of a streamed completion.
+
+    Text arrives in ``text``; the last delta carries ``finish_reason`` and, where
+    the backend reports it, ``usage``.
+    """
+
+    text: str = ""
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
 
 @dataclass(frozen=True)
 class CallRecord:
-    """What one call to a pool model (or the router itself) produced and cost."""
+    """What one call to a pool model (or the router itself) produced and cost.
+
+    ``error`` names the failure kind of a call that failed (its response is None);
+    ``call_id`` is the id the router's tool call gave it.
+    """
 
     model: str
     response: str | None
@@ -46,6 +142,12 @@ class CallRecord:
     latency_s: float = 0.0
     finish_reason: str = "stop"
     by_router: bool = False
+    call_id: str = ""
+    turn: int = 0
+    error: str | None = None
+    attempts: int = 1
+    fallback_for: str | None = None
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass

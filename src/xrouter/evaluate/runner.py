@@ -24,7 +24,13 @@ from xrouter.policies.knn import NearestNeighbour
 from xrouter.records.splits import split_mask
 from xrouter.records.store import Store
 
-__all__ = ["PolicyFactory", "SuiteReport", "evaluate_policy", "evaluate_suite"]
+__all__ = [
+    "PolicyFactory",
+    "ResultFactory",
+    "SuiteReport",
+    "evaluate_policy",
+    "evaluate_suite",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +39,9 @@ logger = logging.getLogger(__name__)
 _CASCADE_MIN_EXTRACTED = 0.5
 
 PolicyFactory = Callable[[ReplayPool, Embedder], Policy]
+# Evaluates a router that cannot be expressed as a Policy (one that runs whole
+# episodes) on the test rows of the suite's records.
+ResultFactory = Callable[[ReplayPool, NDArray[np.int64]], PolicyResult]
 
 
 @dataclass
@@ -127,6 +136,7 @@ def evaluate_suite(
     catalog: Catalog,
     *,
     extra: Sequence[PolicyFactory] = (),
+    episodes: Sequence[ResultFactory] = (),
     reporter: Reporter | None = None,
 ) -> SuiteReport:
     """Fit each policy on the suite's train split and evaluate it on its test split."""
@@ -174,6 +184,10 @@ def evaluate_suite(
         policy.fit(pool, train)
         results.append(evaluate_policy(policy, pool, test, kind))
         reporter.advance()
+    for factory in episodes:
+        result = factory(pool, test)
+        results.insert(len(results) - 1, result)  # before the oracle
+        notes += result.notes
     notes += _pair_notes(suite, results)
     report = SuiteReport(
         suite=suite,

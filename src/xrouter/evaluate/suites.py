@@ -50,9 +50,10 @@ class Suite(BaseModel):
                 f"suite name {self.name!r} must be letters, digits, '.', '_' or '-' "
                 "(it names the suite's plot file)"
             )
-        if self.source not in SOURCES:
+        if self.source not in SOURCES and not self.source.startswith("collected-"):
             raise ValueError(
-                f"unknown source {self.source!r}; choose from {', '.join(SOURCES)}"
+                f"unknown source {self.source!r}; choose from {', '.join(SOURCES)} "
+                "or a collected source (collected-NAME)"
             )
         if len(self.pool) < 2:
             raise ValueError(f"suite {self.name!r} needs a pool of >= 2 models")

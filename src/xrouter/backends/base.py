@@ -1,0 +1,50 @@
+"""What every backend offers: one model call, whole or streamed.
+
+A backend serves one model (named by its card). ``complete`` returns the text, usage
+and finish reason; ``stream`` yields the text as it arrives. Every failure is raised
+as one of the typed errors of :mod:`xrouter.core.errors` (``BackendTimeoutError``,
+``RateLimitError``, ``UpstreamError``, ``BadRequestError``), never as a library's own
+exception, so the orchestrator can retry, fall back or give up by kind alone.
+Backends do not retry: retries and fallbacks are the orchestrator's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+from xrouter.core.catalog import ModelCard
+from xrouter.core.types import ChatRequest, Completion, StreamDelta, Usage
+
+__all__ = ["Backend", "stream_from_complete"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One callable model."""
+
+    @property
+    def card(self) -> ModelCard:
+        """The model card: id, route, prices."""
+        ...
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        """The whole answer to ``request``."""
+        ...
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
+        """The answer piece by piece; the last delta has the finish reason."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections or memory held by the backend."""
+        ...
+
+
+async def stream_from_complete(
+    backend: Backend, request: ChatRequest
+) -> AsyncIterator[StreamDelta]:
+    """A stream of one delta: for backends that produce the whole answer at once."""
+    done = await backend.complete(request)
+    yield StreamDelta(text=done.text, tool_calls=done.tool_calls)
+    yield StreamDelta(finish_reason=done.finish_reason, usage=done.usage or Usage(0, 0))

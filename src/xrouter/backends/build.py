@@ -1,0 +1,113 @@
+"""Make backends and pools from cards, pool files and recorded data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from xrouter.backends.base import Backend
+from xrouter.backends.pool import Pool, PoolEntry, PoolSpec, card_for
+from xrouter.backends.replay import PromptIndex, ReplayBackend, ReplayPool
+from xrouter.core.catalog import Catalog, ModelCard
+from xrouter.core.errors import ConfigError
+from xrouter.records.store import Store
+
+__all__ = ["backend_for", "build_pool", "replay_pool"]
+
+
+def backend_for(
+    card: ModelCard,
+    kind: str | None = None,
+    *,
+    timeout_s: float | None = None,
+    model_dir: Path | None = None,
+) -> Backend:
+    """A live backend for ``card``: ``local`` for in-process models, ``http`` for an
+    OpenAI-compatible endpoint, ``litellm`` for the providers LiteLLM covers.
+
+    With no ``kind``, a card whose provider is ``local`` runs in-process and any
+    other goes over HTTP.
+    """
+    kind = kind or ("local" if card.provider == "local" else "http")
+    if kind == "local":
+        from xrouter.backends.local import LocalBackend
+
+        return LocalBackend(card, model_dir=model_dir)
+    if kind == "http":
+        from xrouter.backends.http import HttpBackend
+
+        return HttpBackend(card, timeout_s=timeout_s or 60.0)
+    if kind == "litellm":
+        from xrouter.backends.litellm import LiteLLMBackend
+
+        return LiteLLMBackend(card, timeout_s=timeout_s or 60.0)
+    raise ConfigError(
+        f"backend {kind!r} of {card.id} is not one of local, http, litellm, replay"
+    )
+
+
+def replay_pool(
+    store: Store,
+    source: str,
+    models: Sequence[str],
+    catalog: Catalog,
+    *,
+    tasks: Sequence[str] | None = None,
+    fallback: str | None = None,
+) -> Pool:
+    """A pool whose every model answers from its records in ``source``."""
+    cards = [catalog.get(m) for m in models]
+    records = ReplayPool.load(store, [source], [c.id for c in cards], tasks=tasks)
+    index = PromptIndex(records.items())
+    return Pool(
+        [
+            PoolEntry(
+                card,
+                ReplayBackend(card, records, index),
+                fallback if fallback != card.id else None,
+            )
+            for card in cards
+        ]
+    )
+
+
+def build_pool(spec: PoolSpec, catalog: Catalog, store: Store | None = None) -> Pool:
+    """The pool a pool file describes; replay entries read ``store``."""
+    cards = {m.model: card_for(m, catalog) for m in spec.models}
+    replayed = [m for m in spec.models if m.backend == "replay"]
+    records: ReplayPool | None = None
+    index: PromptIndex | None = None
+    if replayed:
+        if spec.replay is None or store is None:
+            raise ConfigError(
+                "the pool file has replay models but no 'replay: {source: ...}' "
+                "section naming the records they answer from"
+            )
+        records = ReplayPool.load(
+            store,
+            [spec.replay.source],
+            [cards[m.model].id for m in replayed],
+            tasks=spec.replay.tasks,
+        )
+        index = PromptIndex(records.items())
+    entries = []
+    for model in spec.models:
+        card = cards[model.model]
+        backend: Backend
+        if model.backend == "replay":
+            assert records is not None and index is not None
+            backend = ReplayBackend(card, records, index)
+        else:
+            backend = backend_for(
+                card,
+                model.backend,
+                timeout_s=model.timeout_s,
+                model_dir=model.model_dir,
+            )
+        fallback = model.fallback or spec.fallback
+        if fallback is not None:
+            fallback = catalog.get(fallback).id
+        entries.append(
+            PoolEntry(card, backend, None if fallback == card.id else fallback)
+        )
+    return Pool(entries)

@@ -1,0 +1,119 @@
+"""LiteLLM as a backend, for the providers it speaks to natively (optional extra).
+
+Install with ``pip install 'xrouter-rl[litellm]'``. The card's ``route`` is passed
+as LiteLLM's model string (for example ``anthropic/claude-3-5-sonnet-20240620``);
+``base_url`` and the key in ``api_key_env``, when the card has them, go with it.
+LiteLLM's price map is read from the installed package, never downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from xrouter.backends.base import stream_from_complete
+from xrouter.core.catalog import ModelCard
+from xrouter.core.errors import (
+    BackendError,
+    BackendTimeoutError,
+    BadRequestError,
+    ConfigError,
+    RateLimitError,
+    UpstreamError,
+)
+from xrouter.core.types import ChatRequest, Completion, StreamDelta, Usage
+from xrouter.records.tokens import count_message_tokens, count_tokens
+
+__all__ = ["LiteLLMBackend", "map_litellm_error"]
+
+_BAD_REQUEST = {
+    "AuthenticationError",
+    "BadRequestError",
+    "ContextWindowExceededError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "UnprocessableEntityError",
+}
+
+
+def map_litellm_error(exc: Exception, model: str) -> BackendError:
+    """The typed error for a LiteLLM (or openai) exception, judged by its class."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    text = f"{model} via LiteLLM: {type(exc).__name__}: {exc}"
+    if names & {"Timeout", "APITimeoutError", "TimeoutError"}:
+        return BackendTimeoutError(text, model=model)
+    if "RateLimitError" in names:
+        return RateLimitError(text, model=model)
+    if names & _BAD_REQUEST:
+        return BadRequestError(text, model=model)
+    return UpstreamError(text, model=model)
+
+
+class LiteLLMBackend:
+    """One model called through ``litellm.acompletion``."""
+
+    def __init__(self, card: ModelCard, *, timeout_s: float = 60.0) -> None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        try:
+            import litellm
+        except ImportError:
+            raise ConfigError(
+                f"model {card.id} uses the litellm backend, which is not installed; "
+                "run `pip install 'xrouter-rl[litellm]'` or use backend: http"
+            ) from None
+        self._litellm: Any = litellm
+        self._card = card
+        self._timeout_s = timeout_s
+
+    @property
+    def card(self) -> ModelCard:
+        return self._card
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        card = self._card
+        options: dict[str, Any] = {"timeout": self._timeout_s}
+        if card.base_url:
+            options["api_base"] = card.base_url
+        if card.api_key_env:
+            options["api_key"] = os.environ.get(card.api_key_env)
+        for key in ("max_tokens", "temperature", "tool_choice"):
+            value = getattr(request, key)
+            if value is not None:
+                options[key] = value
+        if request.stop:
+            options["stop"] = list(request.stop)
+        if request.tools:
+            options["tools"] = list(request.tools)
+        started = time.monotonic()
+        try:
+            reply = await self._litellm.acompletion(
+                model=card.route,
+                messages=[m.as_dict() for m in request.messages],
+                **options,
+            )
+        except Exception as exc:
+            raise map_litellm_error(exc, card.id) from exc
+        choice = reply.choices[0]
+        text = choice.message.content or ""
+        usage = getattr(reply, "usage", None)
+        counted = Usage(
+            getattr(usage, "prompt_tokens", None)
+            or count_message_tokens([(m.role, m.content) for m in request.messages]),
+            getattr(usage, "completion_tokens", None) or count_tokens(text),
+        )
+        calls = tuple(call.model_dump() for call in (choice.message.tool_calls or ()))
+        return Completion(
+            text=text,
+            usage=counted,
+            finish_reason=choice.finish_reason or "stop",
+            latency_s=time.monotonic() - started,
+            tool_calls=calls,
+        )
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
+        return stream_from_complete(self, request)
+
+    async def aclose(self) -> None:
+        return None

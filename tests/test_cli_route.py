@@ -1,0 +1,116 @@
+"""`xrouter route`: the local SmolLM2 router over replayed pool models, and its
+refusals of bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from xrouter.cli import route  # noqa: F401  (registers the sub-command)
+from xrouter.cli.app import app
+from xrouter.records.store import Store
+
+runner = CliRunner()
+JANET = (
+    "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning "
+    "and bakes muffins for her friends every day with four. She sells the remainder "
+    "at the farmers' market daily for $2 per fresh duck egg. How much in dollars "
+    "does she make every day at the farmers' market?"
+)
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def replay_pool_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    file = tmp_path_factory.mktemp("pool") / "pool.yaml"
+    file.write_text(
+        "models:\n"
+        "  - {model: gpt-4o-mini-2024-07-18, backend: replay}\n"
+        "  - {model: claude-3-haiku-20240307, backend: replay}\n"
+        "replay: {source: zeroeval}\n"
+    )
+    return file
+
+
+@pytest.mark.slow
+def test_route_answers_a_gsm8k_question_with_the_local_router(
+    zeroeval_store: Store,
+    replay_pool_file: Path,
+    smollm2_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("XROUTER_HOME", str(smollm2_home))
+    code, output = run(
+        "route",
+        JANET,
+        "--pool",
+        str(replay_pool_file),
+        "--store",
+        str(zeroeval_store.path),
+        "--router-tokens",
+        "48",
+        "--json",
+    )
+    assert code == 0, output
+    result = json.loads(output)
+    assert result["answer"].strip()
+    assert result["calls"][0]["model"] == "smollm2-135m"
+    assert result["calls"][0]["by_router"] is True
+    assert result["calls"][0]["output_tokens"] <= 48
+    # the trace adds up: the episode's cost is the sum of its calls' costs
+    assert result["cost_usd"] == pytest.approx(
+        sum(c["cost_usd"] for c in result["calls"])
+    )
+    assert result["usage"]["input_tokens"] == sum(
+        c["input_tokens"] for c in result["calls"]
+    )
+
+
+def test_route_wants_exactly_one_request(tmp_path: Path) -> None:
+    code, output = run("route")
+    assert code == 1
+    assert "give the request as PROMPT or as --messages FILE, not both" in output
+    file = tmp_path / "m.json"
+    file.write_text('[{"role": "user", "content": "hi"}]')
+    code, output = run("route", "hi", "--messages", str(file))
+    assert code == 1 and "not both" in output
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "is not JSON"),
+        ("[]", "must hold a non-empty JSON list"),
+        ('[{"role": "wizard", "content": "hi"}]', "message 0: needs a role from"),
+        ('[{"role": "system", "content": "Be terse."}]', "has no user message"),
+    ],
+)
+def test_bad_messages_files_are_refused(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    file = tmp_path / "messages.json"
+    file.write_text(content)
+    code, output = run("route", "--messages", str(file))
+    assert code == 1 and message in output
+    assert "Traceback" not in output
+
+
+def test_bad_pool_files_and_knobs_are_refused(tmp_path: Path) -> None:
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(
+        "models:\n  - {model: gpt-4o-mini-2024-07-18, backend: carrier-pigeon}\n"
+    )
+    code, output = run("route", "hi", "--pool", str(pool))
+    assert code == 1
+    assert f"pool file {pool}: models.0.backend: Input should be 'http'" in output
+    code, output = run("route", "hi", "--lambda", "-1")
+    assert code == 1 and "--lambda must be a number >= 0, got -1.0" in output
+    code, output = run("route", "   ")
+    assert code == 1 and "the prompt is empty" in output

@@ -1,0 +1,338 @@
+"""The orchestrator's rules: selects, parallel calls, budget, retries, fallback,
+tool errors and the turn limit, with scripted routers over in-process backends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from xrouter.backends.base import stream_from_complete
+from xrouter.backends.pool import Pool, PoolEntry
+from xrouter.core.catalog import ModelCard, load_catalog
+from xrouter.core.errors import (
+    BackendError,
+    BadRequestError,
+    RateLimitError,
+    UpstreamError,
+)
+from xrouter.core.types import ChatRequest, Completion, Message, StreamDelta, Usage
+from xrouter.orchestrator.budget import Budget, Ledger
+from xrouter.orchestrator.loop import (
+    EpisodeFailedError,
+    EpisodeView,
+    Limits,
+    Orchestrator,
+    RouterTurn,
+    called_messages,
+)
+from xrouter.orchestrator.parsing import ToolCall
+
+CATALOG = load_catalog()
+MINI = CATALOG.get("gpt-4o-mini-2024-07-18")  # $0.15 / $0.60 per 1M tokens
+BIG = CATALOG.get("gpt-4o-2024-05-13")  # $5 / $15 per 1M tokens
+
+
+@dataclass
+class FakeBackend:
+    """Answers from a script: a string is a reply, an exception is raised."""
+
+    card: ModelCard
+    script: list[str | BackendError] = field(default_factory=list)
+    delay_s: float = 0.0
+    seen: list[ChatRequest] = field(default_factory=list)
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        self.seen.append(request)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if isinstance(step, BackendError):
+            raise step
+        return Completion(text=step, usage=Usage(100, 50))
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
+        return stream_from_complete(self, request)
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class ScriptedRouter:
+    """Plays back one RouterTurn per turn and keeps the views it was shown."""
+
+    turns: list[RouterTurn]
+    views: list[EpisodeView] = field(default_factory=list)
+    shown: list[list[Message]] = field(default_factory=list)
+    name: str = "scripted"
+    card: ModelCard | None = None
+
+    def quote(self, view: EpisodeView) -> float:
+        return 0.0
+
+    async def decide(self, view: EpisodeView) -> RouterTurn:
+        self.views.append(view)
+        self.shown.append(list(view.transcript))
+        return self.turns[min(len(self.views) - 1, len(self.turns) - 1)]
+
+
+def call(name: str, **arguments: object) -> ToolCall:
+    return ToolCall(name=name, arguments=dict(arguments), raw=json.dumps(arguments))
+
+
+def turn(*calls: ToolCall, text: str = "") -> RouterTurn:
+    return RouterTurn(text=text, calls=calls)
+
+
+def pool(*backends: FakeBackend, fallback: dict[str, str] | None = None) -> Pool:
+    fallback = fallback or {}
+    return Pool([PoolEntry(b.card, b, fallback.get(b.card.id)) for b in backends])
+
+
+def run(
+    orchestrator: Orchestrator,
+    router: ScriptedRouter,
+    messages: Sequence[Message] = (Message("user", "What is 2+2?"),),
+    **kwargs: object,
+):  # type: ignore[no-untyped-def]
+    return asyncio.run(orchestrator.run(router, messages, **kwargs))  # type: ignore[arg-type]
+
+
+FAST = Limits(backoff_s=0.001, max_backoff_s=0.01)
+
+
+def test_router_answering_itself_ends_the_episode_without_calls() -> None:
+    mini = FakeBackend(MINI, ["4"])
+    result = run(Orchestrator(pool(mini), FAST), ScriptedRouter([turn(text="4")]))
+    assert (result.answer, result.strategy, result.answered_by) == (
+        "4",
+        "direct",
+        ("scripted",),
+    )
+    assert mini.seen == [] and result.cost_usd == 0.0
+
+
+def test_call_then_select_returns_the_response_verbatim_and_bills_it() -> None:
+    mini = FakeBackend(MINI, ["The answer is 4."])
+    router = ScriptedRouter(
+        [
+            turn(call("call_gpt_4o_mini_2024_07_18", system_prompt="Be brief.")),
+            turn(call("select_response", call_id="c1")),
+        ]
+    )
+    result = run(Orchestrator(pool(mini), FAST), router)
+    assert result.answer == "The answer is 4."
+    assert result.strategy == "select" and result.answered_by == (MINI.id,)
+    # 100 input and 50 output tokens at $0.15 and $0.60 per 1M.
+    assert result.cost_usd == pytest.approx(100 * 0.15e-6 + 50 * 0.60e-6)
+    shown = router.shown[1][-1].content
+    assert '<tool_response call_id="c1" model="gpt-4o-mini-2024-07-18"' in shown
+    assert "The answer is 4." in shown
+
+
+def test_called_model_gets_the_routers_prompt_then_the_users_own() -> None:
+    conversation = [Message("system", "Answer in French."), Message("user", "2+2?")]
+    sent = called_messages(conversation, "You are a careful mathematician.")
+    assert [m.as_dict() for m in sent] == [
+        {
+            "role": "system",
+            "content": "You are a careful mathematician.\n\nAnswer in French.",
+        },
+        {"role": "user", "content": "2+2?"},
+    ]
+
+
+def test_calls_of_one_turn_run_in_parallel() -> None:
+    mini = FakeBackend(MINI, ["a"], delay_s=0.4)
+    big = FakeBackend(BIG, ["b"], delay_s=0.4)
+    router = ScriptedRouter(
+        [
+            turn(
+                call("call_gpt_4o_mini_2024_07_18", system_prompt="Be brief."),
+                call("call_gpt_4o_2024_05_13", system_prompt="Be brief."),
+            ),
+            turn(call("select_response", call_id="c2")),
+        ]
+    )
+    started = time.monotonic()
+    result = run(Orchestrator(pool(mini, big), FAST), router)
+    assert time.monotonic() - started < 0.75
+    assert result.answer == "b"
+
+
+def test_a_call_whose_worst_case_passes_the_budget_is_refused_and_told() -> None:
+    big = FakeBackend(BIG, ["expensive"])
+    router = ScriptedRouter(
+        [
+            turn(
+                call(
+                    "call_gpt_4o_2024_05_13", system_prompt="Be brief.", max_tokens=1000
+                )
+            ),
+            turn(text="I will answer myself: 4"),
+        ]
+    )
+    # 1,000 output tokens of gpt-4o alone are $0.015: more than the $0.01 budget.
+    result = run(Orchestrator(pool(big), FAST), router, budget=Budget.limit(0.01))
+    assert big.seen == []
+    assert result.strategy == "direct" and result.cost_usd == 0.0
+    assert result.tool_errors[0].startswith(
+        "call_gpt_4o_2024_05_13: refused, a call to gpt-4o-2024-05-13 "
+        "may cost up to $0.015"
+    )
+    assert "more than the $0.010000 left of the episode budget" in result.tool_errors[0]
+
+
+def test_spend_is_booked_on_every_ledger_and_never_passes_a_limit() -> None:
+    day = Ledger("daily limit", 0.001)
+    mini = FakeBackend(MINI, ["ok"])
+    router = ScriptedRouter(
+        [
+            turn(
+                call(
+                    "call_gpt_4o_mini_2024_07_18",
+                    system_prompt="Be brief.",
+                    max_tokens=100,
+                )
+            )
+        ]
+        * 3
+    )
+    orchestrator = Orchestrator(pool(mini), Limits(max_turns=3))
+    for _ in range(40):
+        with contextlib.suppress(EpisodeFailedError):
+            run(orchestrator, ScriptedRouter(list(router.turns)), budget=Budget([day]))
+    assert day.held_usd == 0.0
+    assert day.spent_usd <= 0.001
+    # each call costs $0.000045; the limit admits whole calls only
+    assert day.spent_usd == pytest.approx(0.000045 * round(day.spent_usd / 0.000045))
+
+
+def test_retryable_failures_are_retried_then_succeed() -> None:
+    flaky = FakeBackend(
+        MINI, [UpstreamError("500"), RateLimitError("429", retry_after_s=0.0), "fine"]
+    )
+    router = ScriptedRouter(
+        [
+            turn(call("call_gpt_4o_mini_2024_07_18", system_prompt="Be brief.")),
+            turn(text="x"),
+        ]
+    )
+    result = run(Orchestrator(pool(flaky), FAST, seed=1), router)
+    record = next(c for c in result.trace.calls if not c.by_router)
+    assert (record.attempts, record.response, record.error) == (3, "fine", None)
+
+
+def test_a_call_that_fails_for_good_goes_to_the_fallback() -> None:
+    broken = FakeBackend(MINI, [UpstreamError("connection cut")])
+    backup = FakeBackend(BIG, ["from the fallback"])
+    router = ScriptedRouter(
+        [turn(call("call_gpt_4o_mini_2024_07_18", system_prompt="Be brief."))]
+    )
+    orchestrator = Orchestrator(
+        pool(broken, backup, fallback={MINI.id: BIG.id}),
+        Limits(max_turns=1, retries=2, backoff_s=0.001),
+    )
+    result = run(orchestrator, router)
+    failed, rescued = (c for c in result.trace.calls if not c.by_router)
+    assert (failed.model, failed.attempts, failed.error) == (
+        MINI.id,
+        3,
+        "upstream: connection cut",
+    )
+    assert (rescued.model, rescued.fallback_for, rescued.call_id) == (
+        BIG.id,
+        MINI.id,
+        failed.call_id,
+    )
+    assert result.answer == "from the fallback" and result.strategy == "turn_limit"
+
+
+def test_bad_requests_are_not_retried() -> None:
+    refused = FakeBackend(MINI, [BadRequestError("context too long")])
+    router = ScriptedRouter(
+        [
+            turn(call("call_gpt_4o_mini_2024_07_18", system_prompt="Be brief.")),
+            turn(text="x"),
+        ]
+    )
+    result = run(Orchestrator(pool(refused), FAST), router)
+    record = next(c for c in result.trace.calls if not c.by_router)
+    assert (record.attempts, record.error) == (1, "bad_request: context too long")
+
+
+def test_a_call_past_its_timeout_is_a_timeout_error() -> None:
+    slow = FakeBackend(MINI, ["late"], delay_s=2.0)
+    router = ScriptedRouter(
+        [
+            turn(call("call_gpt_4o_mini_2024_07_18", system_prompt="Be brief.")),
+            turn(text="x"),
+        ]
+    )
+    limits = Limits(call_timeout_s=0.1, retries=0)
+    started = time.monotonic()
+    result = run(Orchestrator(pool(slow), limits), router)
+    assert time.monotonic() - started < 1.0
+    record = next(c for c in result.trace.calls if not c.by_router)
+    assert record.error == "timeout: gpt-4o-mini-2024-07-18 gave no answer within 0.1 s"
+
+
+def test_unknown_tools_bad_arguments_and_bad_selects_are_tool_errors() -> None:
+    mini = FakeBackend(MINI, ["ok"])
+    router = ScriptedRouter(
+        [
+            turn(
+                call("call_gpt_9", system_prompt="Be brief."),
+                call(
+                    "call_gpt_4o_mini_2024_07_18",
+                    system_prompt="Be brief.",
+                    temperature="hot",
+                ),
+                call("select_response", call_id="c7"),
+            ),
+            turn(text="final"),
+        ]
+    )
+    result = run(Orchestrator(pool(mini), FAST), router)
+    assert result.answer == "final" and mini.seen == []
+    errors = result.tool_errors
+    assert (
+        errors[0] == "select_response: no successful call 'c7' to select (none so far)"
+    )
+    assert errors[1].startswith(
+        "call_gpt_9: no such tool; the tools are call_gpt_4o_mini"
+    )
+    assert "temperature" in errors[2]
+    assert "<tool_error>" in router.shown[1][-1].content
+
+
+def test_turn_limit_returns_the_latest_successful_call() -> None:
+    mini = FakeBackend(MINI, ["cheap answer"])
+    big = FakeBackend(BIG, ["strong answer"])
+    router = ScriptedRouter(
+        [
+            turn(call("call_gpt_4o_mini_2024_07_18", system_prompt="Be brief.")),
+            turn(call("call_gpt_4o_2024_05_13", system_prompt="Be brief.")),
+        ]
+    )
+    result = run(Orchestrator(pool(mini, big), Limits(max_turns=2)), router)
+    assert (result.answer, result.strategy, result.turns) == (
+        "strong answer",
+        "turn_limit",
+        2,
+    )
+
+
+def test_an_episode_with_nothing_to_answer_fails_with_the_reasons() -> None:
+    dead = FakeBackend(MINI, [BadRequestError("model not found")])
+    router = ScriptedRouter(
+        [turn(call("call_gpt_4o_mini_2024_07_18", system_prompt="Be brief."))]
+    )
+    with pytest.raises(EpisodeFailedError, match="bad_request: model not found"):
+        run(Orchestrator(pool(dead), Limits(max_turns=1)), router)

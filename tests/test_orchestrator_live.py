@@ -1,0 +1,204 @@
+"""The orchestrator over real backends: an OpenAI-compatible server on loopback
+(with faults) and the replay pool of real recorded answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from upstream import UpstreamServer
+
+from xrouter.backends.build import replay_pool
+from xrouter.backends.http import HttpBackend
+from xrouter.backends.pool import Pool, PoolEntry
+from xrouter.core.catalog import ModelCard, load_catalog
+from xrouter.core.types import Message
+from xrouter.orchestrator.budget import Budget, Ledger
+from xrouter.orchestrator.loop import (
+    EpisodeResult,
+    EpisodeView,
+    Limits,
+    Orchestrator,
+    RouterTurn,
+)
+from xrouter.orchestrator.parsing import parse_tool_calls
+from xrouter.records.store import Store
+
+CATALOG = load_catalog()
+JANET = (
+    "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning "
+    "and bakes muffins for her friends every day with four. She sells the remainder "
+    "at the farmers' market daily for $2 per fresh duck egg. How much in dollars "
+    "does she make every day at the farmers' market?"
+)
+
+
+@dataclass
+class TextRouter:
+    """A router whose turns are raw model text, parsed like the LLM router's."""
+
+    texts: list[str]
+    seen: list[list[Message]] = field(default_factory=list)
+    name: str = "text-router"
+    card: ModelCard | None = None
+
+    def quote(self, view: EpisodeView) -> float:
+        return 0.0
+
+    async def decide(self, view: EpisodeView) -> RouterTurn:
+        self.seen.append(list(view.transcript))
+        text = self.texts[min(len(self.seen) - 1, len(self.texts) - 1)]
+        parsed = parse_tool_calls(text)
+        return RouterTurn(parsed.text, parsed.calls, parsed.errors)
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[UpstreamServer]:
+    with UpstreamServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(running: UpstreamServer) -> UpstreamServer:
+    running.reset()
+    return running
+
+
+def served(card_id: str, server: UpstreamServer, route: str) -> ModelCard:
+    return CATALOG.get(card_id).model_copy(
+        update={"base_url": server.base_url, "route": route, "api_key_env": None}
+    )
+
+
+def http_pool(server: UpstreamServer, fallback: bool = False) -> Pool:
+    mini = served("gpt-4o-mini-2024-07-18", server, "mini")
+    big = served("gpt-4o-2024-05-13", server, "big")
+    return Pool(
+        [
+            PoolEntry(
+                mini, HttpBackend(mini, timeout_s=0.5), big.id if fallback else None
+            ),
+            PoolEntry(big, HttpBackend(big, timeout_s=0.5)),
+        ]
+    )
+
+
+def episode(
+    pool: Pool, router: TextRouter, limits: Limits, **kwargs: object
+) -> EpisodeResult:
+    async def go() -> EpisodeResult:
+        try:
+            return await Orchestrator(pool, limits, seed=0).run(
+                router,
+                [Message("system", "Reply in English."), Message("user", "2+2?")],
+                **kwargs,  # type: ignore[arg-type]
+            )
+        finally:
+            await pool.aclose()
+
+    return asyncio.run(go())
+
+
+CALL_MINI = (
+    '<tool_call>{"name": "call_gpt_4o_mini_2024_07_18", "arguments": '
+    '{"system_prompt": "Answer with a number.", "max_tokens": 20}}</tool_call>'
+)
+FAST = Limits(max_turns=2, backoff_s=0.01, max_backoff_s=0.05, call_timeout_s=2.0)
+
+
+def test_500_and_429_are_retried_against_the_real_server(
+    server: UpstreamServer,
+) -> None:
+    server.script(["500", "429", "ok"])
+    router = TextRouter(
+        [CALL_MINI, '{"name": "select_response", "arguments": {"call_id": "c1"}}']
+    )
+    result = episode(http_pool(server), router, FAST)
+    assert result.answer == "echo: 2+2?" and result.strategy == "select"
+    assert server.attempts == 3
+    sent = server.requests[-1]
+    assert sent["model"] == "mini" and sent["max_tokens"] == 20
+    assert sent["messages"][0] == {
+        "role": "system",
+        "content": "Answer with a number.\n\nReply in English.",
+    }
+    call = next(c for c in result.trace.calls if not c.by_router)
+    assert call.attempts == 3 and call.error is None
+
+
+def test_a_connection_cut_falls_back_to_the_next_model(server: UpstreamServer) -> None:
+    server.script(["cut", "drop", "cut", "ok"])
+    limits = Limits(max_turns=1, backoff_s=0.01, call_timeout_s=2.0)
+    result = episode(http_pool(server, fallback=True), TextRouter([CALL_MINI]), limits)
+    failed, rescued = (c for c in result.trace.calls if not c.by_router)
+    assert failed.model == "gpt-4o-mini-2024-07-18" and failed.attempts == 3
+    assert failed.error is not None and failed.error.startswith("upstream: ")
+    assert rescued.fallback_for == failed.model and rescued.response == "echo: 2+2?"
+    assert [r["model"] for r in server.requests] == ["mini", "mini", "mini", "big"]
+    assert result.answer == "echo: 2+2?"
+
+
+def test_a_stalled_upstream_times_out_and_the_episode_goes_on(
+    server: UpstreamServer,
+) -> None:
+    server.mode = "stall"
+    router = TextRouter([CALL_MINI, "I could not reach a model; 2+2 is 4."])
+    limits = Limits(max_turns=2, retries=1, backoff_s=0.01, call_timeout_s=0.3)
+    result = episode(http_pool(server), router, limits)
+    call = next(c for c in result.trace.calls if not c.by_router)
+    assert call.error is not None and call.error.startswith("timeout: ")
+    assert call.attempts == 2
+    assert result.answer == "I could not reach a model; 2+2 is 4."
+    assert "<tool_response" in router.seen[1][-1].content
+
+
+def test_the_budget_bounds_spend_over_real_calls(server: UpstreamServer) -> None:
+    ledger = Ledger("daily limit", 0.001)
+    calls = "\n".join(
+        '<tool_call>{"name": "call_gpt_4o_2024_05_13", "arguments": '
+        '{"system_prompt": "Be brief.", "max_tokens": 5}}</tool_call>'
+        for _ in range(6)
+    )
+    result = episode(
+        http_pool(server),
+        TextRouter([calls]),
+        Limits(max_turns=1),
+        budget=Budget([ledger]),
+    )
+    ran = [c for c in result.trace.calls if not c.by_router]
+    refused = [e for e in result.tool_errors if "refused" in e]
+    assert len(ran) + len(refused) == 6 and refused and ran
+    assert ledger.spent_usd == pytest.approx(sum(c.cost_usd for c in ran))
+    assert ledger.spent_usd <= 0.001 and ledger.held_usd == 0.0
+    assert server.attempts == len(ran)
+
+
+def test_replayed_episode_returns_the_recorded_answer_and_cost(
+    zeroeval_store: Store,
+) -> None:
+    store = zeroeval_store
+    models = ["claude-3-haiku-20240307", "gpt-4o-mini-2024-07-18"]
+    pool = replay_pool(store, "zeroeval", models, CATALOG)
+    router = TextRouter(
+        [
+            '```json\n{"name": "call_gpt_4o_mini_2024_07_18", "arguments": '
+            '{"system_prompt": "Solve it."}}\n```',
+            '{"name": "select_response", "arguments": {"call_id": "c1"}}',
+        ]
+    )
+
+    async def go() -> EpisodeResult:
+        return await Orchestrator(pool, FAST).run(router, [Message("user", JANET)])
+
+    result = asyncio.run(go())
+    call = next(c for c in result.trace.calls if not c.by_router)
+    record = store.records(["zeroeval"], models=["gpt-4o-mini-2024-07-18"]).to_pylist()
+    janet = next(
+        r for r in record if r["item_id"] == "zeroeval/gsm8k/gsm8k-main-test-#0"
+    )
+    assert result.answer == janet["response"]
+    assert call.cost_usd == janet["cost_usd"] and result.cost_usd == janet["cost_usd"]
+    assert json.loads(result.answer.split("```json")[-1].split("```")[0])["answer"]
