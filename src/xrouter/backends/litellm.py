@@ -63,6 +63,7 @@ class LiteLLMBackend:
                 f"model {card.id} uses the litellm backend, which is not installed; "
                 "run `pip install 'xrouter-rl[litellm]'` or use backend: http"
             ) from None
+        litellm.suppress_debug_info = True  # its errors are ours to report
         self._litellm: Any = litellm
         self._card = card
         self._timeout_s = timeout_s
@@ -73,11 +74,22 @@ class LiteLLMBackend:
 
     async def complete(self, request: ChatRequest) -> Completion:
         card = self._card
-        options: dict[str, Any] = {"timeout": self._timeout_s}
+        # Retries are the orchestrator's: LiteLLM and the client under it make none.
+        options: dict[str, Any] = {
+            "timeout": self._timeout_s,
+            "num_retries": 0,
+            "max_retries": 0,
+        }
         if card.base_url:
             options["api_base"] = card.base_url
-        if card.api_key_env:
-            options["api_key"] = os.environ.get(card.api_key_env)
+        key = os.environ.get(card.api_key_env) if card.api_key_env else None
+        if card.api_key_env and not key:
+            raise ConfigError(
+                f"model {card.id} needs its API key in ${card.api_key_env}, which is "
+                "not set"
+            )
+        # A server of your own (base_url, no key variable) is sent a placeholder.
+        options["api_key"] = key or ("not-needed" if card.base_url else None)
         for key in ("max_tokens", "temperature", "tool_choice"):
             value = getattr(request, key)
             if value is not None:
