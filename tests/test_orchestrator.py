@@ -336,3 +336,23 @@ def test_an_episode_with_nothing_to_answer_fails_with_the_reasons() -> None:
     )
     with pytest.raises(EpisodeFailedError, match="bad_request: model not found"):
         run(Orchestrator(pool(dead), Limits(max_turns=1)), router)
+
+
+def test_the_episode_time_limit_ends_the_episode_by_the_turn_limit_rule() -> None:
+    quick = FakeBackend(MINI, ["first answer"])
+    slow = FakeBackend(BIG, ["too late"], delay_s=3.0)
+    router = ScriptedRouter(
+        [
+            turn(call("call_gpt_4o_mini_2024_07_18", system_prompt="Be brief.")),
+            turn(call("call_gpt_4o_2024_05_13", system_prompt="Be brief.")),
+            turn(text="never asked"),
+        ]
+    )
+    limits = Limits(max_turns=3, episode_timeout_s=0.5, retries=0)
+    started = time.monotonic()
+    result = run(Orchestrator(pool(quick, slow), limits), router)
+    assert time.monotonic() - started < 1.5
+    assert (result.answer, result.strategy) == ("first answer", "turn_limit")
+    late = next(c for c in result.trace.calls if c.model == BIG.id)
+    assert late.error is not None and late.error.startswith("timeout: ")
+    assert len(router.views) == 2
