@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import yaml
 from rich.table import Table
 
 from xrouter.cli.app import (
@@ -24,6 +26,7 @@ from xrouter.core.catalog import load_catalog
 if TYPE_CHECKING:
     from xrouter.train.env import TrainingData
     from xrouter.train.grpo import TrainResult
+    from xrouter.train.router_run import RouterTrainConfig
 
 train_app = typer.Typer(help="Train router policies on the recorded outputs.")
 app.add_typer(train_app, name="train")
@@ -133,4 +136,189 @@ def _summary(
         f"trained {result.steps} steps in {result.seconds:.1f} s (kept step "
         f"{result.best_step}); wrote {out / 'policy.safetensors'}, "
         f"{out / 'manifest.json'} and {out / METRICS_FILE} in {seconds:.1f} s"
+    )
+
+
+def _opt(flag: str, help_text: str) -> Any:
+    """A typer option that defaults to None (not given: the config's value)."""
+    return typer.Option(flag, help=help_text, show_default=False)
+
+
+@train_app.command("router")
+@guarded
+def router_command(
+    data_dir: DataDir,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Output directory: checkpoint-<phase>-<step>/ (model, tokenizer, "
+            "optimizer, manifest.json), latest.json and metrics.jsonl.",
+            show_default=False,
+        ),
+    ],
+    base: Annotated[
+        str | None,
+        _opt("--base", "Router model: smollm2-135m or a transformers model dir."),
+    ] = None,
+    suite_name: Annotated[
+        str, typer.Option("--suite", help="Suite whose train split is used.")
+    ] = "zeroeval",
+    items: Annotated[int | None, _opt("--items", "Cap on train items.")] = None,
+    sft_steps: Annotated[
+        int | None, _opt("--sft-steps", "Warm-start (SFT) steps (default 40).")
+    ] = None,
+    rl_steps: Annotated[
+        int | None, _opt("--rl-steps", "GRPO steps (default 10).")
+    ] = None,
+    group_size: Annotated[
+        int | None,
+        _opt("--group-size", "G: episodes per example in a GRPO group (>= 2; 4)."),
+    ] = None,
+    prompts_per_step: Annotated[
+        int | None, _opt("--prompts-per-step", "Groups per GRPO step (default 2).")
+    ] = None,
+    clip_low: Annotated[
+        float | None, _opt("--clip-low", "Ratio clip below 1 (default 0.2).")
+    ] = None,
+    clip_high: Annotated[
+        float | None, _opt("--clip-high", "Ratio clip above 1 (default 0.28).")
+    ] = None,
+    lambda_min: Annotated[
+        float | None,
+        _opt("--lambda-min", "Smallest lambda (cost weight) drawn per example (0.1)."),
+    ] = None,
+    lambda_max: Annotated[
+        float | None, _opt("--lambda-max", "Largest lambda drawn (default 1000).")
+    ] = None,
+    temperature: Annotated[
+        float | None, _opt("--temperature", "GRPO sampling temperature (1.0).")
+    ] = None,
+    lr: Annotated[float | None, _opt("--lr", "GRPO learning rate (1e-6).")] = None,
+    sft_lr: Annotated[
+        float | None, _opt("--sft-lr", "Warm-start learning rate (5e-5).")
+    ] = None,
+    eval_items: Annotated[
+        int | None,
+        _opt("--eval-items", "Test items evaluated before/after each phase (0)."),
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, _opt("--checkpoint-every", "Steps between checkpoints (20).")
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        _opt("--config", "YAML file of settings; options given here override it."),
+    ] = None,
+    seed: Annotated[int | None, _opt("--seed", "Random seed (default 0).")] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue from the last checkpoint in --out."),
+    ] = False,
+    suites_file: SuitesFile = None,
+    store: StorePath = None,
+    catalog: CatalogFiles = None,
+) -> None:
+    """Train the LLM router itself: warm start on the oracle's traces, then GRPO.
+
+    Episodes run through the orchestrator against the replay pool. Each example
+    draws a lambda (the cost weight, written into the router's prompt) from
+    --lambda-min..--lambda-max and a random pool subset; each group holds
+    --group-size episodes; the ratio is clipped to [1 - clip-low, 1 + clip-high].
+    """
+    if importlib.util.find_spec("trl") is None:
+        from xrouter.core.errors import ConfigError
+
+        raise ConfigError(
+            "training the LLM router needs trl: install `xrouter-rl[train]`"
+        )
+    from xrouter.train.router_run import RouterTrainConfig
+
+    given = {
+        "base": base,
+        "items": items,
+        "sft_steps": sft_steps,
+        "rl_steps": rl_steps,
+        "group_size": group_size,
+        "prompts_per_step": prompts_per_step,
+        "clip_low": clip_low,
+        "clip_high": clip_high,
+        "lambda_min": lambda_min,
+        "lambda_max": lambda_max,
+        "temperature": temperature,
+        "lr": lr,
+        "sft_lr": sft_lr,
+        "eval_items": eval_items,
+        "checkpoint_every": checkpoint_every,
+        "seed": seed,
+    }
+    settings = _config_file(config_file) | {
+        k: v for k, v in given.items() if v is not None
+    }
+    config = RouterTrainConfig.from_mapping(settings)
+    _train_router(
+        config, data_dir, out, suite_name, resume, suites_file, store, catalog
+    )
+
+
+def _config_file(path: Path | None) -> dict[str, Any]:
+    from xrouter.core.errors import ConfigError
+
+    if path is None:
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read --config {path}: {exc}") from exc
+    settings = loaded.get("settings", loaded) if isinstance(loaded, dict) else None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"--config {path} must hold a mapping of settings")
+    return settings
+
+
+def _train_router(
+    config: RouterTrainConfig,
+    data_dir: Path,
+    out: Path,
+    suite_name: str,
+    resume: bool,
+    suites_file: Path | None,
+    store: Path | None,
+    catalog: list[Path] | None,
+) -> None:
+    from xrouter.core.errors import ConfigError
+    from xrouter.evaluate.suites import load_suites
+    from xrouter.records.ingest import ensure_ingested
+    from xrouter.train.router_run import METRICS_FILE, train_router
+
+    writable_dir(out, "output directory")
+    cards = load_catalog(catalog or ())
+    suites = {s.name: s for s in load_suites(suites_file)}
+    suite = suites.get(suite_name)
+    if suite is None:
+        raise ConfigError(
+            f"no suite {suite_name!r}; the suites are {', '.join(suites)} (add "
+            "your own with --suites FILE)"
+        )
+    target = open_store(store)
+    started = time.perf_counter()
+    with progress_reporter() as reporter:
+        ensure_ingested(data_dir, target, cards, reporter, sources=[suite.source])
+        manifest = train_router(
+            target, suite, cards, config, out, resume=resume, reporter=reporter
+        )
+    table = Table("stage", "parse %", "acc %", "$/1k", "reward", title=str(out))
+    for key, line in manifest["metrics"].items():
+        if key.startswith("eval/") and "accuracy" in line:
+            table.add_row(
+                line["stage"],
+                f"{line['first_turn_parse_rate']:.0%}",
+                f"{line['accuracy']:.1%}",
+                f"{line['cost_per_1k']:.3f}",
+                f"{line['reward']:.3f}",
+            )
+    if table.row_count:
+        console.print(table)
+    console.print(
+        f"trained in {time.perf_counter() - started:.1f} s; checkpoints and "
+        f"{out / METRICS_FILE} are in {out}"
     )

@@ -28,7 +28,6 @@ with ``EpisodeFailedError``. The episode time limit ends an episode by the same 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -119,6 +118,7 @@ class EpisodeView:
     calls: list[CallRecord] = field(default_factory=list)
     item_id: str | None = None
     caller: CallerOptions = field(default_factory=CallerOptions)
+    next_call: int = 1
 
 
 class Router(Protocol):
@@ -222,7 +222,6 @@ class Orchestrator:
         self.limits = limits or Limits()
         self.names = ToolNames(pool.ids)
         self.calls = CallRunner(pool, self.limits, seed=seed)
-        self._ids = itertools.count(1)
 
     async def run(
         self,
@@ -402,7 +401,9 @@ class Orchestrator:
             if isinstance(args, str):
                 feedback.append(args)
                 continue
-            jobs.append(self._call(model, args, view, budget, turn, deadline))
+            call_id = f"c{view.next_call}"  # numbered within the episode
+            view.next_call += 1
+            jobs.append(self._call(model, args, view, budget, turn, deadline, call_id))
         results = await asyncio.gather(*jobs)
         records = []
         for outcome in results:
@@ -420,6 +421,7 @@ class Orchestrator:
         budget: Budget,
         turn: int,
         deadline: float,
+        call_id: str,
     ) -> list[CallRecord] | str:
         """The call's records, or the refusal the router is shown."""
         caller = view.caller
@@ -441,7 +443,7 @@ class Orchestrator:
                 model,
                 request,
                 budget,
-                call_id=f"c{next(self._ids)}",
+                call_id=call_id,
                 turn=turn,
                 deadline=deadline,
             )

@@ -1,0 +1,131 @@
+"""Checks of the router between training phases, greedy decoding throughout.
+
+- :func:`parse_rate`: on held-out items, how often the router's first turn holds
+  a parseable tool call naming a pool model (``evaluate_router`` reports the
+  same rate on its test sample, from the episodes it plays).
+- :func:`evaluate_router`: the shared ``evaluate_episodes`` on a fixed sample of
+  test items (``sample_items``, seed 0), with the mean reward at the evaluation's
+  lambda beside the best single model's and the oracle's on the same items.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from transformers import PreTrainedTokenizerBase
+
+from xrouter.backends.replay import ReplayPool
+from xrouter.core.catalog import ModelCard
+from xrouter.evaluate.episodes import EpisodeScore, evaluate_episodes, sample_items
+from xrouter.orchestrator.loop import Limits
+from xrouter.orchestrator.reward import RewardConfig, reward
+from xrouter.policies.llm_router import LLMRouter
+from xrouter.train.router_data import RouterExample, RouterTask
+from xrouter.train.router_policy import PolicyBackend
+from xrouter.train.router_rl import first_call_ok, play_episode
+
+__all__ = ["evaluate_router", "parse_rate", "pool_rewards"]
+
+
+def parse_rate(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    card: ModelCard,
+    task: RouterTask,
+    rows: NDArray[np.int64],
+    lam: float,
+    *,
+    max_new_tokens: int = 96,
+) -> float:
+    """Share of ``rows`` whose greedy first turn calls a pool model parseably."""
+    if len(rows) == 0:
+        return 0.0
+    model.eval()
+    backend = PolicyBackend(
+        model, tokenizer, card, temperature=0.0, max_new_tokens=max_new_tokens
+    )
+    models = tuple(task.records.models)
+    hits = 0
+    for row in rows:
+        example = RouterExample(int(row), lam, models)
+        episode = play_episode(task, example, backend, limits=Limits(max_turns=1))
+        hits += episode.first_call_ok
+    return hits / len(rows)
+
+
+def pool_rewards(
+    records: ReplayPool, rows: NDArray[np.int64], config: RewardConfig
+) -> tuple[dict[str, float], float]:
+    """Mean reward of each single model on ``rows``, and the oracle's (per item
+    the best reward any model earns)."""
+    per_item = np.vectorize(lambda s, c: reward(float(s), float(c), config))(
+        records.score[rows], records.cost[rows]
+    )  # (items, models)
+    singles = {m: float(per_item[:, j].mean()) for j, m in enumerate(records.models)}
+    return singles, float(per_item.max(axis=1).mean())
+
+
+def evaluate_router(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    card: ModelCard,
+    task: RouterTask,
+    items: int,
+    *,
+    lam: float,
+    max_new_tokens: int = 96,
+    cost_max: float = RewardConfig().cost_max,
+) -> dict[str, Any]:
+    """Accuracy, cost and reward of the greedy router on ``items`` sampled test
+    items, and the baselines on the same items."""
+    model.eval()
+    backend = PolicyBackend(
+        model, tokenizer, card, temperature=0.0, max_new_tokens=max_new_tokens
+    )
+    rows = sample_items(task.records, task.test, items, seed=0)
+    models = tuple(task.records.models)
+    parsed: list[bool] = []
+
+    def first_turn(_: EpisodeScore) -> None:
+        turns = backend.take_turns()
+        parsed.append(bool(turns) and first_call_ok(turns[0].text, models))
+
+    evaluation = evaluate_episodes(
+        LLMRouter(backend, max_tokens=max_new_tokens),
+        task.records,
+        rows,
+        task.catalog,
+        lam=lam,
+        on_episode=first_turn,
+    )
+    config = RewardConfig(lam=lam, cost_max=cost_max)
+    rewards = [reward(e.score, e.cost_usd, config) for e in evaluation.episodes]
+    singles, oracle_reward = pool_rewards(task.records, rows, config)
+    best_acc = max(evaluation.singles.items(), key=lambda kv: (kv[1][0], -kv[1][1]))
+    best_reward = max(singles.items(), key=lambda kv: kv[1])
+    strategies: dict[str, int] = {}
+    for e in evaluation.episodes:
+        strategies[e.strategy] = strategies.get(e.strategy, 0) + 1
+    return {
+        "items": len(rows),
+        "first_turn_parse_rate": float(np.mean(parsed)),
+        "lambda": lam,
+        "accuracy": evaluation.accuracy,
+        "cost_per_1k": evaluation.cost_per_1k,
+        "reward": float(np.mean(rewards)),
+        "strategies": strategies,
+        "best_single": {
+            "model": best_acc[0],
+            "accuracy": best_acc[1][0],
+            "cost_per_1k": best_acc[1][1],
+            "reward": singles[best_acc[0]],
+        },
+        "best_single_by_reward": {"model": best_reward[0], "reward": best_reward[1]},
+        "oracle": {
+            "accuracy": evaluation.oracle[0],
+            "cost_per_1k": evaluation.oracle[1],
+            "reward": oracle_reward,
+        },
+    }

@@ -1,0 +1,273 @@
+"""GRPO for the LLM router: multi-turn episodes through the shared orchestrator.
+
+The method, after xRouter (Qiu et al. 2025), which trains its router with DAPO:
+
+- each example (a train item, a lambda drawn from a range and written into the
+  router's system prompt, a random subset of the pool) is played G times by the
+  current model, sampling at temperature 1.0;
+- every episode runs through the shared ``Orchestrator`` against the replay pool
+  with the model behind the shared ``LLMRouter`` (``router_policy``), and earns the
+  shared cost-aware reward ``score x (K - min(lambda x cost, cost_max))``;
+- advantages are the rewards normalised within the example's group; a group whose
+  rewards are all equal is dropped (it says nothing about which turn was better);
+- the loss is the clipped ratio objective with DAPO's asymmetric clip (0.2 below,
+  0.28 above), averaged over every trained token of the minibatch alike (token
+  mean), with no KL term and no reference model;
+- only the router's own tokens are trained: each router turn is one (prompt,
+  completion) pair carrying its episode's advantage, and the tool responses sit
+  in the later turns' prompts, never in a completion.
+
+Why not trl's ``GRPOTrainer``: its multi-turn path (``rollout_func`` /
+``environment_factory``) is experimental, hands the rollout only the prompts (the
+per-example lambda, pool subset and item would have to travel by a side channel),
+and keeps all-equal groups in the token mean with advantage 0 instead of dropping
+them. The rollout here is the smallest layer that plays episodes through the
+orchestrator; trl's ``selective_log_softmax`` computes the token log-probabilities.
+
+How it differs from the paper: one sequence is generated at a time (no vLLM
+batching), DAPO's dynamic sampling does not refill dropped groups, and there is no
+overlong penalty; completions cut at ``max_new_tokens`` are trained as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from numpy.typing import NDArray
+from trl.trainer.utils import selective_log_softmax
+
+from xrouter.evaluate.episodes import score_episode
+from xrouter.orchestrator.loop import EpisodeFailedError, Limits, Orchestrator
+from xrouter.orchestrator.parsing import parse_tool_calls
+from xrouter.orchestrator.reward import RewardConfig, reward
+from xrouter.orchestrator.tools import ToolNames
+from xrouter.policies.llm_router import LLMRouter
+from xrouter.train.router_data import RouterExample, RouterTask
+from xrouter.train.router_policy import PolicyBackend, RouterTurnSample
+
+__all__ = [
+    "Episode",
+    "UpdateStats",
+    "clipped_token_loss",
+    "collect_groups",
+    "episode_metrics",
+    "first_call_ok",
+    "group_advantages",
+    "grpo_update",
+    "play_episode",
+]
+
+
+@dataclass
+class Episode:
+    """One played episode: its outcome, reward and the router's turns."""
+
+    reward: float
+    score: float
+    cost_usd: float
+    strategy: str
+    calls: int
+    first_call_ok: bool
+    turns: list[RouterTurnSample] = field(default_factory=list)
+
+
+def first_call_ok(text: str, models: Sequence[str]) -> bool:
+    """Whether a router turn's text holds a parseable call naming a pool model."""
+    names = ToolNames(models)
+    return any(names.model_of(c.name) for c in parse_tool_calls(text).calls)
+
+
+def play_episode(
+    task: RouterTask,
+    example: RouterExample,
+    backend: PolicyBackend,
+    *,
+    cost_max: float = RewardConfig().cost_max,
+    limits: Limits | None = None,
+) -> Episode:
+    """Play ``example`` once with the model behind ``backend`` and reward it."""
+    orchestrator = Orchestrator(task.pool(example.models), limits)
+    backend.take_turns()
+    config = RewardConfig(lam=example.lam, cost_max=cost_max)
+    try:
+        result = asyncio.run(
+            orchestrator.run(
+                LLMRouter(backend, max_tokens=backend.max_new_tokens),
+                task.messages(example.row),
+                lam=example.lam,
+                item_id=task.item_id(example.row),
+            )
+        )
+    except EpisodeFailedError as failed:
+        turns = backend.take_turns()
+        ok = bool(turns) and first_call_ok(turns[0].text, example.models)
+        return Episode(0.0, 0.0, failed.cost_usd, "failed", 0, ok, turns)
+    item = task.records.items([example.row])[0]
+    score = score_episode(result, item, task.records, example.row) or 0.0
+    turns = backend.take_turns()
+    return Episode(
+        reward=reward(score, result.cost_usd, config),
+        score=score,
+        cost_usd=result.cost_usd,
+        strategy=result.strategy,
+        calls=sum(not c.by_router for c in result.trace.calls),
+        first_call_ok=bool(turns) and first_call_ok(turns[0].text, example.models),
+        turns=turns,
+    )
+
+
+def collect_groups(
+    task: RouterTask,
+    examples: Sequence[RouterExample],
+    backend: PolicyBackend,
+    group_size: int,
+    *,
+    cost_max: float = RewardConfig().cost_max,
+    limits: Limits | None = None,
+) -> list[list[Episode]]:
+    """G episodes of each example, with the model in eval mode (no dropout)."""
+    backend.model.eval()
+    return [
+        [
+            play_episode(task, ex, backend, cost_max=cost_max, limits=limits)
+            for _ in range(group_size)
+        ]
+        for ex in examples
+    ]
+
+
+def group_advantages(
+    rewards: NDArray[np.float64], eps: float = 1e-6
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Advantages ``(r - mean) / std`` within each group (row) of ``rewards``
+    (shape: groups x G), and which groups are kept (rewards not all equal)."""
+    mean = rewards.mean(axis=1, keepdims=True)
+    std = rewards.std(axis=1, keepdims=True)
+    keep = (rewards.max(axis=1) - rewards.min(axis=1)) > eps
+    advantages = np.where(keep[:, None], (rewards - mean) / (std + eps), 0.0)
+    return advantages, keep
+
+
+def clipped_token_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    *,
+    clip_low: float,
+    clip_high: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token loss ``-min(r A, clip(r, 1 - low, 1 + high) A)`` with the ratio
+    ``r = exp(logp - old_logp)`` (all tensors of one shape), and where it clipped."""
+    ratio = torch.exp(logp - old_logp)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * advantages
+    return -torch.minimum(unclipped, clipped), clipped < unclipped
+
+
+@dataclass
+class UpdateStats:
+    """What an update did: groups kept and dropped, loss, clipped share, tokens."""
+
+    kept_groups: int
+    dropped_groups: int
+    loss: float = 0.0
+    clip_fraction: float = 0.0
+    tokens: int = 0
+    updates: int = 0
+
+
+def _turn_logps(model: Any, turn: RouterTurnSample, temperature: float) -> torch.Tensor:
+    """Log-probabilities of the turn's completion under the current model."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([turn.prompt_ids + turn.completion_ids], device=device)
+    n = len(turn.completion_ids)
+    # Only the logits that predict the completion: positions -n-1 .. -2.
+    logits = model(input_ids=ids, logits_to_keep=n + 1).logits[:, :-1]  # (1, n, V)
+    logits = logits.float() / (temperature if temperature > 0 else 1.0)
+    completion = torch.tensor([turn.completion_ids], device=device)
+    logps: torch.Tensor = selective_log_softmax(logits, completion)[0]  # (n,)
+    return logps
+
+
+def grpo_update(
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    accelerator: Accelerator,
+    groups: Sequence[Sequence[Episode]],
+    *,
+    clip_low: float,
+    clip_high: float,
+    temperature: float = 1.0,
+    minibatches: int = 1,
+    max_grad_norm: float = 1.0,
+    rng: np.random.Generator | None = None,
+) -> UpdateStats:
+    """Advantages per group, then one optimizer step per minibatch of router
+    turns; each minibatch's loss is the mean over its completion tokens."""
+    rewards = np.array([[e.reward for e in g] for g in groups], dtype=np.float64)
+    advantages, keep = group_advantages(rewards)
+    stats = UpdateStats(int(keep.sum()), int((~keep).sum()))
+    turns = []
+    for g, group in enumerate(groups):
+        for e, episode in enumerate(group):
+            for turn in episode.turns if keep[g] else []:
+                if turn.completion_ids:
+                    turn.advantage = float(advantages[g, e])
+                    turns.append(turn)
+    if not turns:
+        return stats
+
+    # Minibatches of turns; the later ones see a policy that has already moved,
+    # which is where the clip bites.
+    order = (rng or np.random.default_rng(0)).permutation(len(turns))
+    chunks = [c for c in np.array_split(order, min(minibatches, len(turns))) if len(c)]
+    model.train()
+    losses, clipped = [], 0
+    for chunk in chunks:
+        batch = [turns[int(k)] for k in chunk]
+        n_tokens = sum(len(t.completion_ids) for t in batch)
+        optimizer.zero_grad()
+        total = 0.0
+        for turn in batch:
+            logp = _turn_logps(model, turn, temperature)
+            old = torch.tensor(turn.logprobs, device=logp.device)
+            adv = torch.full_like(logp, turn.advantage)
+            per_token, was_clipped = clipped_token_loss(
+                logp, old, adv, clip_low=clip_low, clip_high=clip_high
+            )
+            loss = per_token.sum() / n_tokens  # token mean over the minibatch
+            accelerator.backward(loss)
+            total += float(loss.detach())
+            clipped += int(was_clipped.sum())
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(total)
+        stats.tokens += n_tokens
+    stats.loss = float(np.mean(losses))
+    stats.clip_fraction = clipped / max(stats.tokens, 1)
+    stats.updates = len(chunks)
+    return stats
+
+
+def episode_metrics(groups: Sequence[Sequence[Episode]]) -> dict[str, Any]:
+    """Mean reward, accuracy, cost, calls and first-turn parse failures of the
+    episodes, and their action mix (share of each strategy)."""
+    episodes = [e for g in groups for e in g]
+    n = max(len(episodes), 1)
+    mix = Counter(e.strategy for e in episodes)
+    return {
+        "reward": float(np.mean([e.reward for e in episodes])),
+        "accuracy": float(np.mean([e.score for e in episodes])),
+        "cost_usd": float(np.mean([e.cost_usd for e in episodes])),
+        "calls_per_episode": float(np.mean([e.calls for e in episodes])),
+        "parse_failures": sum(not e.first_call_ok for e in episodes) / n,
+        "action_mix": {k: v / n for k, v in sorted(mix.items())},
+    }

@@ -1,0 +1,387 @@
+"""Training the LLM router end to end: warm start (SFT), then GRPO, with
+checkpoints, resumption, a metrics log and evaluations between the phases.
+
+``train_router`` is what ``xrouter train router`` calls. It runs the same on a CPU
+and under ``accelerate launch`` on GPUs (``Accelerator`` places the model and
+accumulates the warm start's gradients). The metrics log (``metrics.jsonl``) has
+one line per step (``phase`` ``sft`` or ``rl``) and one per evaluation
+(``phase`` ``eval``, ``stage`` ``base``, ``sft`` or ``rl``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from xrouter.backends.local import local_model_dir
+from xrouter.core.catalog import Catalog
+from xrouter.core.errors import ConfigError
+from xrouter.core.progress import Reporter, Silent
+from xrouter.evaluate.suites import Suite
+from xrouter.records.store import Store
+from xrouter.train.router_checkpoint import latest_checkpoint, save_router_checkpoint
+from xrouter.train.router_data import RouterTask, draw_examples, load_router_task
+from xrouter.train.router_eval import evaluate_router, parse_rate
+from xrouter.train.router_policy import PolicyBackend, load_router_model
+from xrouter.train.router_rl import collect_groups, episode_metrics, grpo_update
+from xrouter.train.router_sft import sft_step, sft_traces
+
+__all__ = ["METRICS_FILE", "RouterTrainConfig", "train_router"]
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+_DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+@dataclass(frozen=True)
+class RouterTrainConfig:
+    """Settings of a router training run (saved in every checkpoint's manifest)."""
+
+    base: str = "smollm2-135m"  # model card id or transformers model directory
+    router_card: str = "smollm2-135m"  # card whose prices bill the router's tokens
+    items: int | None = None  # cap on train items (seeded subset); None: all
+    sft_steps: int = 40  # warm-start optimizer steps
+    sft_batch: int = 4  # traces per warm-start step
+    micro_batch: int = 1  # traces per forward pass (accumulated to sft_batch)
+    sft_lr: float = 5e-5  # warm-start learning rate (AdamW)
+    rl_steps: int = 10  # GRPO steps
+    prompts_per_step: int = 2  # examples (groups) per GRPO step
+    group_size: int = 4  # G: episodes per example
+    minibatches: int = 2  # optimizer steps per GRPO batch
+    lr: float = 1e-6  # GRPO learning rate (AdamW)
+    clip_low: float = 0.2  # ratio clip below 1 (DAPO)
+    clip_high: float = 0.28  # ratio clip above 1 (DAPO's clip-higher)
+    temperature: float = 1.0  # sampling temperature of GRPO episodes
+    lambda_min: float = 0.1  # lambda range drawn per example (log-uniform)
+    lambda_max: float = 1000.0
+    full_pool: float = 0.5  # share of examples offered the whole pool
+    cost_max: float = 0.6  # the reward's cap on the cost penalty
+    max_new_tokens: int = 96  # longest router turn
+    max_grad_norm: float = 1.0
+    checkpoint_every: int = 20  # steps between periodic checkpoints
+    eval_items: int = 0  # test items evaluated before and after each phase
+    eval_lambda: float = 1.0  # lambda of those evaluations
+    parse_items: int = 0  # dev items of a separate first-turn parse check
+    threads: int | None = 1  # torch CPU threads (None: torch's default)
+    dtype: str = "float32"  # weights' dtype: float32, bfloat16 (GPUs) or float16
+    vllm: bool = False  # generate with vLLM (not implemented)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.group_size < 2:
+            raise ConfigError(
+                f"--group-size must be at least 2 (GRPO compares the episodes of a "
+                f"group), got {self.group_size}"
+            )
+        if not 0 <= self.lambda_min <= self.lambda_max:
+            raise ConfigError(
+                f"the lambda range is inverted or negative: --lambda-min "
+                f"{self.lambda_min:g} > --lambda-max {self.lambda_max:g}; give "
+                "0 <= lambda-min <= lambda-max"
+            )
+        if self.items is not None and self.items < 1:
+            raise ConfigError(
+                f"--items {self.items} leaves an empty training set; give at least 1"
+            )
+        if not (0 < self.clip_low < 1 and self.clip_high > 0):
+            raise ConfigError(
+                f"clip bounds need 0 < --clip-low < 1 and --clip-high > 0, got "
+                f"{self.clip_low:g} and {self.clip_high:g}"
+            )
+        if self.temperature <= 0:
+            raise ConfigError(f"--temperature must be > 0, got {self.temperature:g}")
+        if self.sft_batch % self.micro_batch:
+            raise ConfigError(
+                f"sft_batch ({self.sft_batch}) must be a multiple of micro_batch "
+                f"({self.micro_batch})"
+            )
+        for name in ("sft_steps", "rl_steps", "eval_items", "parse_items"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.dtype not in _DTYPES:
+            raise ConfigError(
+                f"dtype {self.dtype!r} is not one of {', '.join(_DTYPES)}"
+            )
+        if self.vllm:
+            if importlib.util.find_spec("vllm") is None:
+                raise ConfigError(
+                    "--vllm needs vLLM: `pip install vllm` on the GPU host"
+                )
+            raise NotImplementedError(
+                "vLLM generation is not wired in yet; run without --vllm (the "
+                "trainer then samples with the model itself)"
+            )
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> RouterTrainConfig:
+        """A config from a mapping (a YAML file), refusing unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown router training setting(s) {', '.join(unknown)}; the "
+                f"settings are {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class _Log:
+    """Appends metric lines to ``metrics.jsonl`` and hands them to a callback."""
+
+    def __init__(self, path: Path, on_line: Callable[[dict[str, Any]], None]) -> None:
+        self.path, self.on_line = path, on_line
+        self.last: dict[str, dict[str, Any]] = {}
+
+    def write(self, line: dict[str, Any]) -> None:
+        with self.path.open("a") as file:
+            file.write(json.dumps(line) + "\n")
+        key = line["phase"] if line["phase"] != "eval" else f"eval/{line['stage']}"
+        self.last[key] = line
+        self.on_line(line)
+
+
+@dataclass
+class _Run:
+    """What the phases share: settings, data, model, accelerator, output."""
+
+    config: RouterTrainConfig
+    task: RouterTask
+    model: Any
+    tokenizer: Any
+    accelerator: Accelerator
+    out: Path
+    log: _Log
+    reporter: Reporter
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "base": self.config.base,
+            "suite": self.task.suite.name,
+            "pool": list(self.task.records.models),
+            "train_items": len(self.task.train),
+            "data_fingerprint": self.task.fingerprint,
+            "settings": asdict(self.config),
+            "metrics": self.log.last,
+        }
+
+    def save(self, optimizer: Any, phase: str, step: int, done: bool) -> None:
+        if self.accelerator.is_main_process:
+            save_router_checkpoint(
+                self.out,
+                self.accelerator.unwrap_model(self.model),
+                self.tokenizer,
+                optimizer,
+                phase=phase,
+                step=step,
+                phase_done=done,
+                manifest=self.manifest(),
+            )
+
+    def evaluate(self, stage: str) -> None:
+        cfg, model = self.config, self.accelerator.unwrap_model(self.model)
+        card = self.task.catalog.get(cfg.router_card)
+        line: dict[str, Any] = {"phase": "eval", "stage": stage}
+        if cfg.parse_items:
+            rows = self.task.dev[: cfg.parse_items]
+            line["parse_rate"] = parse_rate(
+                model, self.tokenizer, card, self.task, rows, cfg.eval_lambda
+            )
+        if cfg.eval_items:
+            line |= evaluate_router(
+                model,
+                self.tokenizer,
+                card,
+                self.task,
+                cfg.eval_items,
+                lam=cfg.eval_lambda,
+                max_new_tokens=cfg.max_new_tokens,
+                cost_max=cfg.cost_max,
+            )
+        if len(line) > 2:
+            self.log.write(line)
+
+
+def _run_sft(run: _Run, start: int, optimizer: Any) -> None:
+    cfg, task = run.config, run.task
+    card = task.catalog.get(cfg.router_card)
+    pad_id = int(run.tokenizer.pad_token_id)
+    run.reporter.start("warm start (SFT)", cfg.sft_steps)
+    run.reporter.advance(start)
+    for step in range(start, cfg.sft_steps):
+        started = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, 1, step])
+        examples = draw_examples(
+            rng,
+            task.train,
+            cfg.sft_batch,
+            task.records.models,
+            lam_min=cfg.lambda_min,
+            lam_max=cfg.lambda_max,
+            full_pool=cfg.full_pool,
+        )
+        traces = sft_traces(task, examples, run.tokenizer, card)
+        loss = sft_step(
+            run.model,
+            optimizer,
+            run.accelerator,
+            traces,
+            pad_id=pad_id,
+            micro_batch=cfg.micro_batch,
+            max_grad_norm=cfg.max_grad_norm,
+        )
+        run.log.write(
+            {
+                "phase": "sft",
+                "step": step + 1,
+                "loss": loss,
+                "tokens": sum(len(t.input_ids) for t in traces),
+                "seconds": time.perf_counter() - started,
+                "peak_memory_mb": _peak_memory_mb(),
+            }
+        )
+        run.reporter.advance()
+        done = step + 1 == cfg.sft_steps
+        if done or (step + 1) % cfg.checkpoint_every == 0:
+            run.save(optimizer, "sft", step + 1, done)
+
+
+def _run_rl(run: _Run, start: int, optimizer: Any) -> None:
+    cfg, task = run.config, run.task
+    card = task.catalog.get(cfg.router_card)
+    run.reporter.start("RL (GRPO)", cfg.rl_steps)
+    run.reporter.advance(start)
+    for step in range(start, cfg.rl_steps):
+        started = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, 2, step])
+        examples = draw_examples(
+            rng,
+            task.train,
+            cfg.prompts_per_step,
+            task.records.models,
+            lam_min=cfg.lambda_min,
+            lam_max=cfg.lambda_max,
+            full_pool=cfg.full_pool,
+        )
+        backend = PolicyBackend(
+            run.accelerator.unwrap_model(run.model),
+            run.tokenizer,
+            card,
+            temperature=cfg.temperature,
+            max_new_tokens=cfg.max_new_tokens,
+            seed=cfg.seed * 1_000_003 + step,
+        )
+        groups = collect_groups(
+            task, examples, backend, cfg.group_size, cost_max=cfg.cost_max
+        )
+        rollout_s = time.perf_counter() - started
+        stats = grpo_update(
+            run.model,
+            optimizer,
+            run.accelerator,
+            groups,
+            clip_low=cfg.clip_low,
+            clip_high=cfg.clip_high,
+            temperature=cfg.temperature,
+            minibatches=cfg.minibatches,
+            max_grad_norm=cfg.max_grad_norm,
+            rng=rng,
+        )
+        line = {"phase": "rl", "step": step + 1, **episode_metrics(groups)}
+        line |= asdict(stats) | {
+            "rollout_seconds": rollout_s,
+            "seconds": time.perf_counter() - started,
+            "peak_memory_mb": _peak_memory_mb(),
+        }
+        run.log.write(line)
+        run.reporter.advance()
+        done = step + 1 == cfg.rl_steps
+        if done or (step + 1) % cfg.checkpoint_every == 0:
+            run.save(optimizer, "rl", step + 1, done)
+
+
+def train_router(
+    store: Store,
+    suite: Suite,
+    catalog: Catalog,
+    config: RouterTrainConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    on_metrics: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Warm-start then GRPO-train the router; returns the last manifest written
+    (also in ``OUT/checkpoint-*/manifest.json``)."""
+    base_dir = local_model_dir(config.base, home=store.path.parent)
+    catalog.get(config.router_card)
+    task = load_router_task(store, suite, catalog, items=config.items, seed=config.seed)
+    found = latest_checkpoint(out)
+    if found is not None and not resume:
+        raise ConfigError(
+            f"{out} already holds checkpoints (the latest {found.path.name}); pass "
+            "--resume to continue from it, or choose another --out"
+        )
+    checkpoint = found if resume else None
+    torch.manual_seed(config.seed)
+    if config.threads is not None:
+        # One thread: on a shared machine, OpenMP threads that wait for a busy
+        # core slow every step many times over.
+        torch.set_num_threads(config.threads)
+    model, tokenizer = load_router_model(
+        checkpoint.path if checkpoint else base_dir, dtype=_DTYPES[config.dtype]
+    )
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.sft_batch // config.micro_batch
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    log = _Log(out / METRICS_FILE, on_metrics or (lambda line: None))
+    run = _Run(
+        config, task, model, tokenizer, accelerator, out, log, reporter or Silent()
+    )
+    phase = checkpoint.phase if checkpoint else "sft"
+    step = checkpoint.step if checkpoint else 0
+    # A warm start resumed with more --sft-steps than it reached goes on.
+    sft_over = phase == "rl" or step >= config.sft_steps
+
+    run.model = accelerator.prepare(model)
+    if checkpoint is None:
+        run.evaluate("base")
+    if not sft_over and config.sft_steps > 0:
+        optimizer = torch.optim.AdamW(run.model.parameters(), lr=config.sft_lr)
+        if checkpoint is not None:
+            checkpoint.load_optimizer(optimizer)
+        _run_sft(run, step, accelerator.prepare_optimizer(optimizer))
+        run.evaluate("sft")
+        phase, step = "rl", 0
+    elif phase == "sft":
+        step = 0  # the warm start is over; RL starts afresh
+
+    if config.rl_steps > 0 and step < config.rl_steps:
+        optimizer = torch.optim.AdamW(run.model.parameters(), lr=config.lr)
+        if checkpoint is not None and checkpoint.phase == "rl":
+            checkpoint.load_optimizer(optimizer)
+        _run_rl(run, step, accelerator.prepare_optimizer(optimizer))
+        run.evaluate("rl")
+    return run.manifest()

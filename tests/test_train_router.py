@@ -1,0 +1,319 @@
+"""Training the LLM router (`xrouter train router`): warm-start traces and their
+masks, the SFT and GRPO updates, the clip, resumption and the command line.
+
+A tiny randomly initialised Qwen2-style model and a byte-level BPE tokenizer
+trained here stand in for the router; the pool is the real ZeroEval sample of
+``zeroeval_store`` (three models) replayed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from typer.testing import CliRunner
+
+from xrouter.cli import train  # noqa: F401  (registers the sub-commands)
+from xrouter.cli.app import app
+from xrouter.core.catalog import load_catalog
+from xrouter.core.errors import ConfigError
+from xrouter.evaluate.suites import Suite
+from xrouter.orchestrator.tools import router_system_prompt
+from xrouter.train.router_checkpoint import latest_checkpoint
+from xrouter.train.router_data import (
+    RouterTask,
+    chat_text,
+    draw_examples,
+    encode,
+    load_router_task,
+    render_trace,
+    tokenize_conversation,
+)
+from xrouter.train.router_policy import PolicyBackend, load_router_model
+from xrouter.train.router_rl import (
+    clipped_token_loss,
+    collect_groups,
+    group_advantages,
+    grpo_update,
+)
+from xrouter.train.router_run import RouterTrainConfig, train_router
+from xrouter.train.router_sft import sft_loss, sft_step, sft_traces
+
+POOL = ("gpt-4o-mini-2024-07-18", "claude-3-haiku-20240307", "gemma-2-2b-it")
+SUITE = Suite(
+    name="zeroeval3",
+    source="zeroeval",
+    pool=POOL,
+    strong=POOL[0],
+    weak=POOL[2],
+    self_model=POOL[2],
+)
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% endif %}"
+)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def task(zeroeval_store: Any) -> RouterTask:
+    return load_router_task(zeroeval_store, SUITE, load_catalog(), items=40)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(task: RouterTask, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2 model and a BPE tokenizer trained on the router's texts."""
+    catalog = load_catalog()
+    texts = [router_system_prompt([catalog.get(m) for m in POOL], lam=1.0)]
+    texts += [m.content for r in task.train[:10] for m in task.messages(int(r))]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=600,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHATML,
+    )
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=16384,
+        tie_word_embeddings=True,
+    )
+    folder = tmp_path_factory.mktemp("tiny-router")
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _examples(task: RouterTask, n: int, seed: int = 0) -> list[Any]:
+    rng = np.random.default_rng(seed)
+    return draw_examples(rng, task.train, n, POOL, lam_min=0.1, lam_max=100.0)
+
+
+def test_sft_trace_masks_exactly_the_router_tokens(
+    task: RouterTask, tiny_dir: Path
+) -> None:
+    _, tokenizer = load_router_model(tiny_dir)
+    card = load_catalog().get("smollm2-135m")
+    example = _examples(task, 1)[0]
+    messages = render_trace(task, example, card)
+    assert [m.role for m in messages][-3:] == ["assistant", "user", "assistant"]
+    first, tool, last = (m.content for m in messages[-3:])
+    assert '"name": "call_' in first and "select_response" in last
+    assert tool.startswith("<tool_response call_id=")
+    assert '"call_id": "c1"' in last  # the id the orchestrator gave the call
+
+    trace = tokenize_conversation(tokenizer, messages)
+    assert tokenizer.decode(trace.input_ids) == chat_text(tokenizer, messages)
+    trained = [t for t, m in zip(trace.input_ids, trace.mask, strict=True) if m]
+    assert trained == encode(tokenizer, first + "<|im_end|>") + encode(
+        tokenizer, last + "<|im_end|>"
+    )
+    # Two spans, each starting right after "<|im_start|>assistant\n".
+    starts = [k for k in range(1, len(trace.mask)) if trace.mask[k] > trace.mask[k - 1]]
+    assert len(starts) == 2
+    head = chat_text(tokenizer, messages[:-3], generation_prompt=True)
+    assert starts[0] == len(encode(tokenizer, head))
+    untrained = tokenizer.decode(
+        [t for t, m in zip(trace.input_ids, trace.mask, strict=True) if not m]
+    )
+    assert tool in untrained and messages[0].content in untrained
+    assert trace.labels().count(-100) == len(trace.mask) - sum(trace.mask)
+
+
+def test_an_sft_step_lowers_the_loss_on_the_traces(
+    task: RouterTask, tiny_dir: Path
+) -> None:
+    model, tokenizer = load_router_model(tiny_dir)
+    traces = sft_traces(
+        task, _examples(task, 2), tokenizer, load_catalog().get("smollm2-135m")
+    )
+    pad = int(tokenizer.pad_token_id)
+    accelerator = Accelerator(gradient_accumulation_steps=2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    with torch.no_grad():
+        before = float(sft_loss(model, traces, pad))
+    for _ in range(3):
+        sft_step(model, optimizer, accelerator, traces, pad_id=pad)
+    with torch.no_grad():
+        after = float(sft_loss(model, traces, pad))
+    assert after < before - 0.1
+
+
+def test_clip_bounds_are_applied() -> None:
+    ratio = torch.tensor([1.5, 1.5, 0.5, 0.5, 1.1])
+    adv = torch.tensor([1.0, -1.0, 1.0, -1.0, 2.0])
+    loss, clipped = clipped_token_loss(
+        ratio.log(), torch.zeros(5), adv, clip_low=0.2, clip_high=0.28
+    )
+    # r=1.5, A>0: capped at 1.28; A<0: the unclipped -1.5 is the smaller.
+    # r=0.5, A>0: unclipped 0.5; A<0: held at 0.8. Inside the band: r A.
+    expected = -torch.tensor([1.28, -1.5, 0.5, -0.8, 2.2])
+    torch.testing.assert_close(loss, expected)
+    assert clipped.tolist() == [True, False, False, True, False]
+
+
+def test_group_advantages_normalise_within_groups_and_flag_flat_ones() -> None:
+    rewards = np.array([[1.0, 0.0, 1.0, 0.0], [0.3, 0.3, 0.3, 0.3]])
+    adv, keep = group_advantages(rewards)
+    assert keep.tolist() == [True, False]
+    np.testing.assert_allclose(adv[0], [1, -1, 1, -1], atol=1e-5)
+    assert not adv[1].any()
+
+
+def test_a_grpo_step_changes_parameters_and_drops_flat_groups(
+    task: RouterTask, tiny_dir: Path
+) -> None:
+    model, tokenizer = load_router_model(tiny_dir)
+    card = load_catalog().get("smollm2-135m")
+    backend = PolicyBackend(model, tokenizer, card, max_new_tokens=12, seed=1)
+    groups = collect_groups(task, _examples(task, 3), backend, 2)
+    assert all(e.turns and e.turns[0].logprobs for g in groups for e in g)
+    # The episodes are real; their rewards are set so one group differs.
+    for group, rewards in zip(
+        groups, ([1.0, 0.0], [0.4, 0.4], [0.0, 0.0]), strict=True
+    ):
+        for episode, value in zip(group, rewards, strict=True):
+            episode.reward = value
+    accelerator = Accelerator()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    before = [p.detach().clone() for p in model.parameters()]
+    stats = grpo_update(
+        model, optimizer, accelerator, groups, clip_low=0.2, clip_high=0.28
+    )
+    assert (stats.kept_groups, stats.dropped_groups) == (1, 2)
+    assert stats.updates == 1 and stats.tokens > 0
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)
+    )
+
+    flat = grpo_update(
+        model, optimizer, accelerator, groups[1:], clip_low=0.2, clip_high=0.28
+    )
+    assert (flat.kept_groups, flat.dropped_groups, flat.updates) == (0, 2, 0)
+
+
+def _config(tiny_dir: Path, **changes: Any) -> RouterTrainConfig:
+    settings: dict[str, Any] = {
+        "base": str(tiny_dir),
+        "items": 20,
+        "sft_steps": 2,
+        "sft_batch": 2,
+        "rl_steps": 0,
+        "prompts_per_step": 1,
+        "group_size": 2,
+        "max_new_tokens": 8,
+        "sft_lr": 1e-3,
+    }
+    return RouterTrainConfig(**(settings | changes))
+
+
+def test_resuming_restores_step_weights_and_optimizer(
+    zeroeval_store: Any, tiny_dir: Path, tmp_path: Path
+) -> None:
+    catalog = load_catalog()
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train_router(zeroeval_store, SUITE, catalog, _config(tiny_dir), straight)
+    train_router(zeroeval_store, SUITE, catalog, _config(tiny_dir, sft_steps=1), split)
+    with pytest.raises(ConfigError, match="--resume"):
+        train_router(zeroeval_store, SUITE, catalog, _config(tiny_dir), split)
+    manifest = train_router(
+        zeroeval_store,
+        SUITE,
+        catalog,
+        _config(tiny_dir, rl_steps=1),
+        split,
+        resume=True,
+    )
+
+    found = latest_checkpoint(split)
+    assert found is not None and (found.phase, found.step) == ("rl", 1)
+    assert manifest["settings"]["group_size"] == 2 and manifest["data_fingerprint"]
+    sft = [json.loads(x) for x in (split / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in sft if x["phase"] == "sft"] == [1, 2]
+    assert {
+        "reward",
+        "accuracy",
+        "cost_usd",
+        "calls_per_episode",
+        "parse_failures",
+    } <= set(next(x for x in sft if x["phase"] == "rl"))
+    a, _ = load_router_model(straight / "checkpoint-sft-000002")
+    b, _ = load_router_model(split / "checkpoint-sft-000002")
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["train", "router", *args])
+    return result.exit_code, result.output
+
+
+def test_help_names_lambda_group_and_clip() -> None:
+    code, output = run("--help")
+    assert code == 0
+    for word in ("lambda", "--group-size", "--clip-low", "--clip-high", "--resume"):
+        assert word in output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--group-size", "1"], "--group-size must be at least 2"),
+        (["--lambda-min", "5", "--lambda-max", "1"], "the lambda range is inverted"),
+        (["--items", "0"], "--items 0 leaves an empty training set"),
+        (["--base", "no-such-model"], "no local model 'no-such-model'"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(
+    args: list[str],
+    message: str,
+    small_data: Path,
+    zeroeval_store: Any,
+    tmp_path: Path,
+) -> None:
+    suites = tmp_path / "suites.yaml"
+    suites.write_text(json.dumps({"suites": [SUITE.model_dump()]}))
+    code, output = run(
+        "--from",
+        str(small_data),
+        "--store",
+        str(zeroeval_store.path),
+        "--out",
+        str(tmp_path / "out"),
+        "--suites",
+        str(suites),
+        "--suite",
+        "zeroeval3",
+        *args,
+    )
+    assert code == 1
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert message in output
