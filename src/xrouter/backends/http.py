@@ -185,6 +185,7 @@ class HttpBackend:
             "stop": list(request.stop) or None,
             "tools": list(request.tools) or None,
             "tool_choice": request.tool_choice,
+            "user": request.user,
         }
         params.update({k: v for k, v in optional.items() if v is not None})
         return params

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,8 @@ import typer
 
 from xrouter.cli.app import app, err_console, guarded
 from xrouter.core.errors import ConfigError
+
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 @app.command("serve")
@@ -40,7 +43,13 @@ def serve_command(
 
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be from 1 to 65535, got {port}")
+    log_level = log_level.lower()
+    if log_level not in _LOG_LEVELS:
+        raise ConfigError(
+            f"--log-level must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}"
+        )
     config = load_gateway_config(config_file)
+    _one_blas_thread()
     err_console.print(
         f"xrouter gateway on http://{host}:{port}/v1 (health: /health, metrics: "
         f"/metrics); request log {config.log_path}"
@@ -53,3 +62,20 @@ def serve_command(
         access_log=False,
         workers=1,
     )
+
+
+def _one_blas_thread() -> None:
+    """Let numpy's BLAS use one thread in this process, unless told otherwise.
+
+    A routing decision multiplies small matrices with numpy right after the
+    embedding's torch threads ran; BLAS's own thread pool then fights those for
+    the cores, and on two cores a decision takes ~8 ms instead of ~1 ms. numpy is
+    loaded by now, so its environment variable would come too late.
+    """
+    if "OPENBLAS_NUM_THREADS" in os.environ or "OMP_NUM_THREADS" in os.environ:
+        return
+    try:  # installed with sentence-transformers (through scikit-learn)
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    except ImportError:
+        return
+    threadpool_limits(1, user_api="blas")

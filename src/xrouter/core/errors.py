@@ -114,7 +114,10 @@ class BackendError(XRouterError):
     @property
     def kind(self) -> str:
         """Short name of the failure, as traces and metrics show it."""
-        return _KINDS[type(self)]
+        for cls in type(self).__mro__:
+            if cls in _KINDS:
+                return _KINDS[cls]
+        return "error"
 
 
 class BackendTimeoutError(BackendError):

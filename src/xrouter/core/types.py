@@ -82,6 +82,7 @@ class ChatRequest:
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: str | dict[str, Any] | None = None
     item_id: str | None = None
+    user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class CallerOptions:
     stop: tuple[str, ...] = ()
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: str | dict[str, Any] | None = None
+    user: str | None = None
 
 
 @dataclass(frozen=True)

@@ -437,6 +437,7 @@ class Orchestrator:
             tools=caller.tools,
             tool_choice=caller.tool_choice,
             item_id=view.item_id,
+            user=caller.user,
         )
         try:
             return await self.calls.run(

@@ -1,0 +1,253 @@
+"""The HTTP face of the gateway: OpenAI's chat-completions API on FastAPI.
+
+Endpoints: ``POST /v1/chat/completions`` (plain or server-sent events),
+``GET /v1/models``, ``GET /health`` (200 once the router is loaded, 503 before or
+if it failed) and ``GET /metrics`` (Prometheus).
+
+What the caller learns about routing, on every answer:
+
+- the body's ``xrouter`` field: ``request_id``, ``router``, ``strategy``, ``models``
+  (those whose text is the answer), ``lambda``, ``cost_usd`` (the episode's, every
+  call and the router's own included) and ``calls`` (model, tokens, cost, latency,
+  error of each call); every streamed chunk carries the same field, its
+  ``cost_usd`` being what was spent so far, the last chunk's the total;
+- headers ``x-xrouter-request-id``, ``x-xrouter-router``, ``x-xrouter-strategy``,
+  ``x-xrouter-models`` and ``x-xrouter-cost-usd`` (a stream's headers leave out
+  what is not known before its first token: models and cost);
+- ``usage``: the tokens of every call of the episode.
+
+Every error is an OpenAI-style JSON body ``{"error": {"message", "type", "param",
+"code"}}`` with a 4xx status for anything the client sent (its field named in
+``param`` and the message), 429 when a budget refuses the request, 502/504 when
+every upstream failed, 503 before start-up. No input gets a 5xx. A client that
+leaves before its body or its stream ends is counted (and a stream logged) with
+status 499, which nobody receives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from xrouter.core.errors import BackendError, BudgetExceededError
+from xrouter.orchestrator.budget import Budget, Ledger
+from xrouter.serve.config import GatewayConfig
+from xrouter.serve.gateway import Gateway, RequestError, failure_of
+from xrouter.serve.metrics import CONTENT_TYPE_LATEST, Metrics
+from xrouter.serve.schema import ChatRequestBody, error_body, validation_message
+from xrouter.serve.service import Service, error_response
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+CHAT_PATH = "/v1/chat/completions"
+# Deeper bodies are refused: nothing the API takes nests this far, and the
+# steps after parsing (validation, the upstream's JSON) recurse.
+_MAX_DEPTH = 64
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI:
+    """The gateway's ASGI app; loading starts when the app starts."""
+    gateway = gateway or Gateway(config)
+    service = Service(config, gateway, Metrics())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.open()
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.aclose()
+            service.close()
+
+    app = FastAPI(title="xrouter gateway", lifespan=lifespan, docs_url=None)
+    app.state.service = service
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, exc: RequestError) -> JSONResponse:
+        if request.url.path == CHAT_PATH:
+            service.refused(exc)
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return JSONResponse(error_body(message, kind), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error on %s", request.url.path)
+        return JSONResponse(
+            error_body(
+                "internal error; the gateway log has the details", "server_error"
+            ),
+            status_code=500,
+        )
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if gateway.failed is not None:
+            return JSONResponse({"status": "failed", "error": gateway.failed}, 503)
+        if not gateway.ready.is_set():
+            return JSONResponse({"status": "starting"}, 503)
+        return JSONResponse(
+            {"status": "ok", "router": gateway.router_name, "models": gateway.models()}
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> JSONResponse:
+        service.authenticate(request)
+        await gateway.ready.wait()
+        created = int(time.time())
+        data = [
+            {"id": name, "object": "model", "created": created, "owned_by": "xrouter"}
+            for name in gateway.models()
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    @app.post(CHAT_PATH)
+    async def chat(request: Request) -> Response:
+        started = time.monotonic()
+        key = service.authenticate(request)
+        body = await _read_body(request, config.max_body_bytes)
+        await gateway.ready.wait()
+        gateway.check_ready()
+        outcome = gateway.new_outcome(gateway.target(body.model))
+        outcome.started = started
+        budget = Budget(
+            [*service.ledgers(key), *_ceiling(request, config.request_limit_header)]
+        )
+        if body.stream:
+            return await service.stream(outcome, body, key, budget)
+        try:
+            await gateway.complete(outcome, body.conversation(), body.caller(), budget)
+        except (BackendError, BudgetExceededError) as exc:
+            failure = failure_of(exc)
+            service.finish(outcome, body, key, failure.status, failure)
+            return error_response(failure)
+        service.finish(outcome, body, key, 200)
+        return JSONResponse(
+            service.completion_body(outcome), headers=service.headers(outcome)
+        )
+
+    return app
+
+
+async def _read_body(request: Request, limit: int) -> ChatRequestBody:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"the request body is over {limit:,} bytes")
+    raw = bytearray()
+    try:
+        async for piece in request.stream():
+            raw += piece
+            if len(raw) > limit:
+                raise RequestError(413, f"the request body is over {limit:,} bytes")
+    except ClientDisconnect:
+        raise RequestError(
+            499, "the client left before sending its whole body", code="client_closed"
+        ) from None
+    data = _parse_json(bytes(raw))
+    if not isinstance(data, dict):
+        raise RequestError(400, "the request body must be a JSON object")
+    try:
+        return ChatRequestBody.model_validate(data)
+    except ValidationError as exc:
+        message, param = validation_message(exc)
+        raise RequestError(400, message, param=param) from None
+
+
+def _parse_json(raw: bytes) -> Any:
+    """The body's JSON: UTF-8, finite numbers, nested at most ``_MAX_DEPTH`` deep,
+    no lone surrogates (which no later step could encode)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(
+            400, f"the request body is not UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from None
+    try:
+        data = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+    except RecursionError:
+        raise _nested() from None
+    except ValueError as exc:
+        raise RequestError(400, f"the request body is not valid JSON: {exc}") from None
+    # A body with fewer brackets than the limit cannot nest deeper than it.
+    if raw.count(b"[") + raw.count(b"{") > _MAX_DEPTH and _too_deep(data):
+        raise _nested()
+    if _ESCAPED_SURROGATE.search(text):
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError(
+                400,
+                "the request body has a lone UTF-16 surrogate escape (\\ud800 to "
+                "\\udfff without its pair), which is not text",
+            ) from None
+    return data
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:32]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _nested() -> RequestError:
+    return RequestError(
+        400, f"the request body nests arrays or objects over {_MAX_DEPTH} deep"
+    )
+
+
+def _too_deep(data: Any) -> bool:
+    stack = [(data, 1)] if isinstance(data, dict | list) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def _ceiling(request: Request, header: str) -> list[Ledger]:
+    """The per-request cost ceiling a header asks for, as a ledger."""
+    given = request.headers.get(header)
+    if given is None:
+        return []
+    try:
+        usd = float(given)
+    except ValueError:
+        usd = -1.0
+    if not math.isfinite(usd) or usd < 0:
+        raise RequestError(
+            400,
+            f"header {header} must be a number of USD >= 0, got {given!r}",
+            param=header,
+        )
+    return [Ledger("request's cost ceiling", usd)]

@@ -1,0 +1,494 @@
+"""The gateway's core: one request in, a routed, budgeted, logged answer out.
+
+The ``model`` a request names picks the path:
+
+- ``xrouter`` or ``xrouter:lambda=4``: the configured router runs an episode through
+  the shared orchestrator (lambda defaults to the config's);
+- a pool model's id or alias: routing is bypassed and that model answers, still
+  under the budget, retries and its fallback.
+
+Each request is charged to a budget made of today's global ledger, the API key's
+daily ledger and the request's own ceiling (a header), so that no call of any
+episode, fallbacks included, can take spend past a limit, whatever runs at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from xrouter.backends.build import build_pool, replay_pool
+from xrouter.backends.pool import Pool, PoolEntry, load_pool_spec
+from xrouter.core.catalog import Catalog, load_catalog
+from xrouter.core.errors import (
+    BackendError,
+    BackendTimeoutError,
+    BudgetExceededError,
+    CatalogError,
+    ConfigError,
+)
+from xrouter.core.types import CallerOptions, CallRecord, ChatRequest, Message, Trace
+from xrouter.orchestrator.budget import Budget
+from xrouter.orchestrator.calls import Limits
+from xrouter.orchestrator.loop import (
+    EpisodeFailedError,
+    EpisodeResult,
+    Orchestrator,
+    Router,
+)
+from xrouter.serve.config import GatewayConfig
+
+__all__ = [
+    "Gateway",
+    "RequestError",
+    "Target",
+    "aclose",
+    "failure_of",
+    "new_request_id",
+]
+
+logger = logging.getLogger(__name__)
+
+ROUTED = "xrouter"
+# How the orchestrator tells the router that the budget refused a call.
+_REFUSED = ": refused, "
+
+
+class RequestError(Exception):
+    """A request the gateway refuses: HTTP status, OpenAI error type, message."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.param, self.code = status, kind, param, code
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a request goes: the router at a lambda, or one pool model."""
+
+    routed: bool
+    model: str | None = None
+    lam: float = 1.0
+
+
+@dataclass
+class Outcome:
+    """What one request produced, for the response, the log and the metrics."""
+
+    request_id: str
+    router: str
+    target: Target
+    answer: str = ""
+    answered_by: tuple[str, ...] = ()
+    strategy: str = ""
+    calls: list[CallRecord] = field(default_factory=list)
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    finish_reason: str = "stop"
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(c.cost_usd for c in self.calls)
+
+    def metadata(self) -> dict[str, Any]:
+        """The documented ``xrouter`` extension field of every response and chunk."""
+        return {
+            "request_id": self.request_id,
+            "router": self.router,
+            "strategy": self.strategy,
+            "models": list(self.answered_by),
+            "lambda": self.target.lam if self.target.routed else None,
+            "cost_usd": round(self.cost_usd, 10),
+            "calls": [
+                {
+                    "model": c.model,
+                    "by_router": c.by_router,
+                    "input_tokens": c.usage.input_tokens,
+                    "output_tokens": c.usage.output_tokens,
+                    "cost_usd": round(c.cost_usd, 10),
+                    "latency_s": round(c.latency_s, 4),
+                    "error": c.error,
+                }
+                for c in self.calls
+            ],
+        }
+
+    def take(self, result: EpisodeResult) -> None:
+        self.answer, self.answered_by = result.answer, result.answered_by
+        self.strategy, self.calls = result.strategy, list(result.trace.calls)
+        self.tool_calls, self.finish_reason = result.tool_calls, result.finish_reason
+
+
+class Gateway:
+    """Pool, router and limits of one gateway process."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.ready = asyncio.Event()
+        self.failed: str | None = None
+        self.catalog: Catalog = load_catalog()
+        self.pool: Pool | None = None
+        self.router: Router | None = None
+        self.orchestrator: Orchestrator | None = None
+        self._ids = itertools.count(1)
+
+    # -- start-up ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the pool and the router; /health and requests wait on it.
+
+        Loading runs on the event loop's thread, the one that routes requests
+        afterwards: once torch has run a model in one thread, the same model
+        takes twice as long in another (MiniLM: ~7 ms becomes ~16 ms on two
+        cores). Blocking the loop costs nothing here: the server accepts no
+        connection before its start-up ends.
+        """
+        try:
+            self._load()
+        except Exception as exc:  # noqa: BLE001 - reported by /health and requests
+            self.failed = f"{type(exc).__name__}: {exc}"
+            logger.error("the gateway could not start: %s", self.failed)
+        self.ready.set()
+
+    def _load(self) -> None:
+        from xrouter.cli.data import ensure_source, open_store
+        from xrouter.evaluate.suites import DEFAULT_SUITES
+
+        config = self.config
+        suite = next((s for s in DEFAULT_SUITES if s.name == config.suite), None)
+        if suite is None:
+            raise ConfigError(
+                f"unknown suite {config.suite!r}; choose from "
+                f"{', '.join(s.name for s in DEFAULT_SUITES)}"
+            )
+        suite = suite.resolved(self.catalog)
+        store = open_store(None)
+        if config.pool is not None:
+            spec = load_pool_spec(config.pool)
+            self.catalog = load_catalog(list(spec.catalog))
+            needs = spec.replay is not None
+            if needs and spec.replay is not None:
+                ensure_source(store, self.catalog, spec.replay.source, config.data_dir)
+            pool = build_pool(spec, self.catalog, store if needs else None)
+        else:
+            ensure_source(store, self.catalog, suite.source, config.data_dir)
+            pool = _offline_pool(
+                replay_pool(store, suite.source, suite.pool, self.catalog),
+                self.catalog,
+            )
+        limits = Limits(
+            max_turns=config.limits.max_turns,
+            call_timeout_s=config.limits.call_timeout_s,
+            episode_timeout_s=config.limits.episode_timeout_s,
+            retries=config.limits.retries,
+        )
+        self.pool = pool
+        routed = [m for m in pool.ids if m != LOCAL_FALLBACK or config.pool]
+        self.router = self._make_router(routed, suite.self_model, store)
+        self.orchestrator = Orchestrator(pool, limits)
+
+    def _make_router(
+        self, pool: list[str], self_model: str | None, store: Any
+    ) -> Router:
+        spec = self.config.router
+        if spec.kind == "llm":
+            from xrouter.backends.build import backend_for
+            from xrouter.policies.llm_router import LLMRouter
+
+            return LLMRouter(backend_for(self.catalog.get(spec.model)))
+        from xrouter.policies.checkpoint import load_checkpoint
+        from xrouter.policies.embedding import Embedder
+        from xrouter.policies.policy_router import PolicyRouter
+
+        path = self.config.checkpoint_path
+        if not (path / "manifest.json").is_file():
+            _train_default(path, self.config, self.catalog, store)
+        checkpoint = load_checkpoint(path)
+        router = PolicyRouter(
+            checkpoint,
+            self.catalog,
+            pool,
+            self_model if self_model in pool else None,
+            Embedder(),
+        )
+        router.first_choice([Message("user", "warm up")], spec.lam)
+        return router
+
+    async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()
+
+    # -- requests ----------------------------------------------------------------
+
+    def check_ready(self) -> None:
+        if self.failed is not None:
+            raise RequestError(
+                503,
+                f"the gateway failed to start: {self.failed}",
+                "server_error",
+                code="not_ready",
+            )
+
+    def models(self) -> list[str]:
+        names = [ROUTED]
+        if self.pool is not None:
+            names += self.pool.ids
+        return names
+
+    def target(self, model: str) -> Target:
+        """What the ``model`` field asks for; unknown names are refused."""
+        name = model.strip()
+        if name == ROUTED or name.startswith(ROUTED + ":"):
+            return Target(True, lam=self._lambda(name))
+        assert self.pool is not None
+        try:
+            card = self.catalog.get(name)
+        except CatalogError:
+            card = None
+        if card is None or card.id not in self.pool:
+            raise RequestError(
+                404,
+                f"model {model[:80]!r} is not served here; use 'xrouter', "
+                f"'xrouter:lambda=<number>' or one of the pool's models: "
+                f"{', '.join(self.pool.ids)}",
+                param="model",
+                code="model_not_found",
+            )
+        return Target(False, model=card.id)
+
+    def _lambda(self, name: str) -> float:
+        """The lambda of ``xrouter`` (the config's) or ``xrouter:lambda=X``."""
+        if name == ROUTED:
+            return self.config.router.lam
+        setting, _, given = name.removeprefix(ROUTED + ":").partition("=")
+        try:
+            lam = float(given) if setting == "lambda" else math.nan
+        except ValueError:
+            lam = math.nan
+        if not (math.isfinite(lam) and lam >= 0):
+            raise RequestError(
+                400,
+                f"model {name[:80]!r}: lambda must be a finite number >= 0, as in "
+                "'xrouter:lambda=4'",
+                param="model",
+            )
+        from xrouter.policies.policy_router import PolicyRouter
+
+        if isinstance(self.router, PolicyRouter):
+            low, high = self.router.checkpoint.lambda_range
+            if not low <= lam <= high:
+                raise RequestError(
+                    400,
+                    f"lambda {lam:g} is outside the range the router was trained "
+                    f"on ({low:g} to {high:g}); choose one in it",
+                    param="model",
+                )
+        return lam
+
+    def new_outcome(self, target: Target) -> Outcome:
+        router = self.router_name if target.routed else "direct"
+        return Outcome(new_request_id(), router, target)
+
+    @property
+    def _max_tokens(self) -> int:
+        assert self.orchestrator is not None
+        return self.orchestrator.limits.default_max_tokens
+
+    @property
+    def router_name(self) -> str:
+        return self.router.name if self.router is not None else "none"
+
+    async def complete(
+        self,
+        outcome: Outcome,
+        messages: list[Message],
+        caller: CallerOptions,
+        budget: Budget,
+    ) -> None:
+        """Run the request to its end, filling ``outcome``."""
+        assert self.orchestrator is not None and self.router is not None
+        target = outcome.target
+        if target.routed:
+            try:
+                result = await self.orchestrator.run(
+                    self.router, messages, lam=target.lam, budget=budget, caller=caller
+                )
+            except EpisodeFailedError as exc:
+                outcome.calls = list(exc.trace.calls)
+                raise
+            outcome.take(result)
+            return
+        assert target.model is not None
+        records = await self.orchestrator.calls.run(
+            target.model,
+            _direct_request(messages, caller, self._max_tokens),
+            budget,
+            call_id=f"c{next(self._ids)}",
+        )
+        outcome.calls = records
+        last = records[-1]
+        if last.error is not None:
+            raise EpisodeFailedError(
+                f"no model produced an answer: {last.error}", Trace(records)
+            )
+        outcome.answer, outcome.answered_by = last.response or "", (last.model,)
+        outcome.strategy, outcome.tool_calls = "direct", last.tool_calls
+        outcome.finish_reason = last.finish_reason
+
+    async def stream(
+        self,
+        outcome: Outcome,
+        messages: list[Message],
+        caller: CallerOptions,
+        budget: Budget,
+    ) -> AsyncIterator[str]:
+        """The answer's text as it arrives.
+
+        The policy router's choice (and a direct request's model) streams live;
+        an episode of the LLM router runs to its end first, then its answer is
+        sent in pieces.
+        """
+        from xrouter.policies.policy_router import PolicyRouter
+
+        assert self.orchestrator is not None
+        target = outcome.target
+        if target.routed and not isinstance(self.router, PolicyRouter):
+            await self.complete(outcome, messages, caller, budget)
+            for start in range(0, len(outcome.answer), 64):
+                yield outcome.answer[start : start + 64]
+            return
+        if target.routed:
+            assert isinstance(self.router, PolicyRouter)
+            model = self.router.first_choice(messages, target.lam)
+            request = _direct_request(messages, caller, self._max_tokens)
+            outcome.strategy = "select"
+        else:
+            assert target.model is not None
+            model = target.model
+            request = _direct_request(messages, caller, self._max_tokens)
+            outcome.strategy = "direct"
+        records: list[CallRecord] = []
+        deltas = self.orchestrator.calls.stream(
+            model, request, budget, records, call_id=f"c{next(self._ids)}"
+        )
+        try:
+            async for delta in deltas:
+                if not outcome.answered_by:
+                    outcome.answered_by = (self._streaming(model, records),)
+                if delta.tool_calls:
+                    outcome.tool_calls += delta.tool_calls
+                if delta.finish_reason:
+                    outcome.finish_reason = delta.finish_reason
+                if delta.text:
+                    outcome.answer += delta.text
+                    yield delta.text
+        finally:
+            # A client that leaves closes this generator: the model's stream
+            # stops here too, not whenever the garbage collector finds it.
+            await aclose(deltas)
+            outcome.calls = records
+            if records and records[-1].error is None:
+                outcome.answered_by = (records[-1].model,)
+
+    def _streaming(self, model: str, failed: list[CallRecord]) -> str:
+        """The model a stream's pieces come from: ``model``, or after the
+        models in ``failed`` failed before their first piece, the fallback of
+        the last of them."""
+        assert self.pool is not None
+        if not failed:
+            return model
+        return self.pool.entry(failed[-1].model).fallback or failed[-1].model
+
+
+def new_request_id() -> str:
+    return f"xr-{uuid.uuid4().hex[:20]}"
+
+
+async def aclose(iterator: object) -> None:
+    """Close an async generator (an iterator without ``aclose`` needs none)."""
+    closing = getattr(iterator, "aclose", None)
+    if closing is not None:
+        await closing()
+
+
+def failure_of(exc: BackendError | BudgetExceededError) -> RequestError:
+    """The HTTP error for a request that no model could answer: 429 when a
+    budget refused its calls, 504 when the last call timed out, 502 otherwise."""
+    text = str(exc)
+    if isinstance(exc, BudgetExceededError) or _REFUSED in text:
+        return RequestError(
+            429, f"over budget: {text}", "insufficient_quota", code="budget_exceeded"
+        )
+    last = ""
+    if isinstance(exc, EpisodeFailedError):
+        tried = [c for c in exc.trace.calls if not c.by_router]
+        last = (tried[-1].error or "") if tried else ""
+    if isinstance(exc, BackendTimeoutError) or last.startswith("timeout:"):
+        return RequestError(
+            504, f"upstream timed out: {text}", "server_error", code="upstream_timeout"
+        )
+    return RequestError(
+        502, f"upstream failed: {text}", "server_error", code="upstream_error"
+    )
+
+
+def _direct_request(
+    messages: list[Message], caller: CallerOptions, max_tokens: int
+) -> ChatRequest:
+    """The request as the caller sent it, for one pool model; ``max_tokens``
+    defaults to the limits' (a budget needs a worst case to hold)."""
+    return ChatRequest(
+        messages=tuple(messages),
+        max_tokens=caller.max_tokens or max_tokens,
+        temperature=caller.temperature,
+        stop=caller.stop,
+        tools=caller.tools,
+        tool_choice=caller.tool_choice,
+        user=caller.user,
+    )
+
+
+# Offline, replay answers only recorded prompts; any other goes to this model,
+# run in-process, as every replayed model's fallback.
+LOCAL_FALLBACK = "smollm2-135m"
+
+
+def _offline_pool(replayed: Pool, catalog: Catalog) -> Pool:
+    from xrouter.backends.local import LocalBackend
+
+    card = catalog.get(LOCAL_FALLBACK)
+    entries = [replace(entry, fallback=card.id) for entry in replayed]
+    return Pool([*entries, PoolEntry(card, LocalBackend(card))])
+
+
+def _train_default(
+    path: Any, config: GatewayConfig, catalog: Catalog, store: Any
+) -> None:
+    """Train the default policy once, on the suite's train split."""
+    from xrouter.evaluate.suites import DEFAULT_SUITES
+    from xrouter.train.grpo import GRPOConfig
+    from xrouter.train.run import run_training
+
+    suites = [s for s in DEFAULT_SUITES if s.name == config.suite]
+    logger.warning(
+        "no trained policy at %s: training one on the %s records, once "
+        "(a few minutes on a CPU)",
+        path,
+        config.suite,
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    run_training(store, suites, catalog, path, GRPOConfig())

@@ -1,0 +1,87 @@
+"""Prometheus metrics of the gateway, served at ``GET /metrics``.
+
+- ``xrouter_requests_total{router, status}``: requests by router and HTTP status
+  (router ``none``: refused before routing, for its input or its key; status 499:
+  the client left a stream before its end);
+- ``xrouter_request_errors_total{router, kind}``: refused or failed requests;
+- ``xrouter_request_latency_seconds{router}``: time to the whole answer;
+- ``xrouter_calls_total{model, outcome}``: model calls (``ok`` or the failure kind);
+- ``xrouter_cost_usd_total{model}`` and ``xrouter_tokens_total{model, kind}``: spend
+  and tokens by model, the router's own included.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+from xrouter.core.types import CallRecord
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """One registry per gateway, so several gateways in one process stay apart."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "xrouter_requests", "Requests answered", ["router", "status"], registry=r
+        )
+        self.errors = Counter(
+            "xrouter_request_errors",
+            "Requests refused or failed",
+            ["router", "kind"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "xrouter_request_latency_seconds",
+            "Seconds to the whole answer",
+            ["router"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.calls = Counter(
+            "xrouter_calls", "Model calls", ["model", "outcome"], registry=r
+        )
+        self.cost = Counter(
+            "xrouter_cost_usd", "USD spent on model calls", ["model"], registry=r
+        )
+        self.tokens = Counter(
+            "xrouter_tokens", "Tokens of model calls", ["model", "kind"], registry=r
+        )
+
+    def observe(
+        self,
+        router: str,
+        status: int,
+        seconds: float,
+        calls: list[CallRecord],
+        error_kind: str | None = None,
+    ) -> None:
+        self.requests.labels(router, str(status)).inc()
+        if error_kind is not None:
+            self.errors.labels(router, error_kind).inc()
+        self.latency.labels(router).observe(seconds)
+        for call in calls:
+            outcome = "ok" if call.error is None else call.error.split(":")[0]
+            self.calls.labels(call.model, outcome).inc()
+            self.cost.labels(call.model).inc(call.cost_usd)
+            self.tokens.labels(call.model, "input").inc(call.usage.input_tokens)
+            self.tokens.labels(call.model, "output").inc(call.usage.output_tokens)
+
+    def refused(self, status: int, kind: str) -> None:
+        """A request refused before routing (bad input, key, unknown model)."""
+        self.requests.labels("none", str(status)).inc()
+        self.errors.labels("none", kind).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

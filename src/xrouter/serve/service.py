@@ -1,0 +1,333 @@
+"""Per-request bookkeeping of the gateway: keys, budgets, log, metrics, bodies.
+
+The request log row of a request is committed before its answer leaves (for a
+stream: before its last event), so an acknowledged request is never lost.
+
+What the log holds: every request that got as far as routing, whatever came of
+it (answered; refused by a budget, 429; failed upstream, 502/504; a stream the
+client left before its end, 499), and every request refused for its API key
+(401). A request refused for its body, its model name or a header (400, 404,
+413) is counted in the metrics, under router ``none``, and not logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from xrouter.core.errors import BackendError, BudgetExceededError
+from xrouter.orchestrator.budget import Budget, Ledger
+from xrouter.serve.config import GatewayConfig
+from xrouter.serve.gateway import (
+    Gateway,
+    Outcome,
+    RequestError,
+    aclose,
+    failure_of,
+    new_request_id,
+)
+from xrouter.serve.keys import ApiKey, DailyLimits, KeyRing
+from xrouter.serve.metrics import Metrics
+from xrouter.serve.requestlog import CallEntry, RequestEntry, RequestLog
+from xrouter.serve.schema import ChatRequestBody, error_body
+
+__all__ = ["Service", "error_response"]
+
+
+class Service:
+    """Keys, spend limits, the request log and metrics of one gateway."""
+
+    def __init__(
+        self, config: GatewayConfig, gateway: Gateway, metrics: Metrics
+    ) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.metrics = metrics
+        self.keys = KeyRing(config.keys)
+        self.log: RequestLog | None = None
+        self.limits: DailyLimits | None = None
+
+    def open(self) -> None:
+        self.log = RequestLog(self.config.log_path)
+        self.limits = DailyLimits(self.config.daily_limit_usd, self.log)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+
+    # -- keys and budgets -------------------------------------------------------
+
+    def authenticate(self, request: Request) -> ApiKey | None:
+        if self.keys.open:
+            return None
+        given = request.headers.get("authorization", "")
+        raw = given[7:].strip() if given.lower().startswith("bearer ") else None
+        key = self.keys.authenticate(raw)
+        if key is None:
+            raise RequestError(
+                401,
+                "missing or unknown API key: send it as 'Authorization: Bearer KEY'",
+                code="invalid_api_key",
+            )
+        return key
+
+    def ledgers(self, key: ApiKey | None) -> list[Ledger]:
+        assert self.limits is not None
+        return self.limits.ledgers(key)
+
+    # -- answers ------------------------------------------------------------------
+
+    def headers(self, outcome: Outcome, final: bool = True) -> dict[str, str]:
+        headers = {
+            "x-xrouter-request-id": outcome.request_id,
+            "x-xrouter-router": outcome.router,
+        }
+        if outcome.strategy:
+            headers["x-xrouter-strategy"] = outcome.strategy
+        if final:
+            headers["x-xrouter-models"] = ",".join(outcome.answered_by)
+            headers["x-xrouter-cost-usd"] = f"{outcome.cost_usd:.10f}"
+        return headers
+
+    def completion_body(self, outcome: Outcome) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": outcome.answer}
+        if outcome.tool_calls:
+            # As OpenAI answers: no text beside the calls is null, not "".
+            message["content"] = outcome.answer or None
+            message["tool_calls"] = list(outcome.tool_calls)
+        return {
+            "id": outcome.request_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": outcome.answered_by[0] if outcome.answered_by else "xrouter",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": outcome.finish_reason,
+                }
+            ],
+            "usage": _usage(outcome),
+            "xrouter": outcome.metadata(),
+        }
+
+    async def stream(
+        self,
+        outcome: Outcome,
+        body: ChatRequestBody,
+        key: ApiKey | None,
+        budget: Budget,
+    ) -> Response:
+        """A server-sent-events answer. A refusal or failure before the first
+        piece is a plain HTTP error; after it, an error event ends the stream."""
+        conversation, caller = body.conversation(), body.caller()
+        pieces = self.gateway.stream(outcome, conversation, caller, budget)
+        try:
+            first = await anext(pieces, None)
+        except (BackendError, BudgetExceededError) as exc:
+            failure = failure_of(exc)
+            self.finish(outcome, body, key, failure.status, failure, stream=True)
+            return error_response(failure)
+        return _EventStream(
+            self._events(outcome, body, key, pieces, first),
+            media_type="text/event-stream",
+            headers={**self.headers(outcome, final=False), "cache-control": "no-cache"},
+        )
+
+    async def _events(
+        self,
+        outcome: Outcome,
+        body: ChatRequestBody,
+        key: ApiKey | None,
+        pieces: AsyncIterator[str],
+        first: str | None,
+    ) -> AsyncIterator[str]:
+        chunks = _Chunks(outcome)
+        try:
+            yield chunks.event({"role": "assistant", "content": ""})
+            if first is not None:
+                yield chunks.event({"content": first})
+            async for text in pieces:
+                yield chunks.event({"content": text})
+        except (BackendError, BudgetExceededError) as exc:
+            failure = failure_of(exc)
+            self.finish(outcome, body, key, 200, failure, stream=True)
+            error = error_body(str(failure), failure.kind, code=failure.code)
+            yield f"data: {json.dumps(error)}\n\n"
+            yield "data: [DONE]\n\n"
+            return
+        except BaseException as exc:
+            # The client left (the server closes or cancels this generator) or
+            # something broke: stop the model's stream and log what it cost.
+            gone = isinstance(exc, GeneratorExit | asyncio.CancelledError)
+            status, code = (499, "client_closed") if gone else (500, "server_error")
+            with anyio.CancelScope(shield=True):
+                await aclose(pieces)
+            failure = RequestError(
+                status, "the stream ended before its answer did", code=code
+            )
+            self.finish(outcome, body, key, status, failure, stream=True)
+            raise
+        final: dict[str, Any] = {}
+        if outcome.tool_calls:
+            final["tool_calls"] = [
+                {"index": k, **call} for k, call in enumerate(outcome.tool_calls)
+            ]
+        self.finish(outcome, body, key, 200, stream=True)
+        yield chunks.event(final, outcome.finish_reason)
+        if body.stream_options is not None and body.stream_options.include_usage:
+            yield chunks.usage()
+        yield "data: [DONE]\n\n"
+
+    # -- the record of a request ---------------------------------------------------
+
+    def refused(self, failure: RequestError) -> None:
+        """Count a request refused before any model was asked; log it too when
+        its key was refused (someone without a valid key is trying)."""
+        kind = failure.code or failure.kind
+        self.metrics.refused(failure.status, kind)
+        if failure.status != 401 or self.log is None:
+            return
+        entry = RequestEntry(
+            request_id=new_request_id(),
+            ts=time.time(),
+            key_name=None,
+            router="none",
+            requested_model="",
+            strategy="none",
+            answered_by=(),
+            calls=(),
+            input_tokens=0,
+            output_tokens=0,
+            cost_usd=0.0,
+            latency_s=0.0,
+            status=failure.status,
+            outcome=kind,
+            stream=False,
+            error=str(failure),
+        )
+        self.log.append(entry)
+
+    def finish(
+        self,
+        outcome: Outcome,
+        body: ChatRequestBody,
+        key: ApiKey | None,
+        status: int,
+        failure: RequestError | None = None,
+        stream: bool = False,
+    ) -> None:
+        """Log the request durably and count it in the metrics."""
+        seconds = time.monotonic() - outcome.started
+        usage = _usage(outcome)
+        prompt = None
+        if self.config.log.keep_prompts:
+            prompt = json.dumps(
+                [m.model_dump(exclude_none=True) for m in body.messages]
+            )
+        entry = RequestEntry(
+            request_id=outcome.request_id,
+            ts=time.time(),
+            key_name=key.name if key is not None else None,
+            router=outcome.router,
+            requested_model=body.model,
+            strategy=outcome.strategy or "none",
+            answered_by=outcome.answered_by,
+            calls=tuple(
+                CallEntry(
+                    c.model,
+                    c.usage.input_tokens,
+                    c.usage.output_tokens,
+                    c.cost_usd,
+                    c.latency_s,
+                    c.error,
+                    c.by_router,
+                )
+                for c in outcome.calls
+            ),
+            input_tokens=usage["prompt_tokens"],
+            output_tokens=usage["completion_tokens"],
+            cost_usd=outcome.cost_usd,
+            latency_s=seconds,
+            status=status,
+            outcome="ok" if failure is None else str(failure.code or failure.kind),
+            stream=stream,
+            prompt=prompt,
+            error=None if failure is None else str(failure),
+        )
+        if self.log is not None:
+            self.log.append(entry)
+        self.metrics.observe(
+            outcome.router,
+            status,
+            seconds,
+            outcome.calls,
+            None if failure is None else str(failure.code or failure.kind),
+        )
+
+
+class _EventStream(StreamingResponse):
+    """A streamed answer whose events are closed when the response ends, also
+    when the client left midway: the model's stream stops and the request is
+    logged then, not when the garbage collector finds the generator."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await aclose(self.body_iterator)
+
+
+class _Chunks:
+    """The ``chat.completion.chunk`` events of one streamed answer."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self.created = int(time.time())
+
+    def _base(self) -> dict[str, Any]:
+        outcome = self.outcome
+        return {
+            "id": outcome.request_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": outcome.answered_by[0] if outcome.answered_by else "xrouter",
+        }
+
+    def event(self, delta: dict[str, Any], finish: str | None = None) -> str:
+        data = self._base()
+        data["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+        data["xrouter"] = self.outcome.metadata()
+        return f"data: {json.dumps(data)}\n\n"
+
+    def usage(self) -> str:
+        """The last chunk a client asks for with ``stream_options.include_usage``."""
+        data = self._base()
+        data["choices"], data["usage"] = [], _usage(self.outcome)
+        data["xrouter"] = self.outcome.metadata()
+        return f"data: {json.dumps(data)}\n\n"
+
+
+def error_response(failure: RequestError) -> JSONResponse:
+    """A refusal as its OpenAI-style JSON error."""
+    body = error_body(str(failure), failure.kind, failure.param, failure.code)
+    return JSONResponse(body, status_code=failure.status)
+
+
+def _usage(outcome: Outcome) -> dict[str, int]:
+    tokens_in = sum(c.usage.input_tokens for c in outcome.calls)
+    tokens_out = sum(c.usage.output_tokens for c in outcome.calls)
+    return {
+        "prompt_tokens": tokens_in,
+        "completion_tokens": tokens_out,
+        "total_tokens": tokens_in + tokens_out,
+    }

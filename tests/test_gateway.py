@@ -1,0 +1,495 @@
+"""The gateway on loopback, called with the official openai client.
+
+Three pool models on one upstream echo server (``tests/upstream.py``), a policy
+trained on their real ZeroEval records, a request log in a temporary
+``XROUTER_HOME``. Costs are checked against the models' card prices, written out
+here so that a changed card shows up as a failure. Malformed requests are in
+``test_gateway_fuzz.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from gateway_server import (
+    CLAUDE,
+    GPT,
+    MODELS,
+    ROUTES,
+    GatewayServer,
+    flood,
+    train_checkpoint,
+    write_config,
+)
+from upstream import UpstreamServer
+
+from xrouter.serve.config import GatewayConfig, load_gateway_config
+from xrouter.serve.keys import hash_key
+from xrouter.serve.requestlog import RequestEntry, RequestLog, default_log_path
+
+# USD per million input and output tokens, from the model cards.
+PRICES = {GPT: (0.15, 0.60), CLAUDE: (0.25, 1.25), "gemma-2-2b-it": (0.10, 0.10)}
+ASK = "how many legs does a spider have"
+ECHO = f"echo: {ASK}"
+SYSTEM = "You answer in one short sentence."
+USER: Any = [{"role": "user", "content": ASK}]
+FACT = {"type": "object", "properties": {"input": {"type": "string"}}}
+LOOKUP = {"type": "function", "function": {"name": "lookup", "parameters": FACT}}
+LIMITS = {"call_timeout_s": 0.5, "episode_timeout_s": 1.5, "retries": 2}
+MakeConfig = Callable[..., GatewayConfig]
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def price(model: str, tokens_in: int, tokens_out: int) -> float:
+    per_in, per_out = PRICES[model]
+    return (tokens_in * per_in + tokens_out * per_out) / 1e6
+
+
+def last_logged() -> RequestEntry:
+    """The newest entry of the request log in ``XROUTER_HOME``."""
+    log = RequestLog(default_log_path())
+    try:
+        return log.recent(1)[0]
+    finally:
+        log.close()
+
+
+def meta(reply: Any) -> dict[str, Any]:
+    """The ``xrouter`` extension field of a completion or chunk."""
+    extra: dict[str, Any] = reply.model_extra or {}
+    return dict(extra["xrouter"])
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[UpstreamServer]:
+    with UpstreamServer() as server:
+        yield server
+
+
+@pytest.fixture
+def upstream(running: UpstreamServer) -> UpstreamServer:
+    running.reset()
+    return running
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("xrouter-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XROUTER_HOME", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def make_config(
+    home: Path,
+    running: UpstreamServer,
+    zeroeval_store: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> MakeConfig:
+    policy = tmp_path_factory.getbasetemp() / "gateway-policy"
+    checkpoint = train_checkpoint(zeroeval_store, policy)
+
+    def make(name: str, **fields: Any) -> GatewayConfig:
+        path = home / f"{name}.yaml"
+        return load_gateway_config(
+            write_config(path, running.base_url, checkpoint, **fields)
+        )
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def gateway(make_config: MakeConfig) -> Iterator[GatewayServer]:
+    with GatewayServer(make_config("gateway", limits=LIMITS)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(gateway: GatewayServer) -> Iterator[openai.OpenAI]:
+    url = gateway.base_url
+    with openai.OpenAI(base_url=url, api_key="-", max_retries=0) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def http(gateway: GatewayServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway.url, timeout=30) as made:
+        yield made
+
+
+pytestmark = pytest.mark.usefixtures("upstream")  # a clean upstream in every test
+
+# -- answers and what they cost ---------------------------------------------------
+
+
+def test_a_routed_answer_carries_its_cost_usage_and_headers(
+    client: openai.OpenAI, upstream: UpstreamServer
+) -> None:
+    messages = [{"role": "system", "content": SYSTEM}, *USER]
+    raw = client.chat.completions.with_raw_response.create(
+        model="xrouter", messages=messages
+    )
+    reply, info = raw.parse(), meta(raw.parse())
+
+    assert reply.choices[0].message.content == ECHO
+    (call,) = [c for c in info["calls"] if not c["by_router"]]
+    model = call["model"]
+    assert model in MODELS and info["models"] == [model] and reply.model == model
+    assert (info["router"], info["lambda"]) == ("xrouter-policy", 2.0)
+    assert upstream.requests[-1]["model"] == ROUTES[model]
+    assert upstream.requests[-1]["messages"] == messages
+    tokens = (words(SYSTEM) + words(ASK), words(ECHO))
+    assert (call["input_tokens"], call["output_tokens"]) == tokens
+    assert reply.usage is not None
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == tokens
+    cost = price(model, *tokens)
+    assert info["cost_usd"] == pytest.approx(cost, rel=1e-9)
+    assert info["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in info["calls"]))
+    assert raw.headers["x-xrouter-cost-usd"] == f"{info['cost_usd']:.10f}"
+    assert raw.headers["x-xrouter-models"] == model
+    assert raw.headers["x-xrouter-router"] == "xrouter-policy"
+    assert raw.headers["x-xrouter-request-id"] == reply.id == info["request_id"]
+
+    entry = last_logged()
+    assert (entry.request_id, entry.status, entry.outcome) == (reply.id, 200, "ok")
+    assert entry.cost_usd == pytest.approx(cost, rel=1e-9)
+    assert entry.answered_by == (model,)
+    assert [c.model for c in entry.calls if not c.by_router] == [model]
+
+
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        ("xrouter:lambda=50000", "lambda 50000 is outside the range"),
+        ("xrouter:lambda=abc", "lambda must be a finite number"),
+        ("xrouter:lambda=1e999", "lambda must be a finite number"),
+        ("xrouter:temperature=2", "lambda must be a finite number"),
+    ],
+)
+def test_a_lambda_the_policy_cannot_take_is_refused_by_name(
+    client: openai.OpenAI, upstream: UpstreamServer, model: str, says: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model=model, messages=USER)
+    error = refused.value.body
+    assert isinstance(error, dict) and says in error["message"]
+    assert "/" not in error["message"]  # no path of the server's
+    assert (error["param"], error["type"]) == ("model", "invalid_request_error")
+    assert upstream.attempts == 0
+
+
+def test_a_stream_sends_pieces_with_routing_data_and_the_final_cost(
+    client: openai.OpenAI,
+) -> None:
+    with client.chat.completions.create(
+        model="xrouter:lambda=4",  # the router at a lambda of the caller's
+        messages=USER,
+        stream=True,
+        stream_options={"include_usage": True},
+    ) as stream:
+        chunks = list(stream)
+
+    texts = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert "".join(texts) == ECHO and sum(map(bool, texts)) == words(ECHO)
+    assert all(meta(c)["request_id"] == chunks[0].id for c in chunks)
+    *pieces, last, usage = chunks
+    assert all(p.choices[0].finish_reason is None for p in pieces)
+    assert last.choices[0].finish_reason == "stop" and meta(last)["lambda"] == 4.0
+    cost = price(meta(last)["models"][0], words(ASK), words(ECHO))
+    assert meta(last)["cost_usd"] == pytest.approx(cost, rel=1e-9)
+    assert usage.choices == [] and usage.usage is not None
+    assert usage.usage.total_tokens == words(ASK) + words(ECHO)
+    entry = last_logged()
+    assert entry.stream and entry.request_id == chunks[0].id
+    assert entry.cost_usd == pytest.approx(cost, rel=1e-9)
+
+    with client.chat.completions.create(
+        model=GPT, messages=USER, stream=True
+    ) as stream:
+        chunks = list(stream)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert all(c.usage is None for c in chunks)  # not asked for
+
+
+# -- what reaches the model ---------------------------------------------------------
+
+
+def test_a_pool_model_by_name_bypasses_routing_and_gets_the_request_as_sent(
+    client: openai.OpenAI, upstream: UpstreamServer
+) -> None:
+    messages = [{"role": "system", "content": SYSTEM}, *USER]
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini",  # an alias of the card
+        messages=messages,
+        max_tokens=3,
+        temperature=0.3,
+        stop=["zzz"],
+    )
+    reply = raw.parse()
+    assert raw.headers["x-xrouter-router"] == "direct"
+    assert meta(reply)["models"] == [GPT] and meta(reply)["lambda"] is None
+    assert reply.choices[0].message.content == "echo: how many"
+    assert reply.choices[0].finish_reason == "length"
+    sent = upstream.requests[-1]
+    assert sent["model"] == ROUTES[GPT] and sent["messages"] == messages
+    assert (sent["max_tokens"], sent["temperature"], sent["stop"]) == (3, 0.3, ["zzz"])
+
+
+def test_the_user_field_reaches_the_model(
+    client: openai.OpenAI, upstream: UpstreamServer
+) -> None:
+    client.chat.completions.create(model=GPT, messages=USER, user="user-7")
+    assert upstream.requests[-1].get("user") == "user-7"
+
+
+def test_content_given_as_text_parts_is_joined_in_order(
+    client: openai.OpenAI, upstream: UpstreamServer
+) -> None:
+    parts: Any = [
+        {"type": "text", "text": "how many legs "},
+        {"type": "text", "text": "does a spider have"},
+    ]
+    reply = client.chat.completions.create(
+        model=GPT, messages=[{"role": "user", "content": parts}]
+    )
+    assert reply.choices[0].message.content == ECHO
+    assert upstream.requests[-1]["messages"] == USER
+
+
+def test_routing_passes_the_whole_conversation_to_the_chosen_model(
+    client: openai.OpenAI, upstream: UpstreamServer
+) -> None:
+    messages: Any = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "my name is Ada"},
+        {"role": "assistant", "content": "Hello Ada."},
+        {"role": "user", "content": "what is my name"},
+    ]
+    reply = client.chat.completions.create(model="xrouter", messages=messages)
+    assert reply.choices[0].message.content == "echo: what is my name"
+    assert upstream.requests[-1]["messages"] == messages
+
+
+@pytest.mark.parametrize("model", ["xrouter", GPT])
+def test_the_callers_tools_reach_the_model_and_its_tool_calls_come_back(
+    client: openai.OpenAI, upstream: UpstreamServer, model: str
+) -> None:
+    tools: Any = {"tools": [LOOKUP], "tool_choice": "required"}
+    reply = client.chat.completions.create(model=model, messages=USER, **tools)
+    assert {k: upstream.requests[-1][k] for k in tools} == tools
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function" and call.function.name == "lookup"
+    assert json.loads(call.function.arguments) == {"input": ASK}
+
+    with client.chat.completions.create(
+        model=model, messages=USER, stream=True, **tools
+    ) as stream:
+        chunks = list(stream)
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    called = [t.function for d in deltas for t in d.tool_calls or () if t.function]
+    assert [(f.name, f.arguments) for f in called] == [
+        ("lookup", call.function.arguments)
+    ]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+# -- faults upstream ---------------------------------------------------------------
+
+
+def test_a_failed_attempt_is_retried(
+    client: openai.OpenAI, upstream: UpstreamServer
+) -> None:
+    upstream.script(["500", "429", "ok"])
+    reply = client.chat.completions.create(model=GPT, messages=USER)
+    assert reply.choices[0].message.content == ECHO
+    assert [r["model"] for r in upstream.requests] == [ROUTES[GPT]] * 3
+    assert [c["error"] for c in meta(reply)["calls"]] == [None]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_model_that_fails_for_good_hands_over_to_its_fallback(
+    client: openai.OpenAI, upstream: UpstreamServer, stream: bool
+) -> None:
+    upstream.script(["500", "500", "500"])  # every attempt at the primary
+    if stream:
+        with client.chat.completions.create(
+            model=GPT, messages=USER, stream=True
+        ) as events:
+            chunks = list(events)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        info, answered = meta(chunks[-1]), {c.model for c in chunks}
+    else:
+        reply = client.chat.completions.create(model=GPT, messages=USER)
+        text, info = reply.choices[0].message.content or "", meta(reply)
+        answered = {reply.model}
+
+    assert text == ECHO and answered == {CLAUDE}
+    tried = [r["model"] for r in upstream.requests]
+    assert tried == [ROUTES[GPT]] * 3 + [ROUTES[CLAUDE]]
+    failed, rescued = info["calls"]
+    assert failed["model"] == GPT and failed["error"].startswith("upstream:")
+    assert rescued["model"] == CLAUDE and rescued["error"] is None
+    cost = price(CLAUDE, words(ASK), words(ECHO))
+    assert info["cost_usd"] == pytest.approx(cost, rel=1e-9)
+    assert [c.model for c in last_logged().calls] == [GPT, CLAUDE]
+
+
+def test_a_stalled_upstream_gives_a_504_within_the_time_limits(
+    http: httpx.Client, upstream: UpstreamServer
+) -> None:
+    upstream.mode, upstream.stall_s = "stall", 5.0
+    started = time.monotonic()
+    reply = http.post("/v1/chat/completions", json={"model": GPT, "messages": USER})
+    took = time.monotonic() - started
+    assert reply.status_code == 504
+    error = reply.json()["error"]
+    assert (error["type"], error["code"]) == ("server_error", "upstream_timeout")
+    assert LIMITS["call_timeout_s"] < took < LIMITS["episode_timeout_s"] + 1.0
+    entry = last_logged()
+    assert (entry.status, entry.outcome, entry.cost_usd) == (504, "upstream_timeout", 0)
+
+
+def test_a_stream_cut_midway_ends_with_an_error_event(
+    client: openai.OpenAI, upstream: UpstreamServer
+) -> None:
+    upstream.script(["cut"])
+    texts = []
+    started = time.monotonic()
+    with (
+        pytest.raises(openai.APIError, match="cut the stream midway"),
+        client.chat.completions.create(model=GPT, messages=USER, stream=True) as stream,
+    ):
+        for chunk in stream:
+            texts.append(chunk.choices[0].delta.content or "")
+    assert "".join(texts) == "echo: how"  # the two pieces sent before the cut
+    assert time.monotonic() - started < 5
+    assert upstream.attempts == 1  # no retry once the caller has seen text
+    entry = last_logged()
+    assert (entry.status, entry.outcome, entry.stream) == (200, "upstream_error", True)
+
+
+def test_a_client_that_leaves_a_stream_is_logged(gateway: GatewayServer) -> None:
+    received = gateway.leave_stream({"model": GPT, "messages": USER, "stream": True})
+    assert received[0].startswith(b"data: ")
+    deadline = time.monotonic() + 5
+    while (entry := last_logged()).status != 499 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (entry.status, entry.outcome, entry.stream) == (499, "client_closed", True)
+
+
+def test_a_client_that_leaves_midway_through_its_body_is_counted(
+    gateway: GatewayServer, http: httpx.Client
+) -> None:
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 99"
+    with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
+        sock.sendall(head + b"\r\n\r\n{")
+    left = 'xrouter_requests_total{router="none",status="499"} 1.0'
+    deadline = time.monotonic() + 5
+    while left not in http.get("/metrics").text and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert left in http.get("/metrics").text
+
+
+# -- keys and budgets ---------------------------------------------------------------
+
+KEY_A, KEY_B = "xr-test-key-of-team-a", "xr-test-key-of-ci"
+LIMIT_A, LIMIT_ALL = 5e-5, 1.2e-4
+
+
+def test_keys_and_daily_limits_hold_under_concurrency_and_restarts(
+    make_config: MakeConfig, home: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("XROUTER_TEST_GATEWAY_KEY", KEY_B)
+    keyed = make_config(
+        "keyed",
+        keys=[
+            {"name": "team-a", "sha256": hash_key(KEY_A), "daily_limit_usd": LIMIT_A},
+            {"name": "ci", "key_env": "XROUTER_TEST_GATEWAY_KEY"},
+        ],
+        daily_limit_usd=LIMIT_ALL,
+        log={"path": str(home / "keyed.sqlite")},
+    )
+    # max_tokens: the worst case of the default, 1024, is over these limits.
+    ask = {"model": GPT, "messages": USER, "max_tokens": 20}
+    chat, b = "/v1/chat/completions", {"authorization": f"Bearer {KEY_B}"}
+    with GatewayServer(keyed) as gateway, httpx.Client(base_url=gateway.url) as http:
+        for given in ({}, {"authorization": "Bearer wrong-key"}):
+            refused = http.post(chat, json=ask, headers=given)
+            assert refused.status_code == 401
+            assert refused.json()["error"]["code"] == "invalid_api_key"
+        assert http.post(chat, json=ask, headers=b).status_code == 200
+        capped = http.post(chat, json=ask, headers=b | {"x-xrouter-max-cost": "0"})
+        assert capped.status_code == 429
+        assert capped.json()["error"]["type"] == "insufficient_quota"
+
+        floods = [flood(gateway.base_url, key, 60) for key in (KEY_A, KEY_B)]
+        assert all(200 in statuses and 429 in statuses for statuses in floods)
+        served = 0  # then up to the global limit, one request at a time
+        while flood(gateway.base_url, KEY_B, 1) == [200]:
+            served += 1
+        key_a = gateway.service.keys.authenticate(KEY_A)
+        everyone, team_a = gateway.service.ledgers(key_a)
+
+    assert 0 < team_a.spent_usd <= LIMIT_A and team_a.held_usd == 0
+    assert LIMIT_ALL - 2e-5 < everyone.spent_usd <= LIMIT_ALL
+    log = RequestLog(home / "keyed.sqlite")
+    try:
+        entries = log.recent(1000)
+        day = time.time() // 86_400 * 86_400
+        assert log.spend(day, "team-a") == pytest.approx(team_a.spent_usd)
+        assert log.spend(day) == pytest.approx(everyone.spent_usd)
+    finally:
+        log.close()
+    outcomes = [(e.status, e.outcome) for e in entries]
+    assert outcomes.count((401, "invalid_api_key")) == 2
+    served += 1 + sum(statuses.count(200) for statuses in floods)
+    assert outcomes.count((200, "ok")) == served
+    assert outcomes.count((429, "budget_exceeded")) == len(entries) - served - 2
+    assert all(e.cost_usd == 0 for e in entries if e.status != 200)
+
+    with GatewayServer(keyed) as again:  # the day's spend survives a restart
+        assert again.service.ledgers(None)[0].spent_usd == everyone.spent_usd
+        assert flood(again.base_url, KEY_B, 1) == [429]
+
+
+# -- the other endpoints ------------------------------------------------------------
+
+
+def test_health_models_and_metrics(client: openai.OpenAI, http: httpx.Client) -> None:
+    models = ["xrouter", *MODELS]
+    health = {"status": "ok", "router": "xrouter-policy", "models": models}
+    assert http.get("/health").json() == health
+    assert [m.id for m in client.models.list()] == models
+    client.chat.completions.create(model=GPT, messages=USER)
+
+    samples = {
+        name: float(value)
+        for line in http.get("/metrics").text.splitlines()
+        if line and not line.startswith("#")
+        for name, value in [line.rsplit(" ", 1)]
+    }
+    assert samples['xrouter_requests_total{router="direct",status="200"}'] >= 1
+    log = RequestLog(default_log_path())
+    try:
+        by_model = {row["model"]: row["cost_usd"] for row in log.summary(0, "model")}
+    finally:
+        log.close()
+    assert set(by_model) <= {*MODELS, "xrouter-policy"}
+    for model, cost in by_model.items():
+        assert samples[f'xrouter_cost_usd_total{{model="{model}"}}'] == pytest.approx(
+            cost
+        )
