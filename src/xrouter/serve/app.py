@@ -26,6 +26,7 @@ status 499, which nobody receives.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -68,10 +69,14 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.open()
-        await gateway.start()
+        # Loading may take minutes the first time (training the default policy):
+        # the server listens meanwhile, /health says "starting", requests wait.
+        starting = asyncio.create_task(gateway.start())
         try:
             yield
         finally:
+            if not starting.done():
+                starting.cancel()
             await gateway.aclose()
             service.close()
 

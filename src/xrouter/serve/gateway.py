@@ -44,6 +44,7 @@ from xrouter.orchestrator.loop import (
     Router,
 )
 from xrouter.serve.config import GatewayConfig
+from xrouter.serve.startup import prepare
 
 __all__ = [
     "Gateway",
@@ -149,15 +150,18 @@ class Gateway:
     # -- start-up ----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the pool and the router; /health and requests wait on it.
+        """Prepare, then load the pool and the router; /health and requests wait.
 
-        Loading runs on the event loop's thread, the one that routes requests
+        The slow part (ingesting the records, training the default policy when
+        no checkpoint exists: minutes) runs off the event loop, training in a
+        child process, so the server answers /health meanwhile. The router is
+        then loaded on the event loop's thread, the one that routes requests
         afterwards: once torch has run a model in one thread, the same model
         takes twice as long in another (MiniLM: ~7 ms becomes ~16 ms on two
-        cores). Blocking the loop costs nothing here: the server accepts no
-        connection before its start-up ends.
+        cores).
         """
         try:
+            await asyncio.to_thread(prepare, self.config, self.catalog)
             self._load()
         except Exception as exc:  # noqa: BLE001 - reported by /health and requests
             self.failed = f"{type(exc).__name__}: {exc}"
@@ -214,10 +218,7 @@ class Gateway:
         from xrouter.policies.embedding import Embedder
         from xrouter.policies.policy_router import PolicyRouter
 
-        path = self.config.checkpoint_path
-        if not (path / "manifest.json").is_file():
-            _train_default(path, self.config, self.catalog, store)
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_checkpoint(self.config.checkpoint_path)
         router = PolicyRouter(
             checkpoint,
             self.catalog,
@@ -473,22 +474,3 @@ def _offline_pool(replayed: Pool, catalog: Catalog) -> Pool:
     card = catalog.get(LOCAL_FALLBACK)
     entries = [replace(entry, fallback=card.id) for entry in replayed]
     return Pool([*entries, PoolEntry(card, LocalBackend(card))])
-
-
-def _train_default(
-    path: Any, config: GatewayConfig, catalog: Catalog, store: Any
-) -> None:
-    """Train the default policy once, on the suite's train split."""
-    from xrouter.evaluate.suites import DEFAULT_SUITES
-    from xrouter.train.grpo import GRPOConfig
-    from xrouter.train.run import run_training
-
-    suites = [s for s in DEFAULT_SUITES if s.name == config.suite]
-    logger.warning(
-        "no trained policy at %s: training one on the %s records, once "
-        "(a few minutes on a CPU)",
-        path,
-        config.suite,
-    )
-    path.mkdir(parents=True, exist_ok=True)
-    run_training(store, suites, catalog, path, GRPOConfig())

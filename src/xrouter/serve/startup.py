@@ -1,0 +1,74 @@
+"""The gateway's slow start-up steps, kept off the event loop.
+
+Ingesting the records the pool replays, and training the default policy once when
+no checkpoint exists (in a child process, so that torch never runs the embedding
+model in a thread other than the one that serves requests).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from xrouter.backends.pool import load_pool_spec
+from xrouter.core.catalog import Catalog, load_catalog
+from xrouter.core.errors import ConfigError
+from xrouter.serve.config import GatewayConfig
+
+__all__ = ["prepare", "train_default_policy"]
+
+logger = logging.getLogger(__name__)
+
+
+def prepare(config: GatewayConfig, catalog: Catalog) -> None:
+    """Ingest what the pool replays and train the default policy if need be."""
+    from xrouter.cli.data import ensure_source, open_store
+    from xrouter.evaluate.suites import DEFAULT_SUITES
+
+    store = open_store(None)
+    if config.pool is not None:
+        spec = load_pool_spec(config.pool)
+        if spec.replay is not None:
+            catalog = load_catalog(list(spec.catalog))
+            ensure_source(store, catalog, spec.replay.source, config.data_dir)
+    else:
+        suite = next((s for s in DEFAULT_SUITES if s.name == config.suite), None)
+        if suite is not None:
+            ensure_source(store, catalog, suite.source, config.data_dir)
+    path = config.checkpoint_path
+    if config.router.kind == "policy" and not (path / "manifest.json").is_file():
+        logger.warning(
+            "no trained policy at %s: training one on the %s records, once "
+            "(a few minutes on a CPU)",
+            path,
+            config.suite,
+        )
+        code = (
+            "import sys; from xrouter.serve.startup import train_default_policy; "
+            "train_default_policy(sys.argv[1], sys.argv[2])"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(path), config.suite], check=False
+        )
+        if done.returncode != 0:
+            raise ConfigError(
+                f"training the default policy into {path} failed (exit "
+                f"{done.returncode}); run `xrouter train policy --from DIR --out "
+                f"{path}` to see why, or set router.checkpoint in the config"
+            )
+
+
+def train_default_policy(path: str, suite_name: str) -> None:
+    """Train the default policy once, on the suite's train split (run in a child
+    process by the gateway's start-up)."""
+    from xrouter.cli.data import open_store
+    from xrouter.evaluate.suites import DEFAULT_SUITES
+    from xrouter.train.grpo import GRPOConfig
+    from xrouter.train.run import run_training
+
+    suites = [s for s in DEFAULT_SUITES if s.name == suite_name]
+    target = Path(path)
+    target.mkdir(parents=True, exist_ok=True)
+    run_training(open_store(None), suites, load_catalog(), target, GRPOConfig())
