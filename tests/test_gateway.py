@@ -389,6 +389,9 @@ def test_a_client_that_leaves_a_stream_is_logged(gateway: GatewayServer) -> None
     while (entry := last_logged()).status != 499 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert (entry.status, entry.outcome, entry.stream) == (499, "client_closed", True)
+    # the interrupted call is booked with the text it had streamed
+    assert [c.model for c in entry.calls if not c.by_router] == [GPT]
+    assert entry.calls[-1].error == "upstream: the reader left the stream"
 
 
 def test_a_client_that_leaves_midway_through_its_body_is_counted(

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -225,8 +226,19 @@ class CallRunner:
                     ) from None
                 raise
             streamed = _Streamed(entry, request, self.limits, hold, call_id)
-            async for delta in streamed.run(self._backoff):
-                yield delta
+            finished = False
+            try:
+                async with aclosing(streamed.run(self._backoff)) as pieces:
+                    async for delta in pieces:
+                        yield delta
+                finished = True
+            finally:
+                if not finished:  # the reader left: book what was streamed
+                    streamed.failure = streamed.failure or UpstreamError(
+                        "the reader left the stream", model=entry.card.id
+                    )
+                    streamed.settle()
+                    records.append(streamed.record())
             record = replace(
                 streamed.record(), fallback_for=tried[0] if len(tried) > 1 else None
             )
@@ -264,7 +276,7 @@ class _Streamed:
 
     async def run(
         self, backoff: Callable[[int, BackendError], float]
-    ) -> AsyncIterator[StreamDelta]:
+    ) -> AsyncGenerator[StreamDelta, None]:
         card, limits = self.entry.card, self.limits
         for attempt in range(1, limits.retries + 2):
             self.attempts = attempt
@@ -289,11 +301,11 @@ class _Streamed:
             except BackendError as exc:
                 self.failure = exc
             except BaseException:
-                self._settle()
+                self.settle()
                 raise
             else:
                 self.failure = None
-                self._settle()
+                self.settle()
                 return
             finally:
                 closing = getattr(pieces, "aclose", None)
@@ -302,7 +314,7 @@ class _Streamed:
             if self.started or not self.failure.retryable or attempt > limits.retries:
                 break
             await asyncio.sleep(backoff(attempt, self.failure))
-        self._settle()
+        self.settle()
 
     def _take(self, delta: StreamDelta) -> None:
         self.text.append(delta.text)
@@ -322,7 +334,7 @@ class _Streamed:
         )
         return Usage(prompt, count_tokens("".join(self.text)))
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
         if not self.hold.open:
             return
         usage = self._counted()
