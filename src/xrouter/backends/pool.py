@@ -24,14 +24,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from xrouter.backends.base import Backend
 from xrouter.core.catalog import Catalog, ModelCard
 from xrouter.core.errors import ConfigError
+from xrouter.core.yamlfile import read_yaml_model
 
 __all__ = [
     "Pool",
@@ -81,25 +81,9 @@ class PoolSpec(BaseModel):
 
 def load_pool_spec(path: Path) -> PoolSpec:
     """Read and check a pool file; errors name the file and the field."""
-    try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read pool file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"pool file {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"pool file {path} must be a mapping with a 'models' list, "
-            f"got {type(raw).__name__}"
-        )
-    try:
-        spec = PoolSpec.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"pool file {path}: {problems}") from None
+    spec = read_yaml_model(
+        path, PoolSpec, "pool file", shape="a mapping with a 'models' list"
+    )
     base = path.parent
     return spec.model_copy(
         update={

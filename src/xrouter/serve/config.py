@@ -27,12 +27,11 @@ Relative paths are read from the config file's folder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from xrouter.core.errors import ConfigError
+from xrouter.core.yamlfile import read_yaml_model
 from xrouter.records.store import default_store_path
 
 __all__ = ["GatewayConfig", "KeySpec", "RouterSpec", "load_gateway_config"]
@@ -107,26 +106,7 @@ def load_gateway_config(path: Path | None) -> GatewayConfig:
     """The configuration in ``path``, or the offline default when None."""
     if path is None:
         return GatewayConfig()
-    try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read gateway config {path}: {exc.strerror}"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"gateway config {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"gateway config {path} must be a mapping, got {type(raw).__name__}"
-        )
-    try:
-        config = GatewayConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"gateway config {path}: {problems}") from None
+    config = read_yaml_model(path, GatewayConfig, "gateway config", empty_ok=True)
     base = path.parent
 
     def here(p: Path | None) -> Path | None:

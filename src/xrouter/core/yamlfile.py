@@ -1,0 +1,45 @@
+"""Reading a YAML settings file into a pydantic model, with errors a user can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from xrouter.core.errors import ConfigError
+
+__all__ = ["read_yaml_model"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_yaml_model(
+    path: Path,
+    model: type[M],
+    what: str,
+    *,
+    shape: str = "a mapping",
+    empty_ok: bool = False,
+) -> M:
+    """``path`` parsed as ``model``; every failure is a ``ConfigError`` naming the
+    file (as ``what``) and, for invalid values, each field and what is wrong."""
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
+    if raw is None and empty_ok:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} {path} must be {shape}, got {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{what} {path}: {problems}") from None
