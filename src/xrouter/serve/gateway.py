@@ -169,7 +169,8 @@ class Gateway:
         self.ready.set()
 
     def _load(self) -> None:
-        from xrouter.cli.data import ensure_source, open_store
+        """Build the pool and the router (``prepare`` has ingested the records)."""
+        from xrouter.cli.data import open_store
         from xrouter.evaluate.suites import DEFAULT_SUITES
 
         config = self.config
@@ -184,30 +185,19 @@ class Gateway:
         if config.pool is not None:
             spec = load_pool_spec(config.pool)
             self.catalog = load_catalog(list(spec.catalog))
-            needs = spec.replay is not None
-            if needs and spec.replay is not None:
-                ensure_source(store, self.catalog, spec.replay.source, config.data_dir)
-            pool = build_pool(spec, self.catalog, store if needs else None)
+            pool = build_pool(spec, self.catalog, store if spec.replay else None)
         else:
-            ensure_source(store, self.catalog, suite.source, config.data_dir)
             pool = _offline_pool(
                 replay_pool(store, suite.source, suite.pool, self.catalog),
                 self.catalog,
             )
-        limits = Limits(
-            max_turns=config.limits.max_turns,
-            call_timeout_s=config.limits.call_timeout_s,
-            episode_timeout_s=config.limits.episode_timeout_s,
-            retries=config.limits.retries,
-        )
+        limits = Limits(**config.limits.model_dump())
         self.pool = pool
         routed = [m for m in pool.ids if m != LOCAL_FALLBACK or config.pool]
-        self.router = self._make_router(routed, suite.self_model, store)
+        self.router = self._make_router(routed, suite.self_model)
         self.orchestrator = Orchestrator(pool, limits)
 
-    def _make_router(
-        self, pool: list[str], self_model: str | None, store: Any
-    ) -> Router:
+    def _make_router(self, pool: list[str], self_model: str | None) -> Router:
         spec = self.config.router
         if spec.kind == "llm":
             from xrouter.backends.build import backend_for

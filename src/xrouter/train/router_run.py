@@ -31,7 +31,12 @@ from xrouter.core.progress import Reporter, Silent
 from xrouter.evaluate.suites import Suite
 from xrouter.records.store import Store
 from xrouter.train.router_checkpoint import latest_checkpoint, save_router_checkpoint
-from xrouter.train.router_data import RouterTask, draw_examples, load_router_task
+from xrouter.train.router_data import (
+    RouterExample,
+    RouterTask,
+    draw_examples,
+    load_router_task,
+)
 from xrouter.train.router_eval import evaluate_router, parse_rate
 from xrouter.train.router_policy import PolicyBackend, load_router_model
 from xrouter.train.router_rl import collect_groups, episode_metrics, grpo_update
@@ -223,6 +228,20 @@ class _Run:
             self.log.write(line)
 
 
+def _examples(run: _Run, rng: np.random.Generator, size: int) -> list[RouterExample]:
+    """A step's training examples, drawn with the step's own generator."""
+    cfg = run.config
+    return draw_examples(
+        rng,
+        run.task.train,
+        size,
+        run.task.records.models,
+        lam_min=cfg.lambda_min,
+        lam_max=cfg.lambda_max,
+        full_pool=cfg.full_pool,
+    )
+
+
 def _run_sft(run: _Run, start: int, optimizer: Any) -> None:
     cfg, task = run.config, run.task
     card = task.catalog.get(cfg.router_card)
@@ -232,15 +251,7 @@ def _run_sft(run: _Run, start: int, optimizer: Any) -> None:
     for step in range(start, cfg.sft_steps):
         started = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, 1, step])
-        examples = draw_examples(
-            rng,
-            task.train,
-            cfg.sft_batch,
-            task.records.models,
-            lam_min=cfg.lambda_min,
-            lam_max=cfg.lambda_max,
-            full_pool=cfg.full_pool,
-        )
+        examples = _examples(run, rng, cfg.sft_batch)
         traces = sft_traces(task, examples, run.tokenizer, card)
         loss = sft_step(
             run.model,
@@ -275,15 +286,7 @@ def _run_rl(run: _Run, start: int, optimizer: Any) -> None:
     for step in range(start, cfg.rl_steps):
         started = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, 2, step])
-        examples = draw_examples(
-            rng,
-            task.train,
-            cfg.prompts_per_step,
-            task.records.models,
-            lam_min=cfg.lambda_min,
-            lam_max=cfg.lambda_max,
-            full_pool=cfg.full_pool,
-        )
+        examples = _examples(run, rng, cfg.prompts_per_step)
         backend = PolicyBackend(
             run.accelerator.unwrap_model(run.model),
             run.tokenizer,
