@@ -7,10 +7,11 @@ as a gateway would see them, it times side by side in one run:
 
 - the decision alone: features, the network and the argmax, from a prompt
   embedding computed beforehand;
-- the decision with the embedding: all-MiniLM-L6-v2 on the prompt, then the same.
+- the decision with the embedding the checkpoint was trained on (by default the
+  static one), then the same with the full MiniLM transformer for comparison.
 
-It prints the median and the 99th percentile of each, and of the embedding alone.
-Torch uses one thread, as a router serving one request at a time would.
+It prints the median and the 99th percentile of each, and of each embedding
+alone. Torch uses one thread, as a router serving one request at a time would.
 """
 
 from __future__ import annotations
@@ -55,34 +56,41 @@ def main() -> None:
     items = pool.items(list(range(min(args.n, len(pool.item_ids)))))
     texts = [routing_text(item) for item in items]
     tokens = pool.input_tokens[: len(items), 0]
-    router = LiveRouter(
-        load_checkpoint(args.policy), catalog, suite.pool, suite.self_model
-    )
-    embedder = Embedder()
+    checkpoint = load_checkpoint(args.policy)
+    router = LiveRouter(checkpoint, catalog, suite.pool, suite.self_model)
+    trained = Embedder(kind=checkpoint.embedding)
+    other = Embedder(kind="minilm" if trained.kind == "static" else "static")
 
-    # Warm up both paths (model load, first allocations).
+    # Warm up every path (model loads, first allocations).
     for text in texts[:10]:
-        router.first_decision(embedder.encode([text])[0], args.lam, 100)
+        for embedder in (trained, other):
+            router.first_decision(embedder.encode([text])[0], args.lam, 100)
 
-    embed_s, decide_s, both_s = [], [], []
+    embed_s: dict[str, list[float]] = {trained.kind: [], other.kind: []}
+    both_s: dict[str, list[float]] = {trained.kind: [], other.kind: []}
+    decide_s = []
     for text, n_tokens in zip(texts, tokens, strict=True):
-        started = time.perf_counter()
-        vector = embedder.encode([text])[0]
-        embedded = time.perf_counter()
-        router.first_decision(vector, args.lam, int(n_tokens))
-        done = time.perf_counter()
-        embed_s.append(embedded - started)
-        both_s.append(done - started)
+        for embedder in (trained, other):
+            started = time.perf_counter()
+            vector = embedder.encode([text])[0]
+            embedded = time.perf_counter()
+            router.first_decision(vector, args.lam, int(n_tokens))
+            done = time.perf_counter()
+            embed_s[embedder.kind].append(embedded - started)
+            both_s[embedder.kind].append(done - started)
 
         # The decision alone, again, from the embedding already in hand.
+        vector = trained.encode([text])[0]
         started = time.perf_counter()
         router.first_decision(vector, args.lam, int(n_tokens))
         decide_s.append(time.perf_counter() - started)
 
     print(f"{args.suite}: {len(texts)} prompts, pool of {len(suite.pool)} models")
-    print(f"decision, embedding excluded   {_ms(decide_s)}")
-    print(f"decision, embedding included   {_ms(both_s)}")
-    print(f"embedding alone (MiniLM)       {_ms(embed_s)}")
+    print(f"checkpoint trained on the {trained.kind} embedding")
+    print(f"decision, embedding excluded        {_ms(decide_s)}")
+    for kind in (trained.kind, other.kind):
+        print(f"decision with the {kind:7s} embedding {_ms(both_s[kind])}")
+        print(f"{kind} embedding alone{' ' * (19 - len(kind))}{_ms(embed_s[kind])}")
 
 
 if __name__ == "__main__":

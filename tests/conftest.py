@@ -20,6 +20,16 @@ def _data_dir() -> Path | None:
     return None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _static_embedding() -> None:
+    """Distil (or load) the static embedding's vectors once, under the real
+    XROUTER_HOME, before any test moves XROUTER_HOME to a temporary folder: the
+    process keeps them, so no test distils them again."""
+    from xrouter.policies import embedding
+
+    embedding.load("static")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real data directory (../shared/data beside the project)."""

@@ -90,7 +90,8 @@ def train_checkpoint(store: Store, out: Path) -> Path:
     embedder = StandInEmbedder(out.parent / f"{out.name}-embeddings")
     data = load_training_data(store, [_SUITE], catalog, embedder)
     result = train_policy(data, _TRAINING)
-    manifest = checkpoint_manifest(data, _TRAINING, _TRAINING.reward(), result)
+    reward = _TRAINING.reward()
+    manifest = checkpoint_manifest(data, _TRAINING, reward, result, "static")
     save_checkpoint(out, result.net, data.memory, data.models, manifest)
     return out
 
@@ -210,7 +211,12 @@ class GatewayServer:
         listening = server.servers[0]
         self.port = listening.sockets[0].getsockname()[1]
         self.loop = listening.get_loop()
-        health = httpx.get(f"{self.url}/health", timeout=5)
+        while True:
+            health = httpx.get(f"{self.url}/health", timeout=5)
+            starting = health.status_code == 503 and "starting" in health.text
+            if not starting or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         if health.status_code != 200:
             self.stop()
             raise RuntimeError(f"the gateway is not healthy: {health.text}")

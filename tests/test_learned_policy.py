@@ -163,7 +163,7 @@ def checkpoint_dir(
     path = tmp_path_factory.mktemp("ckpt")
     result = train_policy(data, dataclasses.replace(CONFIG, steps=1))
     result.net.load_state_dict(trained[0].state_dict())
-    manifest = checkpoint_manifest(data, CONFIG, RewardConfig(), result)
+    manifest = checkpoint_manifest(data, CONFIG, RewardConfig(), result, "static")
     save_checkpoint(path, result.net, data.memory, data.models, manifest)
     return path
 

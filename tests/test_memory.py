@@ -10,12 +10,17 @@ from xrouter.policies.memory import NeighbourMemory, build_memory, item_hash
 NAN = np.nan
 
 
-def memory() -> NeighbourMemory:
-    # Four remembered prompts in the plane; models 0 and 1 were recorded on all,
-    # model 2 only on the last two.
-    angles = np.radians([0, 10, 80, 90])
+def plane(degrees: list[float]) -> np.ndarray:
+    angles = np.radians(degrees)
     embedding = np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    embedding = np.pad(embedding, ((0, 0), (0, 382))).astype(np.float32)
+    return np.pad(embedding, ((0, 0), (0, 382))).astype(np.float32)
+
+
+def memory() -> NeighbourMemory:
+    # Four remembered prompts in the plane, centred on the origin (their mean is
+    # zero, so centring leaves them be); models 0 and 1 were recorded on all,
+    # model 2 only on the last two.
+    embedding = plane([0, 10, 180, 190])
     score = np.array([[1, 0, NAN], [1, 1, NAN], [0, 1, 1], [0, 0, 0]], dtype=np.float32)
     cost = np.array([[1, 2, NAN], [3, 4, NAN], [5, 6, 7], [9, 8, 9]], dtype=np.float32)
     ids = item_hash(["a", "b", "c", "d"])
@@ -30,9 +35,23 @@ def test_features_weigh_the_nearest_prompts_by_similarity() -> None:
     w = np.array([1.0, np.cos(np.radians(10))])
     assert found[0, 0].tolist() == pytest.approx([1, 1, (w @ [1, 3]) / w.sum(), 1])
     assert found[0, 1, 1] == pytest.approx((w @ [0, 1]) / w.sum())
-    # Model 2 was only recorded on "c" and "d", so those are its neighbours.
-    w2 = np.array([np.cos(np.radians(80)), 1e-3])  # similarity 0 weighs 1e-3
-    assert found[0, 2, 2] == pytest.approx((w2 @ [7, 9]) / w2.sum(), rel=1e-4)
+    # Model 2 was only recorded on "c" and "d", opposite the query: similarities
+    # below zero weigh 1e-3 each.
+    assert found[0, 2, 2] == pytest.approx((7 + 9) / 2, rel=1e-4)
+
+
+def test_what_every_prompt_shares_does_not_count_as_likeness() -> None:
+    # Every remembered prompt carries the same large component (dimension 2), as
+    # prompts of one template do; only the centred part tells them apart.
+    shared = plane([0, 10, 180, 190]) * 0.1
+    shared[:, 2] = 1.0
+    shared /= np.linalg.norm(shared, axis=1, keepdims=True)
+    score = np.array([[1], [1], [0], [0]], dtype=np.float32)
+    near = NeighbourMemory(shared, item_hash(list("abcd")), score, score, 1, 2)
+    query = shared[:1] + 0.0
+    found = near.lookup(query, item_hash(["a"]))
+    assert found[0, 0, 0] == 1.0  # "b", not "c" or "d", is the nearest
+    assert found[0, 0, 3] == pytest.approx(np.cos(np.radians(10)), rel=1e-4)
 
 
 def test_an_item_never_counts_as_its_own_neighbour() -> None:

@@ -65,6 +65,14 @@ SuitesFile = Annotated[
     Path | None,
     typer.Option("--suites", help="YAML list of suites replacing the defaults."),
 ]
+EmbeddingKind = Annotated[
+    str,
+    typer.Option(
+        "--embedding",
+        help="Prompt embedding: static (MiniLM's distilled word-piece vectors, "
+        "under a millisecond a prompt) or minilm (the full transformer).",
+    ),
+]
 
 
 @train_app.command("policy")
@@ -77,6 +85,7 @@ def policy_command(
     lambda_min: LambdaMin = None,
     lambda_max: LambdaMax = None,
     default_lambda: DefaultLambda = None,
+    embedding: EmbeddingKind = "static",
     suites_file: SuitesFile = None,
     store: StorePath = None,
     catalog: CatalogFiles = None,
@@ -84,10 +93,16 @@ def policy_command(
     """Train one routing policy for every lambda on all suites' train splits."""
     from xrouter.core.errors import ConfigError
     from xrouter.evaluate.suites import load_suites
+    from xrouter.policies.embedding import KINDS
     from xrouter.records.ingest import ensure_ingested, sources_under
     from xrouter.train.grpo import GRPOConfig
     from xrouter.train.run import run_training
 
+    if embedding not in KINDS:
+        raise ConfigError(
+            f"--embedding {embedding!r} is not a kind of prompt embedding; use one "
+            f"of {', '.join(KINDS)}"
+        )
     started = time.perf_counter()
     chosen_settings = {
         "seed": seed,
@@ -114,7 +129,7 @@ def policy_command(
         needed = sorted({s.source for s in chosen})
         ensure_ingested(data_dir, target, cards, reporter, sources=needed)
         data, result = run_training(
-            target, chosen, cards, out, config, reporter=reporter
+            target, chosen, cards, out, config, reporter=reporter, embedding=embedding
         )
     _summary(out, data, result, time.perf_counter() - started)
 

@@ -21,7 +21,7 @@ __all__ = ["LAMBDA_SWEEP", "Outcome", "Policy", "Routing", "outcome", "single_ca
 
 # Lambda in reward units per USD, as swept to trace a cost-aware policy's curve: 0
 # ignores cost; 1e5 makes a tenth of a cent outweigh a whole correct answer.
-LAMBDA_SWEEP: tuple[float, ...] = (0.0, *np.geomspace(0.1, 1e5, 31).round(4).tolist())
+LAMBDA_SWEEP: tuple[float, ...] = (0.0, *np.geomspace(0.1, 1e5, 61).round(4).tolist())
 
 
 @dataclass(frozen=True)

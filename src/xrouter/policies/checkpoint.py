@@ -5,8 +5,9 @@ A checkpoint is a directory::
     policy.safetensors   the network's weights and its memory of train prompts
     manifest.json        what the network was trained on and how: the models it
                          knows (in the order of its model embeddings) with their
-                         catalog prices, the suites' pools, the data fingerprints,
-                         the lambda range, hyper-parameters, seed and metrics
+                         catalog prices, the prompt embedding's kind, the suites'
+                         pools, the data fingerprints, the lambda range,
+                         hyper-parameters, seed and metrics
 
 Loading checks both files and refuses a damaged checkpoint with a
 ``CheckpointError``. Applying it to a pool checks the pool against the manifest:
@@ -45,7 +46,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "xrouter-policy/1"
+# Format 2: memory similarities are centred, and the manifest names the embedding.
+FORMAT = "xrouter-policy/2"
 WEIGHTS = "policy.safetensors"
 MANIFEST = "manifest.json"
 _REQUIRED = (
@@ -56,6 +58,7 @@ _REQUIRED = (
     "memory",
     "lambda_range",
     "default_lambda",
+    "embedding",
 )
 _MEMORY = "memory."
 
@@ -78,6 +81,11 @@ class Checkpoint:
     def lambda_range(self) -> tuple[float, float]:
         lo, hi = self.manifest["lambda_range"]
         return float(lo), float(hi)
+
+    @property
+    def embedding(self) -> str:
+        """The kind of prompt embedding the network was trained on."""
+        return str(self.manifest["embedding"])
 
     @property
     def default_lambda(self) -> float:

@@ -1,8 +1,9 @@
 """Nearest-neighbour router over prompt embeddings.
 
 For a new prompt it finds the ``k`` most similar train prompts (cosine similarity of
-all-MiniLM-L6-v2 embeddings), predicts each model's score and cost as the
-similarity-weighted mean over those neighbours, and picks the model with the best
+prompt embeddings centred on the train prompts' mean), predicts each model's score
+and cost as the similarity-weighted mean over those neighbours, and picks the
+model with the best
 ``predicted score - lambda x predicted cost``. Lambda is the knob.
 """
 
@@ -33,6 +34,7 @@ class NearestNeighbour(Policy):
         self.k = k
         self.default_lambda = default_lambda
         self._train: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._centred = embeddings
         self._cache: tuple[bytes, NDArray[np.float64], NDArray[np.float64]] | None = (
             None
         )
@@ -41,6 +43,9 @@ class NearestNeighbour(Policy):
         if len(train) == 0:
             raise ValueError("the nearest-neighbour router needs train items; got none")
         self._train = train
+        shifted = self.embeddings - self.embeddings[train].mean(axis=0)
+        norms = np.linalg.norm(shifted, axis=1, keepdims=True)
+        self._centred = shifted / np.maximum(norms, 1e-12)
         self._cache = None
 
     def knobs(self) -> Sequence[float]:
@@ -56,7 +61,7 @@ class NearestNeighbour(Policy):
         key = items.tobytes()
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1], self._cache[2]
-        sims = self.embeddings[items] @ self.embeddings[self._train].T  # [n, T]
+        sims = self._centred[items] @ self._centred[self._train].T  # [n, T]
         # An item never counts as its own neighbour (relevant when routing train).
         sims[items[:, None] == self._train[None, :]] = -np.inf
         k = min(self.k, len(self._train))

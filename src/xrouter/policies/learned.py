@@ -218,7 +218,7 @@ class LearnedPolicy(Policy):
     ) -> None:
         self.checkpoint = checkpoint
         self.catalog = catalog
-        self.embedder = embedder
+        self.embedder = embedder.like(checkpoint.embedding)
         self.self_model = self_model
         self.name = name
         self._table: ReplayTable | None = None

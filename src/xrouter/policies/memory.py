@@ -3,7 +3,9 @@
 The memory holds the prompt embeddings of the train items with every pool model's
 recorded score and cost on each. For a new request and a model it offers, it
 finds the nearest remembered prompts that have a record of that model (cosine
-similarity) and reports, as features for the network:
+similarity, after centring every embedding on the mean of the remembered ones, so
+that what all prompts share does not count as likeness) and reports, as features
+for the network:
 
 - the similarity-weighted mean score over the ``near`` nearest and over the
   ``wide`` nearest (a sharp and a smooth estimate);
@@ -68,8 +70,26 @@ class NeighbourMemory:
     _groups: list[_Group] = field(
         default_factory=list, init=False, repr=False, compare=False
     )
+    _center: NDArray[np.float32] = field(
+        default_factory=lambda: np.zeros(0, dtype=np.float32),
+        init=False,
+        repr=False,
+        compare=False,
+    )
+
+    def centre(self, vectors: NDArray[np.float32]) -> NDArray[np.float32]:
+        """``vectors`` less the remembered prompts' mean, back to unit length."""
+        shifted = vectors - self._center
+        norms = np.linalg.norm(shifted, axis=-1, keepdims=True)
+        result: NDArray[np.float32] = (shifted / np.maximum(norms, 1e-12)).astype(
+            np.float32
+        )
+        return result
 
     def __post_init__(self) -> None:
+        center = self.embedding.mean(axis=0) if len(self.embedding) else 0.0
+        object.__setattr__(self, "_center", np.asarray(center, dtype=np.float32))
+        centred = self.centre(self.embedding)
         # Group the models by the rows that have their records.
         known = ~np.isnan(self.score)
         groups: dict[bytes, list[int]] = {}
@@ -82,7 +102,7 @@ class NeighbourMemory:
             self._groups.append(
                 _Group(
                     models=models,
-                    embedding=np.ascontiguousarray(self.embedding[rows]),
+                    embedding=np.ascontiguousarray(centred[rows]),
                     item=self.item[rows],
                     score=self.score[np.ix_(rows, models)],
                     cost=self.cost[np.ix_(rows, models)],
@@ -105,8 +125,9 @@ class NeighbourMemory:
         ]
         for start in range(0, n, _CHUNK):
             stop = min(start + _CHUNK, n)
+            chunk = self.centre(query[start:stop])
             for group in groups:
-                sims = query[start:stop] @ group.embedding.T  # [c, Rg]
+                sims = chunk @ group.embedding.T  # [c, Rg]
                 if item is not None:
                     own = item[start:stop, None] == group.item[None, :]
                     sims[own] = -np.inf

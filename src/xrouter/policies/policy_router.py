@@ -63,7 +63,7 @@ class PolicyRouter:
         self.strength = sorted(
             self.pool, key=lambda m: catalog.get(m).output_per_mtok, reverse=True
         )
-        self.embedder = embedder or Embedder()
+        self.embedder = (embedder or Embedder()).like(checkpoint.embedding)
         self.name = name
 
     def check(self, lam: float) -> None:

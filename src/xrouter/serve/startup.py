@@ -7,6 +7,7 @@ model in a thread other than the one that serves requests).
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -38,10 +39,10 @@ def prepare(config: GatewayConfig, catalog: Catalog) -> None:
         if suite is not None:
             ensure_source(store, catalog, suite.source, config.data_dir)
     path = config.checkpoint_path
-    if config.router.kind == "policy" and not (path / "manifest.json").is_file():
+    if config.router.kind == "policy" and _needs_training(config):
         logger.warning(
-            "no trained policy at %s: training one on the %s records, once "
-            "(a few minutes on a CPU)",
+            "no trained policy at %s (or one from an older xrouter): training one "
+            "on the %s records, once (a few minutes on a CPU)",
             path,
             config.suite,
         )
@@ -58,6 +59,39 @@ def prepare(config: GatewayConfig, catalog: Catalog) -> None:
                 f"{done.returncode}); run `xrouter train policy --from DIR --out "
                 f"{path}` to see why, or set router.checkpoint in the config"
             )
+    if config.router.kind == "policy":
+        _load_static_embedding(path)
+
+
+def _load_static_embedding(path: Path) -> None:
+    """Distil or load the static embedding here, off the event loop, when the
+    policy was trained on it (it is plain numpy: any thread may use it after;
+    the full transformer is left for the thread that will run it)."""
+    from xrouter.policies import embedding
+
+    try:
+        kind = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        kind = kind.get("embedding")
+    except (OSError, ValueError, AttributeError):
+        return  # loading the checkpoint will say what is wrong with it
+    if kind == "static":
+        embedding.load(kind)
+
+
+def _needs_training(config: GatewayConfig) -> bool:
+    """No checkpoint at the policy's path, or, at the default path the gateway
+    manages itself, one written in an older format."""
+    from xrouter.policies.checkpoint import FORMAT, MANIFEST
+
+    file = config.checkpoint_path / MANIFEST
+    if not file.is_file():
+        return True
+    if config.router.checkpoint is not None:
+        return False  # the user's own: loading it tells them what is wrong
+    try:
+        return bool(json.loads(file.read_text(encoding="utf-8"))["format"] != FORMAT)
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
 
 
 def train_default_policy(path: str, suite_name: str) -> None:

@@ -20,7 +20,7 @@ from xrouter.core.progress import Reporter
 from xrouter.evaluate.suites import Suite
 from xrouter.orchestrator.reward import RewardConfig
 from xrouter.policies.checkpoint import save_checkpoint
-from xrouter.policies.embedding import Embedder
+from xrouter.policies.embedding import DEFAULT_KIND, Embedder
 from xrouter.records.store import Store
 from xrouter.train.env import TrainingData, load_training_data
 from xrouter.train.grpo import GRPOConfig, TrainResult, train_policy
@@ -33,11 +33,16 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def checkpoint_manifest(
-    data: TrainingData, config: GRPOConfig, reward: RewardConfig, result: TrainResult
+    data: TrainingData,
+    config: GRPOConfig,
+    reward: RewardConfig,
+    result: TrainResult,
+    embedding: str,
 ) -> dict[str, Any]:
     """What the checkpoint's manifest says beyond the network and its models."""
     return {
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "embedding": embedding,
         "suites": {
             s.name: {
                 "source": s.source,
@@ -71,15 +76,17 @@ def run_training(
     config: GRPOConfig,
     *,
     reporter: Reporter | None = None,
+    embedding: str = DEFAULT_KIND,
 ) -> tuple[TrainingData, TrainResult]:
-    """Train on the suites' train splits and write the checkpoint to ``out``."""
+    """Train on the suites' train splits and write the checkpoint to ``out``;
+    prompts are embedded with the ``embedding`` kind (see ``Embedder``)."""
     reward = config.reward()
-    embedder = Embedder(store.path / "embeddings")
+    embedder = Embedder(store.path / "embeddings", kind=embedding)
     data = load_training_data(store, suites, catalog, embedder, reporter)
     result = train_policy(
         data, config, reporter=reporter, metrics_path=out / METRICS_FILE
     )
-    manifest = checkpoint_manifest(data, config, reward, result)
+    manifest = checkpoint_manifest(data, config, reward, result, embedder.kind)
     save_checkpoint(out, result.net, data.memory, data.models, manifest)
     logger.info("wrote the checkpoint to %s", out)
     return data, result
