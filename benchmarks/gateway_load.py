@@ -8,7 +8,7 @@ An upstream echo server (``tests/upstream.py``, no model time) runs in a process
 of its own and the gateway (``xrouter serve --config ...``, one worker) in
 another; this process sends chat requests over loopback with httpx, ``--requests``
 per row: to the upstream directly, then through the gateway with routing bypassed
-(a pool model by name) and with the learned router (``model="xrouter"``: the MiniLM
+(a pool model by name) and with the learned router (``model="xrouter"``: the prompt
 embedding and the policy network run for every request), each at concurrency 1
 and 32. Every prompt is new, so nothing is answered from a cache. The table gives
 p50 and p99 latency and requests per second; what the gateway adds to the direct
@@ -20,8 +20,8 @@ concurrent requests until a whole wave is refused; after each wave the spend tha
 the request log recorded is printed against the limit, which it must never pass.
 
 The pool is three ZeroEval models behind the echo server, and the policy is
-trained in seconds on their records over stand-in embeddings (the gateway still
-embeds every request with MiniLM); both are kept in ``--work`` for the next run.
+trained in seconds on their records over stand-in embeddings (the gateway embeds
+every request with the static embedding the checkpoint names); both are kept in ``--work`` for the next run.
 ``--profile`` runs the gateway under cProfile and prints where its time went;
 ``--torch-threads`` sets the gateway's OMP_NUM_THREADS. All three processes share
 this machine's cores, so other work on it shows in the figures: the load average
