@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from xrouter.backends.replay import ReplayPool
 from xrouter.core.catalog import load_catalog
 from xrouter.evaluate.suites import DEFAULT_SUITES
 from xrouter.policies.embedding import KINDS, Embedder, routing_text
@@ -81,13 +80,7 @@ def _quality(store: Store) -> None:
         if suite.source not in present:
             continue
         suite = suite.resolved(catalog)
-        pool = ReplayPool.load(
-            store,
-            [suite.source],
-            suite.pool,
-            tasks=suite.tasks,
-            exclude_meta=suite.exclude_meta,
-        )
+        pool = suite.replay_pool(store)
         items = pool.items()
         train = split_mask(pool.item_ids, "train")
         test = split_mask(pool.item_ids, "test")

@@ -21,7 +21,8 @@ the request log recorded is printed against the limit, which it must never pass.
 
 The pool is three ZeroEval models behind the echo server, and the policy is
 trained in seconds on their records over stand-in embeddings (the gateway embeds
-every request with the static embedding the checkpoint names); both are kept in ``--work`` for the next run.
+every request with the static embedding the checkpoint names); both are kept in
+``--work`` for the next run.
 ``--profile`` runs the gateway under cProfile and prints where its time went;
 ``--torch-threads`` sets the gateway's OMP_NUM_THREADS. All three processes share
 this machine's cores, so other work on it shows in the figures: the load average

@@ -74,13 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     suite = next(s for s in DEFAULT_SUITES if s.name == args.suite)
     suite = suite.resolved(load_catalog())
-    pool = ReplayPool.load(
-        Store(args.store),
-        [suite.source],
-        suite.pool,
-        tasks=suite.tasks,
-        exclude_meta=suite.exclude_meta,
-    )
+    pool = suite.replay_pool(Store(args.store))
     train = np.flatnonzero(split_mask(pool.item_ids, "train"))
     test = np.flatnonzero(split_mask(pool.item_ids, "test"))
     single_acc = pool.score[test].mean(axis=0)

@@ -143,13 +143,7 @@ def evaluate_suite(
     started = time.perf_counter()
     reporter = reporter or Silent()
     suite = suite.resolved(catalog)
-    pool = ReplayPool.load(
-        store,
-        [suite.source],
-        suite.pool,
-        tasks=suite.tasks,
-        exclude_meta=suite.exclude_meta,
-    )
+    pool = suite.replay_pool(store)
     train = np.flatnonzero(split_mask(pool.item_ids, "train"))
     test = np.flatnonzero(split_mask(pool.item_ids, "test"))
     notes = []

@@ -13,9 +13,11 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from xrouter.backends.replay import ReplayPool
 from xrouter.core.catalog import Catalog
 from xrouter.core.errors import ConfigError
 from xrouter.records.sources import SOURCES
+from xrouter.records.store import Store
 
 __all__ = ["DEFAULT_SUITES", "Suite", "load_suites"]
 
@@ -87,6 +89,17 @@ class Suite(BaseModel):
                 if self.self_model
                 else None,
             }
+        )
+
+    def replay_pool(self, store: Store) -> ReplayPool:
+        """The suite's records in ``store`` as a replay pool (its pool, its tasks,
+        without the items its ``exclude_meta`` leaves out); resolve it first."""
+        return ReplayPool.load(
+            store,
+            [self.source],
+            self.pool,
+            tasks=self.tasks,
+            exclude_meta=self.exclude_meta,
         )
 
 

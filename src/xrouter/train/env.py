@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from xrouter.backends.replay import ReplayPool
 from xrouter.core.catalog import Catalog
 from xrouter.core.errors import DataError
 from xrouter.core.progress import Reporter, Silent
@@ -117,16 +116,6 @@ class TrainingData:
         return offered
 
 
-def _load_pool(store: Store, suite: Suite) -> ReplayPool:
-    return ReplayPool.load(
-        store,
-        [suite.source],
-        suite.pool,
-        tasks=suite.tasks,
-        exclude_meta=suite.exclude_meta,
-    )
-
-
 def load_training_data(
     store: Store,
     suites: Sequence[Suite],
@@ -145,7 +134,7 @@ def load_training_data(
         )
     parts = []
     for suite in resolved:
-        pool = _load_pool(store, suite)
+        pool = suite.replay_pool(store)
         items = pool.items()
         reporter.start(f"embedding {suite.name} prompts", len(items))
         vectors = embedder.encode_items(suite.source, items, reporter.advance)

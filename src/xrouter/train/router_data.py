@@ -117,13 +117,7 @@ def load_router_task(
     """Load ``suite``'s replay pool; ``items`` caps the train items (a seeded
     random subset). Raises ``DataError`` when no train item is left."""
     resolved = suite.resolved(catalog)
-    records = ReplayPool.load(
-        store,
-        [resolved.source],
-        list(resolved.pool),
-        tasks=resolved.tasks,
-        exclude_meta=resolved.exclude_meta,
-    )
+    records = resolved.replay_pool(store)
     rows = {
         split: np.flatnonzero(split_mask(records.item_ids, split)).astype(np.int64)
         for split in ("train", "dev", "test")
