@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _standin import StandInEmbedder
 from accelerate import Accelerator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -25,9 +26,16 @@ from xrouter.cli.app import app
 from xrouter.core.catalog import load_catalog
 from xrouter.core.errors import ConfigError
 from xrouter.evaluate.suites import Suite
-from xrouter.orchestrator.tools import router_system_prompt
+from xrouter.orchestrator.tools import router_system_prompt, tool_name
+from xrouter.policies.checkpoint import load_checkpoint, save_checkpoint
+from xrouter.policies.embedding import routing_text
+from xrouter.policies.learned import LiveRouter
+from xrouter.train.env import load_training_data
+from xrouter.train.grpo import GRPOConfig, train_policy
 from xrouter.train.router_checkpoint import latest_checkpoint
 from xrouter.train.router_data import (
+    PolicyTeacher,
+    RouterExample,
     RouterTask,
     chat_text,
     draw_examples,
@@ -45,6 +53,7 @@ from xrouter.train.router_rl import (
 )
 from xrouter.train.router_run import RouterTrainConfig, train_router
 from xrouter.train.router_sft import sft_loss, sft_step, sft_traces
+from xrouter.train.run import checkpoint_manifest
 
 POOL = ("gpt-4o-mini-2024-07-18", "claude-3-haiku-20240307", "gemma-2-2b-it")
 SUITE = Suite(
@@ -109,6 +118,25 @@ def tiny_dir(task: RouterTask, tmp_path_factory: pytest.TempPathFactory) -> Path
     return folder
 
 
+@pytest.fixture(scope="module")
+def policy_dir(
+    zeroeval_store: Any, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """A policy network trained briefly on the pool (stand-in embeddings, cached
+    in a folder of their own), and that folder."""
+    vectors = tmp_path_factory.mktemp("standin-embeddings")
+    catalog = load_catalog()
+    data = load_training_data(
+        zeroeval_store, [SUITE], catalog, StandInEmbedder(vectors)
+    )
+    config = GRPOConfig(steps=3, prompts_per_step=16, eval_every=1000)
+    result = train_policy(data, config)
+    path = tmp_path_factory.mktemp("teacher")
+    manifest = checkpoint_manifest(data, config, config.reward(), result, "static")
+    save_checkpoint(path, result.net, data.memory, data.models, manifest)
+    return path, vectors
+
+
 def _examples(task: RouterTask, n: int, seed: int = 0) -> list[Any]:
     rng = np.random.default_rng(seed)
     return draw_examples(rng, task.train, n, POOL, lam_min=0.1, lam_max=100.0)
@@ -143,6 +171,37 @@ def test_sft_trace_masks_exactly_the_router_tokens(
     )
     assert tool in untrained and messages[0].content in untrained
     assert trace.labels().count(-100) == len(trace.mask) - sum(trace.mask)
+
+
+def test_a_policy_teacher_plays_the_networks_first_choice(
+    task: RouterTask, policy_dir: tuple[Path, Path]
+) -> None:
+    path, vectors = policy_dir
+    checkpoint = load_checkpoint(path)
+    teacher = PolicyTeacher(task, checkpoint, StandInEmbedder(vectors))
+    card = load_catalog().get("smollm2-135m")
+    for example in _examples(task, 6, seed=3):
+        chosen = teacher(example)
+        assert chosen in example.models
+        first = render_trace(task, example, card, teacher)[-3].content
+        assert f'"name": "{tool_name(chosen)}"' in first
+
+    # The same choice as the network's own for the prompt, lambda and pool.
+    row = int(task.train[0])
+    live = LiveRouter(checkpoint, load_catalog(), POOL, POOL[2])
+    item = task.records.items([row])[0]
+    vector = StandInEmbedder().encode([routing_text(item)])[0]
+    tokens = int(task.records.input_tokens[row].max())
+    for lam in (0.1, 30.0, 3000.0):
+        expected = live.first_decision(vector, lam, tokens).model
+        assert teacher(RouterExample(row, lam, POOL)) == expected
+
+    with pytest.raises(ConfigError) as caught:
+        teacher.check_range(0.01, 100.0)
+    assert str(caught.value) == (
+        f"the teacher policy at {path} was trained for lambda 0.1 to 30000; the "
+        "examples draw 0.01 to 100. Narrow --lambda-min/--lambda-max to its range"
+    )
 
 
 def test_an_sft_step_lowers_the_loss_on_the_traces(
@@ -289,6 +348,7 @@ def test_help_names_lambda_group_and_clip() -> None:
         (["--lambda-min", "5", "--lambda-max", "1"], "the lambda range is inverted"),
         (["--items", "0"], "--items 0 leaves an empty training set"),
         (["--base", "no-such-model"], "no local model 'no-such-model'"),
+        (["--teacher", "/no/such/policy"], "no checkpoint at /no/such/policy"),
     ],
 )
 def test_bad_input_gives_one_clear_line(
@@ -296,8 +356,11 @@ def test_bad_input_gives_one_clear_line(
     message: str,
     small_data: Path,
     zeroeval_store: Any,
+    tiny_dir: Path,
     tmp_path: Path,
 ) -> None:
+    if "--base" not in args:
+        args = ["--base", str(tiny_dir), *args]
     suites = tmp_path / "suites.yaml"
     suites.write_text(json.dumps({"suites": [SUITE.model_dump()]}))
     code, output = run(

@@ -213,6 +213,14 @@ def router_command(
     sft_lr: Annotated[
         float | None, _opt("--sft-lr", "Warm-start learning rate (5e-5).")
     ] = None,
+    teacher: Annotated[
+        str | None,
+        _opt(
+            "--teacher",
+            "Whose choices the warm start imitates: oracle (the cheapest right "
+            "model; default) or a policy checkpoint dir (`xrouter train policy`).",
+        ),
+    ] = None,
     eval_items: Annotated[
         int | None,
         _opt("--eval-items", "Test items evaluated before/after each phase (0)."),
@@ -233,7 +241,7 @@ def router_command(
     store: StorePath = None,
     catalog: CatalogFiles = None,
 ) -> None:
-    """Train the LLM router itself: warm start on the oracle's traces, then GRPO.
+    """Train the LLM router itself: warm start on a teacher's traces, then GRPO.
 
     Episodes run through the orchestrator against the replay pool. Each example
     draws a lambda (the cost weight, written into the router's prompt) from
@@ -262,6 +270,7 @@ def router_command(
         "temperature": temperature,
         "lr": lr,
         "sft_lr": sft_lr,
+        "teacher": teacher,
         "eval_items": eval_items,
         "checkpoint_every": checkpoint_every,
         "seed": seed,

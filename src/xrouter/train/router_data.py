@@ -6,16 +6,19 @@ A :class:`RouterTask` is one suite's replay pool split by the fixed item-id hash
 (it goes into the router's system prompt) and the pool models offered: the whole
 pool, or a random subset of at least two.
 
-Warm-start traces render the oracle's choice as the router's turns. The oracle is
-the cheapest offered model whose recorded answer is right; when none is right it is
-the cheapest offered model (the reward is then 0 whatever the router does, and the
-format stays one call and one select; the router answering itself would teach a
-135M model to write answers it cannot get right). The traces are played through
+Warm-start traces render a teacher's choice as the router's turns. The default
+teacher is the oracle: the cheapest offered model whose recorded answer is right;
+when none is right the cheapest offered model (the reward is then 0 whatever the
+router does, and the format stays one call and one select; the router answering
+itself would teach a 135M model to write answers it cannot get right). The oracle
+sees the verdicts, so its choices follow nothing in the prompt a router can read;
+a trained policy network (:class:`PolicyTeacher`) instead chooses from the prompt,
+lambda and the offered pool, as the router must. The traces are played through
 the shared ``Orchestrator`` and ``LLMRouter`` with a scripted backend, so the
 prompt, the tool-response text and the call ids are exactly what the router reads
 at inference; only the two completions are scripted:
 
-1. ``<tool_call>{"name": "call_<oracle>", "arguments": {"system_prompt": ...}}``
+1. ``<tool_call>{"name": "call_<chosen>", "arguments": {"system_prompt": ...}}``
 2. ``<tool_call>{"name": "select_response", "arguments": {"call_id": "<id>"}}``
 
 :func:`tokenize_conversation` turns a rendered conversation into token ids and a
@@ -34,7 +37,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,14 +55,19 @@ from xrouter.evaluate.episodes import replay_entries
 from xrouter.evaluate.suites import Suite
 from xrouter.orchestrator.loop import Limits, Orchestrator
 from xrouter.orchestrator.tools import SELECT_TOOL, tool_name
+from xrouter.policies.checkpoint import Checkpoint
+from xrouter.policies.embedding import Embedder
+from xrouter.policies.learned import LiveRouter
 from xrouter.policies.llm_router import LLMRouter
 from xrouter.records.splits import split_mask
 from xrouter.records.store import Store
 
 __all__ = [
     "ORACLE_PROMPT",
+    "PolicyTeacher",
     "RouterExample",
     "RouterTask",
+    "Teacher",
     "TokenizedTrace",
     "draw_examples",
     "load_router_task",
@@ -187,6 +195,58 @@ def oracle_model(records: ReplayPool, row: int, models: Sequence[str]) -> str:
     return (right or ranked)[0]
 
 
+Teacher = Callable[[RouterExample], str]
+"""The pool model a warm-start trace calls for an example."""
+
+
+class PolicyTeacher:
+    """A trained policy network's first choice for each example, as a teacher.
+
+    The network sees what the router sees: the prompt (its embedding, of the kind
+    the checkpoint was trained on), lambda and the offered models. Its "answer
+    yourself" is rendered as a call to the suite's self model, the pool model
+    that stands for the router answering.
+    """
+
+    def __init__(
+        self, task: RouterTask, checkpoint: Checkpoint, embedder: Embedder
+    ) -> None:
+        self.task, self.checkpoint = task, checkpoint
+        records = task.records
+        self._vectors = embedder.like(checkpoint.embedding).encode_items(
+            records.sources[0], records.items()
+        )
+        self._routers: dict[tuple[str, ...], LiveRouter] = {}
+
+    def check_range(self, lam_min: float, lam_max: float) -> None:
+        """Refuse a lambda range the network was not trained on."""
+        lo, hi = self.checkpoint.lambda_range
+        if not lo <= lam_min <= lam_max <= hi:
+            raise ConfigError(
+                f"the teacher policy at {self.checkpoint.path} was trained for "
+                f"lambda {lo:g} to {hi:g}; the examples draw {lam_min:g} to "
+                f"{lam_max:g}. Narrow --lambda-min/--lambda-max to its range"
+            )
+
+    def __call__(self, example: RouterExample) -> str:
+        router = self._routers.get(example.models)
+        if router is None:
+            self_model = self.task.suite.self_model
+            router = LiveRouter(
+                self.checkpoint,
+                self.task.catalog,
+                example.models,
+                self_model if self_model in example.models else None,
+            )
+            self._routers[example.models] = router
+        records = self.task.records
+        tokens = int(records.input_tokens[example.row].max())
+        decision = router.first_decision(
+            self._vectors[example.row], example.lam, tokens
+        )
+        return decision.model
+
+
 def _call_text(name: str, arguments: dict[str, Any]) -> str:
     payload = json.dumps({"name": name, "arguments": arguments})
     return f"<tool_call>{payload}</tool_call>"
@@ -223,13 +283,19 @@ class _ScriptedBackend:
 
 
 def render_trace(
-    task: RouterTask, example: RouterExample, router_card: ModelCard
+    task: RouterTask,
+    example: RouterExample,
+    router_card: ModelCard,
+    teacher: Teacher | None = None,
 ) -> list[Message]:
-    """The whole conversation the router sees when it plays the oracle's choice:
-    its prompt (system, the user's messages), then its turns and the tool
-    responses, ending with its last message."""
-    oracle = oracle_model(task.records, example.row, example.models)
-    backend = _ScriptedBackend(router_card, oracle)
+    """The whole conversation the router sees when it plays the teacher's choice
+    (the oracle's by default): its prompt (system, the user's messages), then its
+    turns and the tool responses, ending with its last message."""
+    if teacher is None:
+        chosen = oracle_model(task.records, example.row, example.models)
+    else:
+        chosen = teacher(example)
+    backend = _ScriptedBackend(router_card, chosen)
     orchestrator = Orchestrator(task.pool(example.models), Limits(max_turns=2))
     messages = task.messages(example.row)
     result = asyncio.run(
@@ -242,7 +308,7 @@ def render_trace(
     )
     if result.strategy != "select" or len(backend.requests) != 2:
         raise DataError(
-            f"the oracle's trace for {task.item_id(example.row)} ended with "
+            f"the warm-start trace for {task.item_id(example.row)} ended with "
             f"{result.strategy} after {len(backend.requests)} turns, not a select "
             f"in turn 2 ({'; '.join(result.tool_errors) or 'no tool errors'})"
         )

@@ -29,11 +29,15 @@ from xrouter.core.catalog import Catalog
 from xrouter.core.errors import ConfigError
 from xrouter.core.progress import Reporter, Silent
 from xrouter.evaluate.suites import Suite
+from xrouter.policies.checkpoint import check_pool, load_checkpoint
+from xrouter.policies.embedding import Embedder
 from xrouter.records.store import Store
 from xrouter.train.router_checkpoint import latest_checkpoint, save_router_checkpoint
 from xrouter.train.router_data import (
+    PolicyTeacher,
     RouterExample,
     RouterTask,
+    Teacher,
     draw_examples,
     load_router_task,
 )
@@ -65,6 +69,7 @@ class RouterTrainConfig:
     sft_batch: int = 4  # traces per warm-start step
     micro_batch: int = 1  # traces per forward pass (accumulated to sft_batch)
     sft_lr: float = 5e-5  # warm-start learning rate (AdamW)
+    teacher: str = "oracle"  # warm-start choices: oracle, or a policy checkpoint
     rl_steps: int = 10  # GRPO steps
     prompts_per_step: int = 2  # examples (groups) per GRPO step
     group_size: int = 4  # G: episodes per example
@@ -179,6 +184,7 @@ class _Run:
     out: Path
     log: _Log
     reporter: Reporter
+    teacher: Teacher | None = None  # None: the oracle
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -252,7 +258,7 @@ def _run_sft(run: _Run, start: int, optimizer: Any) -> None:
         started = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, 1, step])
         examples = _examples(run, rng, cfg.sft_batch)
-        traces = sft_traces(task, examples, run.tokenizer, card)
+        traces = sft_traces(task, examples, run.tokenizer, card, run.teacher)
         loss = sft_step(
             run.model,
             optimizer,
@@ -324,6 +330,21 @@ def _run_rl(run: _Run, start: int, optimizer: Any) -> None:
             run.save(optimizer, "rl", step + 1, done)
 
 
+def _teacher(
+    config: RouterTrainConfig, task: RouterTask, store: Store
+) -> Teacher | None:
+    """The warm start's teacher: None for the oracle, else the policy network of
+    the checkpoint that ``config.teacher`` names (checked against the pool and the
+    lambda range before any training)."""
+    if config.teacher == "oracle":
+        return None
+    checkpoint = load_checkpoint(Path(config.teacher).expanduser())
+    check_pool(checkpoint, task.records.models, task.catalog)
+    teacher = PolicyTeacher(task, checkpoint, Embedder(store.path / "embeddings"))
+    teacher.check_range(config.lambda_min, config.lambda_max)
+    return teacher
+
+
 def train_router(
     store: Store,
     suite: Suite,
@@ -361,7 +382,15 @@ def train_router(
     out.mkdir(parents=True, exist_ok=True)
     log = _Log(out / METRICS_FILE, on_metrics or (lambda line: None))
     run = _Run(
-        config, task, model, tokenizer, accelerator, out, log, reporter or Silent()
+        config,
+        task,
+        model,
+        tokenizer,
+        accelerator,
+        out,
+        log,
+        reporter or Silent(),
+        _teacher(config, task, store),
     )
     phase = checkpoint.phase if checkpoint else "sft"
     step = checkpoint.step if checkpoint else 0

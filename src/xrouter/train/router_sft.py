@@ -1,7 +1,8 @@
-"""Warm start: supervised fine-tuning of the router on the oracle's traces.
+"""Warm start: supervised fine-tuning of the router on a teacher's traces.
 
 Each trace (``router_data.render_trace``) is one whole episode: the router's
-prompt, its call to the oracle's model, the tool response, its select. The loss
+prompt, its call to the model the teacher chose (the oracle's, or a trained
+policy network's), the tool response, its select. The loss
 is the mean next-token cross-entropy over the router's own tokens only
 (``tokenize_conversation``'s mask becomes labels of -100 elsewhere).
 
@@ -29,6 +30,7 @@ from xrouter.core.catalog import ModelCard
 from xrouter.train.router_data import (
     RouterExample,
     RouterTask,
+    Teacher,
     TokenizedTrace,
     render_trace,
     tokenize_conversation,
@@ -42,10 +44,12 @@ def sft_traces(
     examples: Sequence[RouterExample],
     tokenizer: PreTrainedTokenizerBase,
     router_card: ModelCard,
+    teacher: Teacher | None = None,
 ) -> list[TokenizedTrace]:
-    """The oracle's trace of each example, tokenized with its router mask."""
+    """The teacher's (by default the oracle's) trace of each example, tokenized
+    with its router mask."""
     return [
-        tokenize_conversation(tokenizer, render_trace(task, ex, router_card))
+        tokenize_conversation(tokenizer, render_trace(task, ex, router_card, teacher))
         for ex in examples
     ]
 
