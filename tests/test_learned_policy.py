@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,19 +17,25 @@ from _standin import StandInEmbedder
 from xrouter.backends.replay import ReplayPool
 from xrouter.core.catalog import load_catalog, read_cards
 from xrouter.core.errors import CheckpointError, ConfigError, DataError
+from xrouter.core.types import CallRecord, Message, Usage
+from xrouter.evaluate.episodes import replay_entries
 from xrouter.evaluate.suites import Suite
 from xrouter.orchestrator import episode as ep
+from xrouter.orchestrator.loop import EpisodeView, Limits, Orchestrator
 from xrouter.orchestrator.reward import RewardConfig
 from xrouter.policies.checkpoint import load_checkpoint, save_checkpoint
 from xrouter.policies.embedding import Embedder, routing_text
 from xrouter.policies.learned import (
+    Decision,
     LearnedPolicy,
     LiveRouter,
     ReplayTable,
+    Seen,
     TablePart,
     route_rows,
 )
-from xrouter.policies.router_net import play
+from xrouter.policies.policy_router import PolicyRouter, conversation_text, final_answer
+from xrouter.policies.router_net import encode, play
 from xrouter.records.ingest import ingest
 from xrouter.records.splits import split_mask
 from xrouter.records.store import Store
@@ -329,3 +337,177 @@ def test_live_decisions_on_real_embeddings_match_the_replayed_episodes(
         ]
         ids = [0 if d.kind == "answer" else 1 + MODELS.index(d.model) for d in live]
         assert ids == first.tolist()
+
+
+class _Known(Embedder):
+    """Returns a fixed vector for each conversation text it was given."""
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        super().__init__()
+        self.vectors = vectors
+
+    def encode(self, texts: Any, progress: Any = None) -> np.ndarray:
+        return np.stack([self.vectors[t] for t in texts])
+
+
+def test_whole_episodes_through_the_orchestrator_play_as_the_replayed_ones(
+    checkpoint_dir: Path, store: Store
+) -> None:
+    """PolicyRouter plays every turn with the network; on the same prompt vectors
+    it calls and returns what the batched episodes do, wherever its reading of
+    the live responses' final answers agrees with the recorded one."""
+    checkpoint = load_checkpoint(checkpoint_dir)
+    catalog = load_catalog()
+    pool = ReplayPool.load(store, ["zeroeval"], MODELS)
+    rows = np.flatnonzero(~split_mask(pool.item_ids, "train"))[::10][:60]
+    items = pool.items(rows)
+    vectors = StandInEmbedder().encode([routing_text(it) for it in items])
+    embedding = np.zeros((len(pool.item_ids), 384), dtype=np.float32)
+    embedding[rows] = vectors
+    models = checkpoint.model_table(catalog)
+    table = ReplayTable.build([TablePart(pool, embedding, MODELS[2])], models)
+    table = table.with_memory(checkpoint.memory, rows)
+    known = {}
+    for item, vector in zip(items, vectors, strict=True):
+        messages = [Message(role, text) for role, text in item.messages]  # type: ignore[arg-type]
+        known[conversation_text(messages)] = vector
+    router = PolicyRouter(checkpoint, catalog, MODELS, MODELS[2], _Known(known))
+    limits = Limits(max_turns=checkpoint.net.config.max_turns)
+    orchestrator = Orchestrator(replay_entries(pool, catalog), limits)
+    compared = 0
+    for lam in (0.3, 30.0, 3000.0):
+        played = route_rows(checkpoint.net, table, models, rows, lam).state
+        for k, (row, item) in enumerate(zip(rows, items, strict=True)):
+            messages = [Message(role, text) for role, text in item.messages]  # type: ignore[arg-type]
+            result = asyncio.run(
+                orchestrator.run(router, messages, lam=lam, item_id=item.item_id)
+            )
+            calls = [c for c in result.trace.calls if not c.by_router]
+            live = {
+                MODELS.index(c.model): final_answer(c.response or "") for c in calls
+            }
+            recorded = [pool.extracted[row, j] for j in live]
+            if [a is None for a in live.values()] != [a is None for a in recorded]:
+                continue  # a different reading of the answers, a different episode
+            compared += 1
+            assert set(live) == set(np.flatnonzero(ep.charged(played)[k]))
+            assert MODELS.index(result.answered_by[0]) == played.chosen[k]
+    assert compared >= 120
+
+
+def test_a_later_turn_decides_from_what_came_back_as_in_the_batched_episodes(
+    checkpoint_dir: Path, store: Store
+) -> None:
+    """After a first call to each model in turn, the live router's next action
+    (from the response's cost, length and answer) is the batched episodes'."""
+    checkpoint = load_checkpoint(checkpoint_dir)
+    net, catalog = checkpoint.net, load_catalog()
+    pool = ReplayPool.load(store, ["zeroeval"], MODELS)
+    rows = np.flatnonzero(~split_mask(pool.item_ids, "train"))[::10][:40]
+    vectors = StandInEmbedder().encode([routing_text(it) for it in pool.items(rows)])
+    embedding = np.zeros((len(pool.item_ids), 384), dtype=np.float32)
+    embedding[rows] = vectors
+    models = checkpoint.model_table(catalog)
+    table = ReplayTable.build([TablePart(pool, embedding, MODELS[2])], models)
+    table = table.with_memory(checkpoint.memory, rows)
+    live = LiveRouter(checkpoint, catalog, MODELS, MODELS[2])
+    rules = ep.EpisodeRules(net.config.max_turns)
+    tokens = pool.input_tokens[rows, 0]
+    m = len(MODELS)
+    kinds = set()
+    for lam in (0.3, 30.0, 3000.0):
+        inputs = table.inputs(rows, np.full(len(rows), lam))
+        first = ep.start(inputs.offered, inputs.self_model)
+        for j in range(m):
+            state = ep.step(first, np.full(len(rows), 1 + j), rules)
+            state_x, cand_x, cand_model = encode(inputs, state, models, net.config)
+            with torch.no_grad():
+                batched = net(
+                    torch.from_numpy(inputs.embedding),
+                    torch.from_numpy(state_x),
+                    torch.from_numpy(cand_x),
+                    torch.from_numpy(cand_model),
+                    torch.from_numpy(ep.legal_actions(state)),
+                ).argmax(dim=1)
+            for k, row in enumerate(rows):
+                mine = [i == j for i in range(m)]
+                seen = Seen(
+                    called=mine,
+                    answered=mine,
+                    cost=[
+                        float(pool.cost[row, j]) if i == j else 0.0 for i in range(m)
+                    ],
+                    output_tokens=[
+                        int(pool.output_tokens[row, j]) if i == j else 0
+                        for i in range(m)
+                    ],
+                    answers=[
+                        pool.extracted[row, j] if i == j else None for i in range(m)
+                    ],
+                    turns=1,
+                )
+                decision = live.decide(vectors[k], lam, int(tokens[k]), seen)
+                assert decision is not None
+                kinds.add(decision.kind)
+                action = {
+                    "answer": 0,
+                    "call": 1 + MODELS.index(decision.model),
+                    "select": 1 + m + MODELS.index(decision.model),
+                }[decision.kind]
+                assert action == int(batched[k])
+    assert kinds >= {"call", "select"}
+
+
+def test_the_policy_router_tells_the_network_what_came_back(
+    checkpoint_dir: Path,
+) -> None:
+    """Failed calls are tried no more and never selected; a select names the
+    model's latest answer; the router's own model's answer is returned at once."""
+    checkpoint = load_checkpoint(checkpoint_dir)
+    catalog = load_catalog()
+    router = PolicyRouter(
+        checkpoint, catalog, MODELS, MODELS[2], StandInEmbedder(), name="p"
+    )
+    given: list[Seen] = []
+    script: list[Decision | None] = []
+
+    def decide(embedding: Any, lam: float, tokens: int, seen: Seen) -> Any:
+        given.append(seen)
+        return script.pop(0)
+
+    router.live.decide = decide  # type: ignore[method-assign]
+    answer = "so the answer is \\boxed{18}."
+    calls = [
+        CallRecord(MODELS[0], None, Usage(10, 0), 0.0, call_id="c1", error="timeout"),
+        CallRecord(MODELS[1], answer, Usage(10, 7), 0.002, call_id="c2", turn=2),
+    ]
+    view = EpisodeView(
+        messages=(Message("user", "Janet's ducks?"),),
+        pool=[catalog.get(m) for m in MODELS],
+        lam=2.0,
+        turn=3,
+        max_turns=3,
+        budget_left_usd=1.0,
+        calls=calls,
+    )
+    script.append(Decision("select", MODELS[1]))
+    turn = asyncio.run(router.decide(view))
+    assert [(c.name, c.arguments) for c in turn.calls] == [
+        ("select_response", {"call_id": "c2"})
+    ]
+    seen = given[-1]
+    assert seen.called == [True, True, False]
+    assert seen.answered == [False, True, False]
+    assert seen.cost == [0.0, 0.002, 0.0] and seen.output_tokens == [0, 7, 0]
+    assert seen.answers == [None, "18", None] and seen.turns == 2
+
+    script.append(None)  # nothing left to try: the turn-limit rule answers
+    assert asyncio.run(router.decide(view)).calls == ()
+
+    own = CallRecord(MODELS[2], "18", Usage(10, 1), 0.0001, call_id="c3", turn=3)
+    view.calls = [*calls, own]
+    turn = asyncio.run(router.decide(view))
+    assert [(c.name, c.arguments) for c in turn.calls] == [
+        ("select_response", {"call_id": "c3"})
+    ]
+    assert len(given) == 2  # the network was not asked

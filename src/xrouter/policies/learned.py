@@ -47,6 +47,7 @@ __all__ = [
     "LearnedPolicy",
     "LiveRouter",
     "ReplayTable",
+    "Seen",
     "TablePart",
     "check_lambda",
     "lambda_knobs",
@@ -263,12 +264,33 @@ class Decision:
     model: str
 
 
+@dataclass
+class Seen:
+    """What an episode has seen so far, per pool model (in the router's order):
+    which models it called (``called``: failed calls too), which of those
+    answered (``answered``), what each call cost, its output tokens and its
+    extracted answer (equal strings agree; None: none could be extracted).
+    ``turns`` counts the actions taken so far."""
+
+    called: list[bool]
+    answered: list[bool]
+    cost: list[float]
+    output_tokens: list[int]
+    answers: list[str | None]
+    turns: int = 0
+
+    @classmethod
+    def nothing(cls, m: int) -> Seen:
+        return cls([False] * m, [False] * m, [0.0] * m, [0] * m, [None] * m)
+
+
 class LiveRouter:
-    """The first decision for one live request at a time, before any call is made.
+    """Decisions for one live request at a time, turn by turn.
 
     It encodes the same features and plays by the same rules as training and the
-    offline evaluation; later turns, which need the responses, are for the
-    orchestrator to play.
+    offline evaluation: before any call, and after calls, from what came back
+    (``Seen``). A call that failed counts as made (it is not tried again) but its
+    response cannot be selected.
     """
 
     def __init__(
@@ -290,21 +312,40 @@ class LiveRouter:
         self.models = checkpoint.model_table(catalog)
         self._model_id = self.models.index(pool)[None, :]
         self._self = np.array([self.pool.index(self_model) if self_model else -1])
-        self._state = ep.start(np.ones((1, m), dtype=bool), self._self)
-        self._nothing = ep.Responses(
-            np.zeros((1, m)),
-            np.zeros((1, m), dtype=np.int64),
-            np.full((1, m), -1, dtype=np.int64),
-        )
-        self._legal = torch.from_numpy(ep.legal_actions(self._state))
+        self._start = ep.start(np.ones((1, m), dtype=bool), self._self)
 
     def first_decision(
         self, embedding: NDArray[np.float32], lam: float, input_tokens: int
     ) -> Decision:
         """The most likely first action for a prompt (its 384-d embedding and its
         length in tokens) at lambda ``lam``."""
+        seen = Seen.nothing(len(self.pool))
+        decision = self.decide(embedding, lam, input_tokens, seen)
+        assert decision is not None  # nothing is tried yet: every call is open
+        return decision
+
+    def decide(
+        self,
+        embedding: NDArray[np.float32],
+        lam: float,
+        input_tokens: int,
+        seen: Seen,
+    ) -> Decision | None:
+        """The most likely next action given what the episode has seen; None when
+        none is left (every model tried, none answered)."""
         check_lambda(self.checkpoint, lam)
         m = len(self.pool)
+        called = np.array([seen.called], dtype=bool)
+        state = replace(
+            self._start,
+            called=called,
+            turn=np.array([seen.turns], dtype=np.int64),
+        )
+        codes: dict[str, int] = {}
+        answer_code = [
+            codes.setdefault(a, len(codes)) if a is not None and ok else -1
+            for a, ok in zip(seen.answers, seen.answered, strict=True)
+        ]
         query = embedding.reshape(1, -1).astype(np.float32, copy=False)
         found = self.checkpoint.memory.lookup(query, models=self._model_id[0])
         inputs = EpisodeInputs(
@@ -312,21 +353,29 @@ class LiveRouter:
             lam=np.array([lam]),
             model_id=self._model_id,
             input_tokens=np.full((1, m), input_tokens, dtype=np.int64),
-            offered=self._state.offered,
+            offered=self._start.offered,
             self_model=self._self,
-            responses=self._nothing,
+            responses=ep.Responses(
+                np.array([seen.cost], dtype=np.float64),
+                np.array([seen.output_tokens], dtype=np.int64),
+                np.array([answer_code], dtype=np.int64),
+            ),
             memory=found[:, self._model_id[0]],
         )
         state_x, cand_x, cand_model = encode(
-            inputs, self._state, self.models, self.checkpoint.net.config
+            inputs, state, self.models, self.checkpoint.net.config
         )
+        legal = ep.legal_actions(state)
+        legal[0, 1 + m :] &= np.array(seen.answered, dtype=bool)  # only answers
+        if not legal.any():
+            return None
         with torch.no_grad():
             logits = self.checkpoint.net(
                 torch.from_numpy(inputs.embedding),
                 torch.from_numpy(state_x),
                 torch.from_numpy(cand_x),
                 torch.from_numpy(cand_model),
-                self._legal,
+                torch.from_numpy(legal),
             )
         action = int(logits.argmax())
         if action == ep.ANSWER:

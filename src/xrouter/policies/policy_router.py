@@ -1,11 +1,15 @@
 """The RL-trained routing policy, speaking the orchestrator's tools.
 
-The policy network decides the first action of an episode from the request's
-embedding, its length, the pool and lambda: answer itself (its ``self_model`` stands
-for the router, as in training), or call one pool model. The orchestrator runs the
-call like any other; the next turn selects its response, or, when it failed for
-good, calls the strongest model not tried yet. The decision costs nothing (a small
-network on the CPU), so the router's own card is None.
+The policy network plays every turn of the episode, as in training: from the
+request's embedding, its length, the pool and lambda, and after each call from
+what came back (which models answered, their lengths, and whether their final
+answers agree), it calls a pool model, selects an earlier response, or answers
+itself. Its ``self_model`` stands for the router answering: that model is called,
+and its response is then returned. A call that failed for good is not tried
+again and cannot be selected. Final answers are read from the responses the way
+the math verifier reads them (a boxed answer or a stated one), else as the last
+number. A decision costs nothing (a small network on the CPU), so the router's
+own card is None.
 
 Routing reads the whole conversation: the last user message first, then the turns
 before it, newest first; the embedding model reads the first 128 word pieces of that,
@@ -25,10 +29,11 @@ from xrouter.orchestrator.parsing import ToolCall
 from xrouter.orchestrator.tools import SELECT_TOOL, tool_name
 from xrouter.policies.checkpoint import Checkpoint
 from xrouter.policies.embedding import Embedder
-from xrouter.policies.learned import LiveRouter, check_lambda
+from xrouter.policies.learned import LiveRouter, Seen, check_lambda
 from xrouter.records.tokens import count_message_tokens
+from xrouter.records.verifiers import extract_answer
 
-__all__ = ["PolicyRouter", "conversation_text"]
+__all__ = ["PolicyRouter", "conversation_text", "final_answer"]
 
 # What routing reads of a conversation, at most (the embedder cuts it further).
 _MAX_CHARS = 1000
@@ -60,9 +65,7 @@ class PolicyRouter:
         self.live = LiveRouter(checkpoint, catalog, pool, self_model)
         self.checkpoint = checkpoint
         self.pool = list(pool)
-        self.strength = sorted(
-            self.pool, key=lambda m: catalog.get(m).output_per_mtok, reverse=True
-        )
+        self.self_model = self_model
         self.embedder = (embedder or Embedder()).like(checkpoint.embedding)
         self.name = name
 
@@ -82,18 +85,46 @@ class PolicyRouter:
 
     async def decide(self, view: EpisodeView) -> RouterTurn:
         started = time.monotonic()
-        done = [c for c in view.calls if c.error is None and c.response is not None]
-        if done:
-            return _turn(SELECT_TOOL, {"call_id": done[-1].call_id}, started)
-        if not view.calls:
-            model = self.first_choice(view.messages, view.lam)
-        else:
-            tried = {c.model for c in view.calls}
-            left = [m for m in self.strength if m not in tried]
-            if not left:
-                return RouterTurn(latency_s=time.monotonic() - started)
-            model = left[0]
-        return _turn(tool_name(model), {"system_prompt": ""}, started)
+        seen, last_ok = self._seen(view)
+        if self.self_model in last_ok:
+            # The router's own answer is its response, as in training.
+            call_id = last_ok[self.self_model]
+            return _turn(SELECT_TOOL, {"call_id": call_id}, started)
+        vector = self.embedder.encode([conversation_text(view.messages)])[0]
+        tokens = count_message_tokens([(m.role, m.content) for m in view.messages])
+        decision = self.live.decide(vector, view.lam, tokens, seen)
+        if decision is None:
+            return RouterTurn(latency_s=time.monotonic() - started)
+        if decision.kind == "select":
+            return _turn(SELECT_TOOL, {"call_id": last_ok[decision.model]}, started)
+        return _turn(tool_name(decision.model), {"system_prompt": ""}, started)
+
+    def _seen(self, view: EpisodeView) -> tuple[Seen, dict[str, str]]:
+        """What came back so far, per pool model, and the call id of each model's
+        latest answer."""
+        pool = self.live.pool
+        seen = Seen.nothing(len(pool))
+        seen.turns = max(view.turn - 1, 0)
+        last_ok: dict[str, str] = {}
+        for call in view.calls:
+            model = call.fallback_for or call.model
+            if model not in pool or call.by_router:
+                continue
+            j = pool.index(model)
+            seen.called[j] = True
+            seen.cost[j] += call.cost_usd
+            if call.error is None and call.response is not None:
+                seen.answered[j] = True
+                seen.output_tokens[j] = call.usage.output_tokens
+                seen.answers[j] = final_answer(call.response)
+                last_ok[model] = call.call_id
+        return seen, last_ok
+
+
+def final_answer(text: str) -> str | None:
+    """A response's final answer for agreement: boxed or stated, else the last
+    number; None when it has neither."""
+    return extract_answer("math", text) or extract_answer("gsm8k", text)
 
 
 def _turn(name: str, arguments: dict[str, Any], started: float) -> RouterTurn:

@@ -349,9 +349,10 @@ class Gateway:
     ) -> AsyncIterator[str]:
         """The answer's text as it arrives.
 
-        The policy router's choice (and a direct request's model) streams live;
-        an episode of the LLM router runs to its end first, then its answer is
-        sent in pieces.
+        The policy router's first choice (and a direct request's model) streams
+        live: tokens already sent cannot be taken back, so a stream does not
+        escalate as a whole episode may. An episode of the LLM router runs to its
+        end first, then its answer is sent in pieces.
         """
         from xrouter.policies.policy_router import PolicyRouter
 
