@@ -65,15 +65,21 @@ def serve_command(
 
 
 def _one_blas_thread() -> None:
-    """Let numpy's BLAS use one thread in this process, unless told otherwise.
+    """Let numpy's BLAS and torch use one thread each in this process, unless
+    told otherwise.
 
-    A routing decision multiplies small matrices with numpy right after the
-    embedding's torch threads ran; BLAS's own thread pool then fights those for
-    the cores, and on two cores a decision takes ~8 ms instead of ~1 ms. numpy is
-    loaded by now, so its environment variable would come too late.
+    A routing decision multiplies small matrices (the memory's similarities with
+    numpy, the policy network with torch); thread pools gain nothing on sizes
+    this small and, when other work holds the cores, their waiting threads cost
+    more than the work: on two busy cores a decision took ~10 ms with torch's
+    default threads, ~1 ms with one. numpy is loaded by now, so its environment
+    variable would come too late.
     """
     if "OPENBLAS_NUM_THREADS" in os.environ or "OMP_NUM_THREADS" in os.environ:
         return
+    import torch
+
+    torch.set_num_threads(1)
     try:  # installed with sentence-transformers (through scikit-learn)
         from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
     except ImportError:

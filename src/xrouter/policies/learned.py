@@ -12,6 +12,7 @@ the form in which both training and evaluation feed episodes to the network.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -255,6 +256,10 @@ class LearnedPolicy(Policy):
         return Routing(ep.charged(played.state), played.state.chosen)
 
 
+# Live prompts whose neighbours (and embeddings) are kept for their later turns.
+_REMEMBERED_PROMPTS = 256
+
+
 @dataclass(frozen=True)
 class Decision:
     """One action of the router: answer itself, call a model, or select the
@@ -313,6 +318,18 @@ class LiveRouter:
         self._model_id = self.models.index(pool)[None, :]
         self._self = np.array([self.pool.index(self_model) if self_model else -1])
         self._start = ep.start(np.ones((1, m), dtype=bool), self._self)
+        # A prompt's neighbours, for the later turns of its episode.
+        self._found: OrderedDict[bytes, NDArray[np.float32]] = OrderedDict()
+
+    def _neighbours(self, query: NDArray[np.float32]) -> NDArray[np.float32]:
+        key = query.tobytes()
+        found = self._found.get(key)
+        if found is None:
+            found = self.checkpoint.memory.lookup(query, models=self._model_id[0])
+            self._found[key] = found
+            if len(self._found) > _REMEMBERED_PROMPTS:
+                self._found.popitem(last=False)
+        return found
 
     def first_decision(
         self, embedding: NDArray[np.float32], lam: float, input_tokens: int
@@ -347,7 +364,7 @@ class LiveRouter:
             for a, ok in zip(seen.answers, seen.answered, strict=True)
         ]
         query = embedding.reshape(1, -1).astype(np.float32, copy=False)
-        found = self.checkpoint.memory.lookup(query, models=self._model_id[0])
+        found = self._neighbours(query)
         inputs = EpisodeInputs(
             embedding=query,
             lam=np.array([lam]),

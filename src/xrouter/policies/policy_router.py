@@ -19,8 +19,12 @@ and the length feature counts every message.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from xrouter.core.catalog import Catalog, ModelCard
 from xrouter.core.types import Message
@@ -37,6 +41,8 @@ __all__ = ["PolicyRouter", "conversation_text", "final_answer"]
 
 # What routing reads of a conversation, at most (the embedder cuts it further).
 _MAX_CHARS = 1000
+# Conversations whose embedding is kept for the later turns of their episode.
+_REMEMBERED_PROMPTS = 256
 
 
 def conversation_text(messages: Sequence[Message]) -> str:
@@ -66,6 +72,7 @@ class PolicyRouter:
         self.checkpoint = checkpoint
         self.pool = list(pool)
         self.self_model = self_model
+        self._prompts: OrderedDict[str, tuple[NDArray[np.float32], int]] = OrderedDict()
         self.embedder = (embedder or Embedder()).like(checkpoint.embedding)
         self.name = name
 
@@ -78,8 +85,7 @@ class PolicyRouter:
 
     def first_choice(self, messages: Sequence[Message], lam: float) -> str:
         """The pool model the policy sends ``messages`` to first."""
-        vector = self.embedder.encode([conversation_text(messages)])[0]
-        tokens = count_message_tokens([(m.role, m.content) for m in messages])
+        vector, tokens = self._prompt(messages)
         decision = self.live.first_decision(vector, lam, tokens)
         return decision.model
 
@@ -90,14 +96,26 @@ class PolicyRouter:
             # The router's own answer is its response, as in training.
             call_id = last_ok[self.self_model]
             return _turn(SELECT_TOOL, {"call_id": call_id}, started)
-        vector = self.embedder.encode([conversation_text(view.messages)])[0]
-        tokens = count_message_tokens([(m.role, m.content) for m in view.messages])
+        vector, tokens = self._prompt(view.messages)
         decision = self.live.decide(vector, view.lam, tokens, seen)
         if decision is None:
             return RouterTurn(latency_s=time.monotonic() - started)
         if decision.kind == "select":
             return _turn(SELECT_TOOL, {"call_id": last_ok[decision.model]}, started)
         return _turn(tool_name(decision.model), {"system_prompt": ""}, started)
+
+    def _prompt(self, messages: Sequence[Message]) -> tuple[NDArray[np.float32], int]:
+        """The conversation's embedding and length in tokens, kept for the
+        episode's later turns."""
+        text = conversation_text(messages)
+        known = self._prompts.get(text)
+        if known is None:
+            tokens = count_message_tokens([(m.role, m.content) for m in messages])
+            known = (self.embedder.encode([text])[0], tokens)
+            self._prompts[text] = known
+            if len(self._prompts) > _REMEMBERED_PROMPTS:
+                self._prompts.popitem(last=False)
+        return known
 
     def _seen(self, view: EpisodeView) -> tuple[Seen, dict[str, str]]:
         """What came back so far, per pool model, and the call id of each model's
