@@ -25,11 +25,16 @@ from xrouter.cli import train  # noqa: F401  (registers the sub-commands)
 from xrouter.cli.app import app
 from xrouter.core.catalog import load_catalog
 from xrouter.core.errors import ConfigError
+from xrouter.evaluate.episodes import sample_items
+from xrouter.evaluate.runner import evaluate_policy
 from xrouter.evaluate.suites import Suite
+from xrouter.orchestrator.reward import RewardConfig
 from xrouter.orchestrator.tools import router_system_prompt, tool_name
 from xrouter.policies.checkpoint import load_checkpoint, save_checkpoint
-from xrouter.policies.embedding import routing_text
-from xrouter.policies.learned import LiveRouter
+from xrouter.policies.embedding import Embedder, routing_text
+from xrouter.policies.knn import NearestNeighbour
+from xrouter.policies.learned import LearnedPolicy, LiveRouter
+from xrouter.records.splits import split_mask
 from xrouter.train.env import load_training_data
 from xrouter.train.grpo import GRPOConfig, train_policy
 from xrouter.train.router_checkpoint import latest_checkpoint
@@ -44,6 +49,7 @@ from xrouter.train.router_data import (
     render_trace,
     tokenize_conversation,
 )
+from xrouter.train.router_eval import routers_on
 from xrouter.train.router_policy import PolicyBackend, load_router_model
 from xrouter.train.router_rl import (
     clipped_token_loss,
@@ -380,3 +386,30 @@ def test_bad_input_gives_one_clear_line(
     lines = output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert message in output
+
+
+def test_the_router_is_compared_with_knn_and_the_policy_on_its_own_items(
+    task: RouterTask, policy_dir: tuple[Path, Path]
+) -> None:
+    """The reference rows of an evaluation are what the offline evaluation
+    reports for the same routers, items and lambda."""
+    checkpoint = load_checkpoint(policy_dir[0])
+    rows = sample_items(task.records, task.test, 12, seed=0)
+    config = RewardConfig(lam=1.0)
+    found = routers_on(task, rows, config, checkpoint)
+    assert sorted(found) == ["knn", "policy"]
+    assert sorted(routers_on(task, rows, config)) == ["knn"]
+
+    records, embedder = task.records, Embedder(task.records.store.path / "embeddings")
+    train_rows = np.flatnonzero(split_mask(records.item_ids, "train"))
+    knn = NearestNeighbour(embedder.encode_items("zeroeval", records.items()))
+    policy = LearnedPolicy(checkpoint, task.catalog, embedder, SUITE.self_model)
+    for name, router in (("knn", knn), ("policy", policy)):
+        router.fit(records, train_rows)
+        result = evaluate_policy(router, records, rows)
+        point = next(p for p in result.points if p.knob == 1.0)
+        assert found[name]["accuracy"] == pytest.approx(point.accuracy)
+        assert found[name]["cost_per_1k"] == pytest.approx(point.cost_per_1k)
+        penalty = min(1.0 * point.cost_per_1k / 1000, config.cost_max)
+        assert point.accuracy * (1 - 12 * penalty) <= found[name]["reward"]
+        assert found[name]["reward"] <= point.accuracy

@@ -5,7 +5,8 @@
   same rate on its test sample, from the episodes it plays).
 - :func:`evaluate_router`: the shared ``evaluate_episodes`` on a fixed sample of
   test items (``sample_items``, seed 0), with the mean reward at the evaluation's
-  lambda beside the best single model's and the oracle's on the same items.
+  lambda beside the best single model's, the oracle's, the nearest-neighbour
+  router's and (given a checkpoint) the RL policy network's on the same items.
 """
 
 from __future__ import annotations
@@ -21,12 +22,18 @@ from xrouter.core.catalog import ModelCard
 from xrouter.evaluate.episodes import EpisodeScore, evaluate_episodes, sample_items
 from xrouter.orchestrator.loop import Limits
 from xrouter.orchestrator.reward import RewardConfig, reward
+from xrouter.policies.base import Policy, outcome
+from xrouter.policies.checkpoint import Checkpoint
+from xrouter.policies.embedding import Embedder
+from xrouter.policies.knn import NearestNeighbour
+from xrouter.policies.learned import LearnedPolicy
 from xrouter.policies.llm_router import LLMRouter
+from xrouter.records.splits import split_mask
 from xrouter.train.router_data import RouterExample, RouterTask
 from xrouter.train.router_policy import PolicyBackend
 from xrouter.train.router_rl import first_call_ok, play_episode
 
-__all__ = ["evaluate_router", "parse_rate", "pool_rewards"]
+__all__ = ["evaluate_router", "parse_rate", "pool_rewards", "routers_on"]
 
 
 def parse_rate(
@@ -67,6 +74,39 @@ def pool_rewards(
     return singles, float(per_item.max(axis=1).mean())
 
 
+def routers_on(
+    task: RouterTask,
+    rows: NDArray[np.int64],
+    config: RewardConfig,
+    policy: Checkpoint | None = None,
+) -> dict[str, dict[str, float]]:
+    """Accuracy, USD per 1,000 queries and mean reward on ``rows`` at
+    ``config.lam`` of the nearest-neighbour router (fitted on the whole train
+    split) and, given a checkpoint, of the RL policy network."""
+    records = task.records
+    embedder = Embedder(records.store.path / "embeddings")
+    train = np.flatnonzero(split_mask(records.item_ids, "train"))
+    vectors = embedder.encode_items(records.sources[0], records.items())
+    routers: dict[str, Policy] = {"knn": NearestNeighbour(vectors)}
+    if policy is not None:
+        self_model = task.suite.self_model
+        routers["policy"] = LearnedPolicy(policy, task.catalog, embedder, self_model)
+    out = {}
+    for name, router in routers.items():
+        router.fit(records, train)
+        done = outcome(records, rows, router.route(records, rows, config.lam))
+        rewards = [
+            reward(float(s), float(c), config)
+            for s, c in zip(done.score, done.cost, strict=True)
+        ]
+        out[name] = {
+            "accuracy": float(done.score.mean()),
+            "cost_per_1k": float(done.cost.mean() * 1000),
+            "reward": float(np.mean(rewards)),
+        }
+    return out
+
+
 def evaluate_router(
     model: Any,
     tokenizer: PreTrainedTokenizerBase,
@@ -77,9 +117,10 @@ def evaluate_router(
     lam: float,
     max_new_tokens: int = 96,
     cost_max: float = RewardConfig().cost_max,
+    policy: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Accuracy, cost and reward of the greedy router on ``items`` sampled test
-    items, and the baselines on the same items."""
+    items, and the baselines on the same items (see :func:`routers_on`)."""
     model.eval()
     backend = PolicyBackend(
         model, tokenizer, card, temperature=0.0, max_new_tokens=max_new_tokens
@@ -128,4 +169,5 @@ def evaluate_router(
             "cost_per_1k": evaluation.oracle[1],
             "reward": oracle_reward,
         },
+        **routers_on(task, rows, config, policy),
     }

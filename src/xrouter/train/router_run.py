@@ -229,6 +229,9 @@ class _Run:
                 lam=cfg.eval_lambda,
                 max_new_tokens=cfg.max_new_tokens,
                 cost_max=cfg.cost_max,
+                policy=self.teacher.checkpoint
+                if isinstance(self.teacher, PolicyTeacher)
+                else None,
             )
         if len(line) > 2:
             self.log.write(line)
