@@ -306,6 +306,21 @@ def test_lambda_outside_the_trained_range_is_refused(
     )
 
 
+def _table(
+    checkpoint: Any,
+    pool: ReplayPool,
+    rows: np.ndarray,
+    vectors: np.ndarray,
+    models: Any,
+) -> ReplayTable:
+    """The pool as the network's table, ``rows`` holding ``vectors`` as their
+    prompt embeddings (the memory's features filled in for them)."""
+    embedding = np.zeros((len(pool.item_ids), 384), dtype=np.float32)
+    embedding[rows] = vectors
+    table = ReplayTable.build([TablePart(pool, embedding, MODELS[2])], models)
+    return table.with_memory(checkpoint.memory, rows)
+
+
 def test_live_decisions_on_real_embeddings_match_the_replayed_episodes(
     checkpoint_dir: Path, store: Store
 ) -> None:
@@ -321,11 +336,8 @@ def test_live_decisions_on_real_embeddings_match_the_replayed_episodes(
     assert vectors.shape == (40, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
-    embedding = np.zeros((len(pool.item_ids), 384), dtype=np.float32)
-    embedding[rows] = vectors
     models = checkpoint.model_table(catalog)
-    table = ReplayTable.build([TablePart(pool, embedding, MODELS[2])], models)
-    table = table.with_memory(checkpoint.memory, rows)
+    table = _table(checkpoint, pool, rows, vectors, models)
     router = LiveRouter(checkpoint, catalog, MODELS, MODELS[2])
     tokens = pool.input_tokens[rows]
     assert (tokens == tokens[:, :1]).all()  # one prompt length for every model
@@ -362,11 +374,8 @@ def test_whole_episodes_through_the_orchestrator_play_as_the_replayed_ones(
     rows = np.flatnonzero(~split_mask(pool.item_ids, "train"))[::10][:60]
     items = pool.items(rows)
     vectors = StandInEmbedder().encode([routing_text(it) for it in items])
-    embedding = np.zeros((len(pool.item_ids), 384), dtype=np.float32)
-    embedding[rows] = vectors
     models = checkpoint.model_table(catalog)
-    table = ReplayTable.build([TablePart(pool, embedding, MODELS[2])], models)
-    table = table.with_memory(checkpoint.memory, rows)
+    table = _table(checkpoint, pool, rows, vectors, models)
     known = {}
     for item, vector in zip(items, vectors, strict=True):
         messages = [Message(role, text) for role, text in item.messages]  # type: ignore[arg-type]
@@ -405,11 +414,8 @@ def test_a_later_turn_decides_from_what_came_back_as_in_the_batched_episodes(
     pool = ReplayPool.load(store, ["zeroeval"], MODELS)
     rows = np.flatnonzero(~split_mask(pool.item_ids, "train"))[::10][:40]
     vectors = StandInEmbedder().encode([routing_text(it) for it in pool.items(rows)])
-    embedding = np.zeros((len(pool.item_ids), 384), dtype=np.float32)
-    embedding[rows] = vectors
     models = checkpoint.model_table(catalog)
-    table = ReplayTable.build([TablePart(pool, embedding, MODELS[2])], models)
-    table = table.with_memory(checkpoint.memory, rows)
+    table = _table(checkpoint, pool, rows, vectors, models)
     live = LiveRouter(checkpoint, catalog, MODELS, MODELS[2])
     rules = ep.EpisodeRules(net.config.max_turns)
     tokens = pool.input_tokens[rows, 0]
