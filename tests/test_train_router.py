@@ -386,6 +386,8 @@ def test_bad_input_gives_one_clear_line(
     lines = output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert message in output
+    out = tmp_path / "out"
+    assert not out.exists() or not any(out.iterdir())  # nothing written
 
 
 def test_the_router_is_compared_with_knn_and_the_policy_on_its_own_items(

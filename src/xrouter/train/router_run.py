@@ -364,6 +364,7 @@ def train_router(
     base_dir = local_model_dir(config.base, home=store.path.parent)
     catalog.get(config.router_card)
     task = load_router_task(store, suite, catalog, items=config.items, seed=config.seed)
+    teacher = _teacher(config, task, store)  # refused before anything is written
     found = latest_checkpoint(out)
     if found is not None and not resume:
         raise ConfigError(
@@ -393,7 +394,7 @@ def train_router(
         out,
         log,
         reporter or Silent(),
-        _teacher(config, task, store),
+        teacher,
     )
     phase = checkpoint.phase if checkpoint else "sft"
     step = checkpoint.step if checkpoint else 0
