@@ -35,6 +35,7 @@ import yaml
 from _standin import StandInEmbedder
 from fastapi import FastAPI
 from starlette.types import Message
+from upstream import serve_in_thread, stop_serving
 
 from xrouter.core.catalog import load_catalog
 from xrouter.evaluate.suites import Suite
@@ -187,28 +188,11 @@ class GatewayServer:
         """Serve in a background thread; returns once ``/health`` says ok."""
         if self._server is not None:
             raise RuntimeError("GatewayServer is already started")
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=0,
-            http="h11",
-            ws="none",
-            loop="asyncio",
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=2,
-        )
-        self._server = server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=server.run, name="gateway", daemon=True)
-        self._thread.start()
         deadline = time.monotonic() + self.start_timeout_s
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the gateway did not start; see its log")
-            time.sleep(0.01)
-        listening = server.servers[0]
+        self._server, self._thread = serve_in_thread(
+            self.app, "gateway", lifespan="on", timeout_s=self.start_timeout_s
+        )
+        listening = self._server.servers[0]
         self.port = listening.sockets[0].getsockname()[1]
         self.loop = listening.get_loop()
         while True:
@@ -224,12 +208,7 @@ class GatewayServer:
 
     def stop(self) -> None:
         """Stop serving (the app's shutdown runs) and wait for the thread."""
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=15)
-            if self._thread.is_alive():
-                raise RuntimeError("the gateway did not stop in 15 s")
+        stop_serving(self._server, self._thread, "gateway")
         self._server = self._thread = None
 
     def leave_stream(self, body: dict[str, Any]) -> list[bytes]:

@@ -60,7 +60,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -83,6 +83,50 @@ FAULTS: Final[tuple[str, ...]] = (
 )
 MODEL: Final = "upstream-echo"
 _CONN = "upstream.connection"  # scope key: uvicorn's request cycle, to cut it
+
+
+def serve_in_thread(
+    app: Any, what: str, *, lifespan: Literal["on", "off"], timeout_s: float = 10.0
+) -> tuple[uvicorn.Server, threading.Thread]:
+    """``app`` served by uvicorn on 127.0.0.1 (a free port) in a daemon thread;
+    returns once it listens. ``what`` names the server in errors."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        http="h11",
+        ws="none",
+        loop="asyncio",
+        lifespan=lifespan,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=what, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            stop_serving(server, thread, what)
+            raise RuntimeError(f"the {what} did not start; see its log")
+        time.sleep(0.005)
+    return server, thread
+
+
+def stop_serving(
+    server: uvicorn.Server | None,
+    thread: threading.Thread | None,
+    what: str,
+    timeout_s: float = 15.0,
+) -> None:
+    """Ask ``server`` to exit and wait for its thread."""
+    if server is not None:
+        server.should_exit = True
+    if thread is not None:
+        thread.join(timeout=timeout_s)
+        if thread.is_alive():
+            raise RuntimeError(f"the {what} did not stop in {timeout_s:g} s")
 
 
 class UpstreamServer:
@@ -144,40 +188,17 @@ class UpstreamServer:
         """Serve in a background thread; returns once the port is listening."""
         if self._server is not None:
             raise RuntimeError("UpstreamServer is already started")
-        config = uvicorn.Config(
-            _Cuttable(_app(self)),
-            host="127.0.0.1",
-            port=0,
-            http="h11",
-            ws="none",
-            loop="asyncio",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=2,
-        )
         self._stopping = False
-        self._server = server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=server.run, name="upstream", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the upstream test server did not start")
-            time.sleep(0.005)
-        self.port = server.servers[0].sockets[0].getsockname()[1]
+        self._server, self._thread = serve_in_thread(
+            _Cuttable(_app(self)), "upstream test server", lifespan="off"
+        )
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
         return self
 
     def stop(self) -> None:
         """Stop serving and wait for the thread to end (in-flight stalls end too)."""
         self._stopping = True
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            if self._thread.is_alive():
-                raise RuntimeError("the upstream test server did not stop in 10 s")
+        stop_serving(self._server, self._thread, "upstream test server", 10.0)
         self._server = self._thread = None
 
     def __enter__(self) -> UpstreamServer:

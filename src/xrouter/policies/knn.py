@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from xrouter.backends.replay import ReplayPool
 from xrouter.policies.base import LAMBDA_SWEEP, Policy, Routing, single_call
+from xrouter.policies.memory import centred
 
 __all__ = ["NearestNeighbour"]
 
@@ -43,9 +44,7 @@ class NearestNeighbour(Policy):
         if len(train) == 0:
             raise ValueError("the nearest-neighbour router needs train items; got none")
         self._train = train
-        shifted = self.embeddings - self.embeddings[train].mean(axis=0)
-        norms = np.linalg.norm(shifted, axis=1, keepdims=True)
-        self._centred = shifted / np.maximum(norms, 1e-12)
+        self._centred = centred(self.embeddings, self.embeddings[train].mean(axis=0))
         self._cache = None
 
     def knobs(self) -> Sequence[float]:

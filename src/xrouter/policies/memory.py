@@ -27,10 +27,28 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["N_MEMORY_FEATURES", "NeighbourMemory", "build_memory", "item_hash"]
+__all__ = [
+    "N_MEMORY_FEATURES",
+    "NeighbourMemory",
+    "build_memory",
+    "centred",
+    "item_hash",
+]
 
 N_MEMORY_FEATURES = 4
 _CHUNK = 512
+
+
+def centred(
+    vectors: NDArray[np.float32], centre: NDArray[np.float32] | float
+) -> NDArray[np.float32]:
+    """``vectors`` less ``centre``, back to unit length (zero stays zero)."""
+    shifted = vectors - centre
+    norms = np.linalg.norm(shifted, axis=-1, keepdims=True)
+    result: NDArray[np.float32] = (shifted / np.maximum(norms, 1e-12)).astype(
+        np.float32
+    )
+    return result
 
 
 def item_hash(item_ids: Sequence[str]) -> NDArray[np.int64]:
@@ -79,12 +97,7 @@ class NeighbourMemory:
 
     def centre(self, vectors: NDArray[np.float32]) -> NDArray[np.float32]:
         """``vectors`` less the remembered prompts' mean, back to unit length."""
-        shifted = vectors - self._center
-        norms = np.linalg.norm(shifted, axis=-1, keepdims=True)
-        result: NDArray[np.float32] = (shifted / np.maximum(norms, 1e-12)).astype(
-            np.float32
-        )
-        return result
+        return centred(vectors, self._center)
 
     def __post_init__(self) -> None:
         center = self.embedding.mean(axis=0) if len(self.embedding) else 0.0

@@ -70,7 +70,6 @@ class PolicyRouter:
     ) -> None:
         self.live = LiveRouter(checkpoint, catalog, pool, self_model)
         self.checkpoint = checkpoint
-        self.pool = list(pool)
         self.self_model = self_model
         self._prompts: OrderedDict[str, tuple[NDArray[np.float32], int]] = OrderedDict()
         self.embedder = (embedder or Embedder()).like(checkpoint.embedding)
