@@ -160,6 +160,25 @@ def test_bad_settings_are_refused() -> None:
     )
     with pytest.raises(ConfigError, match="group_size must be >= 2"):
         GRPOConfig(group_size=1)
+    with pytest.raises(ConfigError) as info:
+        GRPOConfig(ema_decay=1.0)
+    assert str(info.value) == (
+        "ema_decay must be in [0, 1) (0: keep the raw weights), got 1"
+    )
+
+
+def test_the_kept_weights_are_the_moving_average(data: TrainingData) -> None:
+    # With averaging off the kept weights are the last step's; with it on they
+    # lag behind, so the two runs from one seed end apart.
+    config = dataclasses.replace(CONFIG, steps=5, eval_every=5)
+    raw = train_policy(data, dataclasses.replace(config, ema_decay=0.0)).net
+    averaged = train_policy(data, config).net
+    raw_weights, averaged_weights = raw.state_dict(), averaged.state_dict()
+    assert all(
+        not torch.equal(raw_weights[k], averaged_weights[k])
+        for k in raw_weights
+        if raw_weights[k].is_floating_point()
+    )
 
 
 @pytest.fixture(scope="module")

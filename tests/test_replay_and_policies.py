@@ -10,9 +10,11 @@ import pytest
 from xrouter.backends.replay import ReplayPool
 from xrouter.core.catalog import load_catalog
 from xrouter.core.errors import ReplayMissError, StoreError
+from xrouter.evaluate.metrics import aiq_of
+from xrouter.evaluate.runner import evaluate_policy
 from xrouter.policies.base import Routing, outcome
 from xrouter.policies.baselines import Cascade, Oracle, RandomMix, SingleModel
-from xrouter.policies.knn import NearestNeighbour
+from xrouter.policies.knn import K_CHOICES, NearestNeighbour
 from xrouter.records.ingest import ingest
 from xrouter.records.splits import split_mask
 from xrouter.records.store import Store
@@ -122,6 +124,29 @@ def test_knn_trades_accuracy_for_cost_as_lambda_grows(pool: ReplayPool) -> None:
     stingy = outcome(pool, test, knn.route(pool, test, 1e5))
     assert free.score.mean() > stingy.score.mean()
     assert free.cost.mean() > stingy.cost.mean()
+
+
+def test_knn_tunes_its_neighbour_count_on_train_items(pool: ReplayPool) -> None:
+    # Stand-in embeddings: one direction per task, each item a noisy copy of it.
+    # Neighbours of the same task tell alike, so a wide average reads the task's
+    # rates best and the tuning moves off the smallest count.
+    rng = np.random.default_rng(1)
+    tasks = {t: rng.normal(size=16) for t in set(pool.tasks)}
+    vectors = np.stack([tasks[t] + 0.3 * rng.normal(size=16) for t in pool.tasks])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    train = _items(pool, "train")
+    tuned = NearestNeighbour(vectors.astype(np.float32))
+    tuned.fit(pool, train)
+    assert tuned.k in K_CHOICES and tuned.k > K_CHOICES[0]
+    # The tuned count's curve on the train items is the best of the fixed ones'.
+    cost = pool.cost[train].mean(axis=0) * 1000
+    span = (float(cost.min()), float(cost.max()))
+    areas = {}
+    for k in (K_CHOICES[0], tuned.k):
+        fixed = NearestNeighbour(vectors.astype(np.float32), k=k)
+        fixed.fit(pool, train)
+        areas[k] = aiq_of(evaluate_policy(fixed, pool, train), span)
+    assert areas[tuned.k] > areas[K_CHOICES[0]]
 
 
 def test_routing_must_answer_from_a_model_it_called() -> None:

@@ -20,7 +20,7 @@ from xrouter.evaluate.suites import Suite
 from xrouter.policies.base import Policy, outcome
 from xrouter.policies.baselines import Cascade, Oracle, RandomMix, SingleModel
 from xrouter.policies.embedding import Embedder
-from xrouter.policies.knn import NearestNeighbour
+from xrouter.policies.knn import K_CHOICES, NearestNeighbour
 from xrouter.records.splits import split_mask
 from xrouter.records.store import Store
 
@@ -176,6 +176,11 @@ def evaluate_suite(
     results = []
     for policy, kind in policies:
         policy.fit(pool, train)
+        if isinstance(policy, NearestNeighbour) and policy.fixed_k is None:
+            notes.append(
+                f"knn: {policy.k} neighbours, the best of {len(K_CHOICES)} counts on "
+                "train items"
+            )
         results.append(evaluate_policy(policy, pool, test, kind))
         reporter.advance()
     for factory in episodes:

@@ -38,6 +38,9 @@ How this differs from the paper:
   are only dropped. There is no overlong penalty, as there is no text.
 - Each batch is used for a few passes of minibatch updates (as in PPO), so the
   ratio moves away from 1 and the clip matters.
+- The weights evaluated on dev, and kept, are an exponential moving average of
+  the trained ones (``ema_decay``): single updates move the policy's curve by
+  about as much as the margins it is selected on.
 - The weights kept are those whose dev AIQ beats the best baseline's by the
   largest margin on the suite where the margin is smallest (``select.py``).
 """
@@ -95,6 +98,7 @@ class GRPOConfig:
     max_grad_norm: float = 1.0  # gradient clipping
     std_floor: float = 0.1  # smallest group std the advantages divide by
     entropy_coef: float = 0.05  # entropy bonus (0: none, as in DAPO)
+    ema_decay: float = 0.99  # weights evaluated and kept: their moving average
     lam_min: float = 0.1  # smallest lambda trained and served
     lam_max: float = 3e4  # largest lambda trained and served
     default_lambda: float = RewardConfig().lam  # the lambda reported by default
@@ -117,6 +121,11 @@ class GRPOConfig:
         if self.group_size < 2:
             raise ConfigError(
                 f"group_size must be >= 2 to compare episodes, got {self.group_size}"
+            )
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(
+                f"ema_decay must be in [0, 1) (0: keep the raw weights), got "
+                f"{self.ema_decay:g}"
             )
         if not 0 < self.lam_min < self.lam_max:
             raise ConfigError(
@@ -366,6 +375,7 @@ def train_policy(
     generator = torch.Generator().manual_seed(config.seed)
     net = RouterNet(len(data.models.ids), config.net_config(reward))
     optimiser = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    average = copy.deepcopy(net)
     log = _MetricsLog(metrics_path)
 
     baselines = baseline_dev_aiq(data)
@@ -376,13 +386,14 @@ def train_policy(
     reporter.start("training the router (GRPO)", config.steps)
     for step in range(1, config.steps + 1):
         metrics = _train_step(net, optimiser, data, config, reward, rng, generator)
+        _follow(average, net, min(config.ema_decay, (1 + step) / (10 + step)))
         if step % config.eval_every == 0 or step == config.steps:
-            scores = dev_aiq(net, data, config.dev_lambdas())
+            scores = dev_aiq(average, data, config.dev_lambdas())
             metrics.update(scores)
             margin = selection_score(scores, baselines)
             metrics["dev/margin_min"] = margin
             if margin > best[0]:
-                best = (margin, step, copy.deepcopy(net.state_dict()))
+                best = (margin, step, copy.deepcopy(average.state_dict()))
                 dev = {**scores, **baselines, "dev/margin_min": margin}
         metrics["time/elapsed_s"] = time.perf_counter() - started
         log.write(step, metrics)
@@ -395,6 +406,16 @@ def train_policy(
     seconds = time.perf_counter() - started
     logger.info("trained for %d steps in %.1f s; kept step %d", step, seconds, best[1])
     return TrainResult(net, step, best[1], seconds, final=last, dev=dev)
+
+
+@torch.no_grad()
+def _follow(average: RouterNet, net: RouterNet, decay: float) -> None:
+    """Move ``average``'s weights towards ``net``'s: an exponential moving average
+    (Polyak averaging), which smooths the step-to-step noise of the updates. The
+    caller ramps ``decay`` up over the first steps, so that the average soon
+    forgets the random initial weights."""
+    for mean, current in zip(average.parameters(), net.parameters(), strict=True):
+        mean.mul_(decay).add_(current, alpha=1.0 - decay)
 
 
 def config_dict(config: GRPOConfig) -> dict[str, Any]:
