@@ -335,6 +335,30 @@ def test_resuming_restores_step_weights_and_optimizer(
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
 
 
+def test_each_evaluation_is_logged_at_every_lambda(
+    zeroeval_store: Any, tiny_dir: Path, tmp_path: Path
+) -> None:
+    config = _config(tiny_dir, sft_steps=1, eval_items=2, eval_lambdas=[1.0, 300.0])
+    manifest = train_router(zeroeval_store, SUITE, load_catalog(), config, tmp_path)
+    lines = [
+        json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ]
+    evals = [(x["stage"], x["lambda"]) for x in lines if x["phase"] == "eval"]
+    assert evals == [("base", 1.0), ("base", 300.0), ("sft", 1.0), ("sft", 300.0)]
+    assert {"eval/base@1", "eval/sft@300"} <= set(manifest["metrics"])
+    # The same items at both lambdas: the best single model by reward may differ,
+    # the oracle's accuracy may not.
+    by = {(x["stage"], x["lambda"]): x for x in lines if x["phase"] == "eval"}
+    assert (
+        by["sft", 1.0]["oracle"]["accuracy"] == by["sft", 300.0]["oracle"]["accuracy"]
+    )
+    with pytest.raises(ConfigError) as info:
+        _config(tiny_dir, eval_lambdas=[])
+    assert str(info.value) == "eval_lambdas must list one or more lambdas >= 0, got []"
+    with pytest.raises(ConfigError, match=r"got \[1.0, -2.0\]"):
+        _config(tiny_dir, eval_lambdas=[1.0, -2.0])
+
+
 def run(*args: str) -> tuple[int, str]:
     result = runner.invoke(app, ["train", "router", *args])
     return result.exit_code, result.output

@@ -223,7 +223,11 @@ def router_command(
     ] = None,
     eval_items: Annotated[
         int | None,
-        _opt("--eval-items", "Test items evaluated before/after each phase (0)."),
+        _opt(
+            "--eval-items",
+            "Test items evaluated before/after each phase, at lambda 1 and 100 "
+            "(eval_lambdas in --config) (0).",
+        ),
     ] = None,
     checkpoint_every: Annotated[
         int | None, _opt("--checkpoint-every", "Steps between checkpoints (20).")
@@ -330,11 +334,14 @@ def _train_router(
         manifest = train_router(
             target, suite, cards, config, out, resume=resume, reporter=reporter
         )
-    table = Table("stage", "parse %", "acc %", "$/1k", "reward", title=str(out))
+    table = Table(
+        "stage", "lambda", "parse %", "acc %", "$/1k", "reward", title=str(out)
+    )
     for key, line in manifest["metrics"].items():
         if key.startswith("eval/") and "accuracy" in line:
             table.add_row(
                 line["stage"],
+                f"{line['lambda']:g}",
                 f"{line['first_turn_parse_rate']:.0%}",
                 f"{line['accuracy']:.1%}",
                 f"{line['cost_per_1k']:.3f}",

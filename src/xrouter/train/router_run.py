@@ -4,8 +4,8 @@ checkpoints, resumption, a metrics log and evaluations between the phases.
 ``train_router`` is what ``xrouter train router`` calls. It runs the same on a CPU
 and under ``accelerate launch`` on GPUs (``Accelerator`` places the model and
 accumulates the warm start's gradients). The metrics log (``metrics.jsonl``) has
-one line per step (``phase`` ``sft`` or ``rl``) and one per evaluation
-(``phase`` ``eval``, ``stage`` ``base``, ``sft`` or ``rl``).
+one line per step (``phase`` ``sft`` or ``rl``) and one per evaluation and
+lambda (``phase`` ``eval``, ``stage`` ``base``, ``sft`` or ``rl``, ``lambda``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import resource
 import time
 from collections.abc import Callable
@@ -86,7 +87,7 @@ class RouterTrainConfig:
     max_grad_norm: float = 1.0
     checkpoint_every: int = 20  # steps between periodic checkpoints
     eval_items: int = 0  # test items evaluated before and after each phase
-    eval_lambda: float = 1.0  # lambda of those evaluations
+    eval_lambdas: tuple[float, ...] = (1.0, 100.0)  # each evaluated at these
     parse_items: int = 0  # dev items of a separate first-turn parse check
     threads: int | None = 1  # torch CPU threads (None: torch's default)
     dtype: str = "float32"  # weights' dtype: float32, bfloat16 (GPUs) or float16
@@ -120,6 +121,12 @@ class RouterTrainConfig:
             raise ConfigError(
                 f"sft_batch ({self.sft_batch}) must be a multiple of micro_batch "
                 f"({self.micro_batch})"
+            )
+        lams = tuple(self.eval_lambdas)
+        if not lams or not all(math.isfinite(lam) and lam >= 0 for lam in lams):
+            raise ConfigError(
+                "eval_lambdas must list one or more lambdas >= 0, got "
+                f"{list(self.eval_lambdas)}"
             )
         for name in ("sft_steps", "rl_steps", "eval_items", "parse_items"):
             if getattr(self, name) < 0:
@@ -167,7 +174,9 @@ class _Log:
     def write(self, line: dict[str, Any]) -> None:
         with self.path.open("a") as file:
             file.write(json.dumps(line) + "\n")
-        key = line["phase"] if line["phase"] != "eval" else f"eval/{line['stage']}"
+        key = line["phase"]
+        if key == "eval":
+            key = f"eval/{line['stage']}@{line['lambda']:g}"
         self.last[key] = line
         self.on_line(line)
 
@@ -211,30 +220,33 @@ class _Run:
             )
 
     def evaluate(self, stage: str) -> None:
+        """One line per lambda of ``eval_lambdas``: a router that reads the cost
+        weight chooses differently at each; the dev parse rate at the first."""
         cfg, model = self.config, self.accelerator.unwrap_model(self.model)
         card = self.task.catalog.get(cfg.router_card)
-        line: dict[str, Any] = {"phase": "eval", "stage": stage}
-        if cfg.parse_items:
-            rows = self.task.dev[: cfg.parse_items]
-            line["parse_rate"] = parse_rate(
-                model, self.tokenizer, card, self.task, rows, cfg.eval_lambda
-            )
-        if cfg.eval_items:
-            line |= evaluate_router(
-                model,
-                self.tokenizer,
-                card,
-                self.task,
-                cfg.eval_items,
-                lam=cfg.eval_lambda,
-                max_new_tokens=cfg.max_new_tokens,
-                cost_max=cfg.cost_max,
-                policy=self.teacher.checkpoint
-                if isinstance(self.teacher, PolicyTeacher)
-                else None,
-            )
-        if len(line) > 2:
-            self.log.write(line)
+        for k, lam in enumerate(cfg.eval_lambdas):
+            line: dict[str, Any] = {"phase": "eval", "stage": stage, "lambda": lam}
+            if cfg.parse_items and k == 0:
+                rows = self.task.dev[: cfg.parse_items]
+                line["parse_rate"] = parse_rate(
+                    model, self.tokenizer, card, self.task, rows, lam
+                )
+            if cfg.eval_items:
+                line |= evaluate_router(
+                    model,
+                    self.tokenizer,
+                    card,
+                    self.task,
+                    cfg.eval_items,
+                    lam=lam,
+                    max_new_tokens=cfg.max_new_tokens,
+                    cost_max=cfg.cost_max,
+                    policy=self.teacher.checkpoint
+                    if isinstance(self.teacher, PolicyTeacher)
+                    else None,
+                )
+            if len(line) > 3:
+                self.log.write(line)
 
 
 def _examples(run: _Run, rng: np.random.Generator, size: int) -> list[RouterExample]:
