@@ -79,9 +79,11 @@ class NearestNeighbour(Policy):
         cost_range = (float(mean_cost.min()), float(mean_cost.max()))
         if cost_range[1] <= cost_range[0]:
             return K_CHOICES[0]
+        # One search for the most neighbours tried; each k takes the nearest k.
+        near, sims = self._nearest(items, max(K_CHOICES))
         best: tuple[float, int] = (-np.inf, K_CHOICES[0])
         for k in K_CHOICES:
-            score, cost = self._neighbour_means(pool, items, k)
+            score, cost = self._means(pool, near[:, :k], sims[:, :k])
             points = [
                 outcome(pool, items, self._choose(score, cost, lam, pool))
                 for lam in self.knobs()
@@ -108,19 +110,30 @@ class NearestNeighbour(Policy):
         key = items.tobytes()
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1], self._cache[2]
-        score, cost = self._neighbour_means(pool, items, self.k)
+        score, cost = self._means(pool, *self._nearest(items, self.k))
         self._cache = (key, score, cost)
         return score, cost
 
-    def _neighbour_means(
-        self, pool: ReplayPool, items: NDArray[np.int64], k: int
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def _nearest(
+        self, items: NDArray[np.int64], k: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """The positions in the train split of each item's ``k`` nearest train
+        items, most similar first, and their similarities (``[n, k]`` each)."""
         sims = self._centred[items] @ self._centred[self._train].T  # [n, T]
         # An item never counts as its own neighbour (relevant when routing train).
         sims[items[:, None] == self._train[None, :]] = -np.inf
         k = min(k, len(self._train))
-        near = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # [n, k]
-        weights = np.take_along_axis(sims, near, axis=1).clip(min=1e-3)
+        near = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(sims, near, axis=1)
+        order = np.argsort(-top, axis=1)
+        near = np.take_along_axis(near, order, axis=1)
+        return near, np.take_along_axis(top, order, axis=1)
+
+    def _means(
+        self, pool: ReplayPool, near: NDArray[np.int64], sims: NDArray[np.float32]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Similarity-weighted mean score and cost of the neighbours ``near``."""
+        weights = sims.clip(min=1e-3)
         weights = weights / weights.sum(axis=1, keepdims=True)
         neighbours = self._train[near]  # [n, k]
         score = np.einsum("nk,nkm->nm", weights, pool.score[neighbours])

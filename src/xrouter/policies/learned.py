@@ -12,7 +12,6 @@ the form in which both training and evaluation feed episodes to the network.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -24,6 +23,7 @@ from numpy.typing import NDArray
 from xrouter.backends.replay import ReplayPool
 from xrouter.core.catalog import Catalog
 from xrouter.core.errors import ConfigError
+from xrouter.core.recent import Recent
 from xrouter.orchestrator import episode as ep
 from xrouter.policies.base import LAMBDA_SWEEP, Policy, Routing
 from xrouter.policies.checkpoint import Checkpoint, check_pool
@@ -257,7 +257,7 @@ class LearnedPolicy(Policy):
 
 
 # Live prompts whose neighbours (and embeddings) are kept for their later turns.
-_REMEMBERED_PROMPTS = 256
+REMEMBERED_PROMPTS = 256
 
 
 @dataclass(frozen=True)
@@ -319,17 +319,13 @@ class LiveRouter:
         self._self = np.array([self.pool.index(self_model) if self_model else -1])
         self._start = ep.start(np.ones((1, m), dtype=bool), self._self)
         # A prompt's neighbours, for the later turns of its episode.
-        self._found: OrderedDict[bytes, NDArray[np.float32]] = OrderedDict()
+        self._found: Recent[bytes, NDArray[np.float32]] = Recent(REMEMBERED_PROMPTS)
 
     def _neighbours(self, query: NDArray[np.float32]) -> NDArray[np.float32]:
-        key = query.tobytes()
-        found = self._found.get(key)
-        if found is None:
-            found = self.checkpoint.memory.lookup(query, models=self._model_id[0])
-            self._found[key] = found
-            if len(self._found) > _REMEMBERED_PROMPTS:
-                self._found.popitem(last=False)
-        return found
+        return self._found.get(
+            query.tobytes(),
+            lambda: self.checkpoint.memory.lookup(query, models=self._model_id[0]),
+        )
 
     def first_decision(
         self, embedding: NDArray[np.float32], lam: float, input_tokens: int

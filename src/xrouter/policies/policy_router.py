@@ -19,7 +19,6 @@ and the length feature counts every message.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,13 +26,19 @@ import numpy as np
 from numpy.typing import NDArray
 
 from xrouter.core.catalog import Catalog, ModelCard
+from xrouter.core.recent import Recent
 from xrouter.core.types import Message
 from xrouter.orchestrator.loop import EpisodeView, RouterTurn
 from xrouter.orchestrator.parsing import ToolCall
 from xrouter.orchestrator.tools import SELECT_TOOL, tool_name
 from xrouter.policies.checkpoint import Checkpoint
 from xrouter.policies.embedding import Embedder
-from xrouter.policies.learned import LiveRouter, Seen, check_lambda
+from xrouter.policies.learned import (
+    REMEMBERED_PROMPTS,
+    LiveRouter,
+    Seen,
+    check_lambda,
+)
 from xrouter.records.tokens import count_message_tokens
 from xrouter.records.verifiers import extract_answer
 
@@ -41,8 +46,6 @@ __all__ = ["PolicyRouter", "conversation_text", "final_answer"]
 
 # What routing reads of a conversation, at most (the embedder cuts it further).
 _MAX_CHARS = 1000
-# Conversations whose embedding is kept for the later turns of their episode.
-_REMEMBERED_PROMPTS = 256
 
 
 def conversation_text(messages: Sequence[Message]) -> str:
@@ -71,7 +74,9 @@ class PolicyRouter:
         self.live = LiveRouter(checkpoint, catalog, pool, self_model)
         self.checkpoint = checkpoint
         self.self_model = self_model
-        self._prompts: OrderedDict[str, tuple[NDArray[np.float32], int]] = OrderedDict()
+        self._prompts: Recent[
+            tuple[tuple[str, str], ...], tuple[NDArray[np.float32], int]
+        ] = Recent(REMEMBERED_PROMPTS)
         self.embedder = (embedder or Embedder()).like(checkpoint.embedding)
         self.name = name
 
@@ -106,15 +111,14 @@ class PolicyRouter:
     def _prompt(self, messages: Sequence[Message]) -> tuple[NDArray[np.float32], int]:
         """The conversation's embedding and length in tokens, kept for the
         episode's later turns."""
-        text = conversation_text(messages)
-        known = self._prompts.get(text)
-        if known is None:
-            tokens = count_message_tokens([(m.role, m.content) for m in messages])
-            known = (self.embedder.encode([text])[0], tokens)
-            self._prompts[text] = known
-            if len(self._prompts) > _REMEMBERED_PROMPTS:
-                self._prompts.popitem(last=False)
-        return known
+        turns = tuple((m.role, m.content) for m in messages)
+        return self._prompts.get(
+            turns,
+            lambda: (
+                self.embedder.encode([conversation_text(messages)])[0],
+                count_message_tokens(list(turns)),
+            ),
+        )
 
     def _seen(self, view: EpisodeView) -> tuple[Seen, dict[str, str]]:
         """What came back so far, per pool model, and the call id of each model's

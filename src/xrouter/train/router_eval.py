@@ -33,7 +33,7 @@ from xrouter.train.router_data import RouterExample, RouterTask
 from xrouter.train.router_policy import PolicyBackend
 from xrouter.train.router_rl import first_call_ok, play_episode
 
-__all__ = ["evaluate_router", "parse_rate", "pool_rewards", "routers_on"]
+__all__ = ["Rivals", "evaluate_router", "parse_rate", "pool_rewards", "routers_on"]
 
 
 def parse_rate(
@@ -74,37 +74,54 @@ def pool_rewards(
     return singles, float(per_item.max(axis=1).mean())
 
 
+class Rivals:
+    """The nearest-neighbour router and, given a checkpoint, the RL policy
+    network, fitted once on the task's whole train split."""
+
+    def __init__(self, task: RouterTask, policy: Checkpoint | None = None) -> None:
+        self.task = task
+        records = task.records
+        embedder = Embedder(records.store.path / "embeddings")
+        train = np.flatnonzero(split_mask(records.item_ids, "train"))
+        vectors = embedder.encode_items(records.sources[0], records.items())
+        self.routers: dict[str, Policy] = {"knn": NearestNeighbour(vectors)}
+        if policy is not None:
+            self_model = task.suite.self_model
+            self.routers["policy"] = LearnedPolicy(
+                policy, task.catalog, embedder, self_model
+            )
+        for router in self.routers.values():
+            router.fit(records, train)
+
+    def on(
+        self, rows: NDArray[np.int64], config: RewardConfig
+    ) -> dict[str, dict[str, float]]:
+        """Accuracy, USD per 1,000 queries and mean reward of each on ``rows`` at
+        ``config.lam``."""
+        records = self.task.records
+        out = {}
+        for name, router in self.routers.items():
+            done = outcome(records, rows, router.route(records, rows, config.lam))
+            rewards = [
+                reward(float(s), float(c), config)
+                for s, c in zip(done.score, done.cost, strict=True)
+            ]
+            out[name] = {
+                "accuracy": float(done.score.mean()),
+                "cost_per_1k": float(done.cost.mean() * 1000),
+                "reward": float(np.mean(rewards)),
+            }
+        return out
+
+
 def routers_on(
     task: RouterTask,
     rows: NDArray[np.int64],
     config: RewardConfig,
     policy: Checkpoint | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Accuracy, USD per 1,000 queries and mean reward on ``rows`` at
-    ``config.lam`` of the nearest-neighbour router (fitted on the whole train
-    split) and, given a checkpoint, of the RL policy network."""
-    records = task.records
-    embedder = Embedder(records.store.path / "embeddings")
-    train = np.flatnonzero(split_mask(records.item_ids, "train"))
-    vectors = embedder.encode_items(records.sources[0], records.items())
-    routers: dict[str, Policy] = {"knn": NearestNeighbour(vectors)}
-    if policy is not None:
-        self_model = task.suite.self_model
-        routers["policy"] = LearnedPolicy(policy, task.catalog, embedder, self_model)
-    out = {}
-    for name, router in routers.items():
-        router.fit(records, train)
-        done = outcome(records, rows, router.route(records, rows, config.lam))
-        rewards = [
-            reward(float(s), float(c), config)
-            for s, c in zip(done.score, done.cost, strict=True)
-        ]
-        out[name] = {
-            "accuracy": float(done.score.mean()),
-            "cost_per_1k": float(done.cost.mean() * 1000),
-            "reward": float(np.mean(rewards)),
-        }
-    return out
+    """:class:`Rivals` fitted and measured on ``rows`` in one go."""
+    return Rivals(task, policy).on(rows, config)
 
 
 def evaluate_router(
@@ -117,10 +134,11 @@ def evaluate_router(
     lam: float,
     max_new_tokens: int = 96,
     cost_max: float = RewardConfig().cost_max,
-    policy: Checkpoint | None = None,
+    rivals: Rivals | None = None,
 ) -> dict[str, Any]:
     """Accuracy, cost and reward of the greedy router on ``items`` sampled test
-    items, and the baselines on the same items (see :func:`routers_on`)."""
+    items, and the baselines on the same items (``rivals``: by default the
+    nearest-neighbour router alone)."""
     model.eval()
     backend = PolicyBackend(
         model, tokenizer, card, temperature=0.0, max_new_tokens=max_new_tokens
@@ -169,5 +187,5 @@ def evaluate_router(
             "cost_per_1k": evaluation.oracle[1],
             "reward": oracle_reward,
         },
-        **routers_on(task, rows, config, policy),
+        **(rivals or Rivals(task)).on(rows, config),
     }

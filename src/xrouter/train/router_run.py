@@ -18,6 +18,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from xrouter.train.router_data import (
     draw_examples,
     load_router_task,
 )
-from xrouter.train.router_eval import evaluate_router, parse_rate
+from xrouter.train.router_eval import Rivals, evaluate_router, parse_rate
 from xrouter.train.router_policy import PolicyBackend, load_router_model
 from xrouter.train.router_rl import collect_groups, episode_metrics, grpo_update
 from xrouter.train.router_sft import sft_step, sft_traces
@@ -219,6 +220,13 @@ class _Run:
                 manifest=self.manifest(),
             )
 
+    @cached_property
+    def rivals(self) -> Rivals:
+        """The routers every evaluation is compared with, fitted once: the
+        nearest-neighbour router and the teacher's policy network, if any."""
+        policy = self.teacher if isinstance(self.teacher, PolicyTeacher) else None
+        return Rivals(self.task, policy.checkpoint if policy else None)
+
     def evaluate(self, stage: str) -> None:
         """One line per lambda of ``eval_lambdas``: a router that reads the cost
         weight chooses differently at each; the dev parse rate at the first."""
@@ -241,9 +249,7 @@ class _Run:
                     lam=lam,
                     max_new_tokens=cfg.max_new_tokens,
                     cost_max=cfg.cost_max,
-                    policy=self.teacher.checkpoint
-                    if isinstance(self.teacher, PolicyTeacher)
-                    else None,
+                    rivals=self.rivals,
                 )
             if len(line) > 3:
                 self.log.write(line)
