@@ -21,11 +21,14 @@ def test_an_empty_gateway_config_is_the_offline_default(tmp_path: Path) -> None:
 
 def test_gateway_config_paths_are_read_from_the_files_folder(tmp_path: Path) -> None:
     file = tmp_path / "gateway.yaml"
-    file.write_text("pool: pools/mine.yaml\nrouter: {checkpoint: ckpt, lambda: 4}\n")
+    file.write_text(
+        "pool: pools/mine.yaml\n"
+        "router: {checkpoint: ckpt, lambda: 4, stream: episode}\n"
+    )
     config = load_gateway_config(file)
     assert config.pool == tmp_path / "pools" / "mine.yaml"
     assert config.checkpoint_path == tmp_path / "ckpt"
-    assert config.router.lam == 4.0
+    assert (config.router.lam, config.router.stream) == (4.0, "episode")
 
 
 @pytest.mark.parametrize(
@@ -33,6 +36,7 @@ def test_gateway_config_paths_are_read_from_the_files_folder(tmp_path: Path) -> 
     [
         ("- a\n- b\n", "must be a mapping, got list"),
         ("router: {kind: oracle}\n", "router.kind: Input should be 'policy' or 'llm'"),
+        ("router: {stream: later}\n", "router.stream: Input should be 'live' or"),
         ("daily_limit_usd: -1\n", "daily_limit_usd: Input should be greater than"),
         ("colour: blue\n", "colour: Extra inputs are not permitted"),
         ("keys: [\n", "is not valid YAML"),

@@ -223,6 +223,43 @@ def test_a_stream_sends_pieces_with_routing_data_and_the_final_cost(
     assert all(c.usage is None for c in chunks)  # not asked for
 
 
+def test_a_stream_can_run_the_whole_episode_first(
+    client: openai.OpenAI, http: httpx.Client
+) -> None:
+    whole = client.chat.completions.create(model="xrouter:lambda=0.5", messages=USER)
+    with client.chat.completions.create(
+        model="xrouter:lambda=0.5",
+        messages=USER,
+        stream=True,
+        extra_headers={"x-xrouter-stream": "episode"},
+    ) as stream:
+        chunks = list(stream)
+
+    # The same episode as the answer that does not stream, sent in 64-character
+    # pieces once it is over.
+    texts = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert "".join(texts) == whole.choices[0].message.content == ECHO
+    assert [len(t) for t in texts if t] == [64] * (len(ECHO) // 64) + (
+        [len(ECHO) % 64] if len(ECHO) % 64 else []
+    )
+    last, first = meta(chunks[-1]), meta(whole)
+    assert [c["model"] for c in last["calls"]] == [c["model"] for c in first["calls"]]
+    assert (last["strategy"], last["models"]) == (first["strategy"], first["models"])
+    assert last["cost_usd"] == pytest.approx(first["cost_usd"], rel=1e-9)
+
+    refused = http.post(
+        "/v1/chat/completions",
+        json={"model": "xrouter", "messages": USER, "stream": True},
+        headers={"x-xrouter-stream": "later"},
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == (
+        "header x-xrouter-stream must be 'live' (the policy's first choice streams "
+        "as it comes) or 'episode' (the whole episode runs, then its answer "
+        "streams), got 'later'"
+    )
+
+
 # -- what reaches the model ---------------------------------------------------------
 
 

@@ -22,6 +22,11 @@ Every error is an OpenAI-style JSON body ``{"error": {"message", "type", "param"
 every upstream failed, 503 before start-up. No input gets a 5xx. A client that
 leaves before its body or its stream ends is counted (and a stream logged) with
 status 499, which nobody receives.
+
+A routed stream from the policy router relays its first choice's tokens as they
+arrive and does not escalate; the header ``x-xrouter-stream: episode`` (or
+``router.stream: episode`` in the config) runs the whole episode first, as an
+answer that does not stream would, and then sends its answer in pieces.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 CHAT_PATH = "/v1/chat/completions"
+STREAM_HEADER = "x-xrouter-stream"
 # Deeper bodies are refused: nothing the API takes nests this far, and the
 # steps after parsing (validation, the upstream's JSON) recurse.
 _MAX_DEPTH = 64
@@ -143,7 +149,10 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
             [*service.ledgers(key), *_ceiling(request, config.request_limit_header)]
         )
         if body.stream:
-            return await service.stream(outcome, body, key, budget)
+            mode = _stream_mode(request, config.router.stream)
+            return await service.stream(
+                outcome, body, key, budget, whole_episode=mode == "episode"
+            )
         try:
             await gateway.complete(outcome, body.conversation(), body.caller(), budget)
         except (BackendError, BudgetExceededError) as exc:
@@ -238,6 +247,22 @@ def _too_deep(data: Any) -> bool:
         children = node.values() if isinstance(node, dict) else node
         stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
     return False
+
+
+def _stream_mode(request: Request, default: str) -> str:
+    """How a routed stream runs: the ``x-xrouter-stream`` header, else the
+    config's ``router.stream``."""
+    given = request.headers.get(STREAM_HEADER)
+    if given is None:
+        return default
+    if given not in ("live", "episode"):
+        raise RequestError(
+            400,
+            f"header {STREAM_HEADER} must be 'live' (the policy's first choice "
+            "streams as it comes) or 'episode' (the whole episode runs, then its "
+            f"answer streams), got {given[:64]!r}",
+        )
+    return given
 
 
 def _ceiling(request: Request, header: str) -> list[Ledger]:

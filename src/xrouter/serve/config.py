@@ -12,6 +12,10 @@ replayed from their recorded answers, behind the RL-trained policy::
       checkpoint: ~/.cache/xrouter/policies/zeroeval   # trained once if missing
       model: smollm2-135m         # the llm router's model card
       lambda: 1.0                 # default cost weight; per request: xrouter:lambda=4
+      stream: live                # how the policy streams: live (its first choice's
+                                  # tokens as they come; no escalation) or episode
+                                  # (the whole episode, then its answer in pieces);
+                                  # per request: header x-xrouter-stream
     limits: {max_turns: 3, call_timeout_s: 60, episode_timeout_s: 120, retries: 2}
     keys:                         # none: the gateway checks no keys
       - {name: team-a, sha256: <hex of the key>, daily_limit_usd: 5}
@@ -44,6 +48,7 @@ class RouterSpec(BaseModel):
     checkpoint: Path | None = None
     model: str = "smollm2-135m"
     lam: float = Field(default=1.0, alias="lambda", ge=0, allow_inf_nan=False)
+    stream: Literal["live", "episode"] = "live"
 
 
 class LimitsSpec(BaseModel):

@@ -346,19 +346,23 @@ class Gateway:
         messages: list[Message],
         caller: CallerOptions,
         budget: Budget,
+        *,
+        whole_episode: bool = False,
     ) -> AsyncIterator[str]:
         """The answer's text as it arrives.
 
-        The policy router's first choice (and a direct request's model) streams
-        live: tokens already sent cannot be taken back, so a stream does not
-        escalate as a whole episode may. An episode of the LLM router runs to its
+        A direct request's model streams live, and so does the policy router's
+        first choice unless ``whole_episode``: tokens already sent cannot be taken
+        back, so a live stream does not escalate as a whole episode may. With
+        ``whole_episode``, and always for the LLM router, the episode runs to its
         end first, then its answer is sent in pieces.
         """
         from xrouter.policies.policy_router import PolicyRouter
 
         assert self.orchestrator is not None
         target = outcome.target
-        if target.routed and not isinstance(self.router, PolicyRouter):
+        live = isinstance(self.router, PolicyRouter) and not whole_episode
+        if target.routed and not live:
             await self.complete(outcome, messages, caller, budget)
             for start in range(0, len(outcome.answer), 64):
                 yield outcome.answer[start : start + 64]

@@ -125,11 +125,16 @@ class Service:
         body: ChatRequestBody,
         key: ApiKey | None,
         budget: Budget,
+        *,
+        whole_episode: bool = False,
     ) -> Response:
-        """A server-sent-events answer. A refusal or failure before the first
-        piece is a plain HTTP error; after it, an error event ends the stream."""
+        """A server-sent-events answer (see ``Gateway.stream``). A refusal or
+        failure before the first piece is a plain HTTP error; after it, an error
+        event ends the stream."""
         conversation, caller = body.conversation(), body.caller()
-        pieces = self.gateway.stream(outcome, conversation, caller, budget)
+        pieces = self.gateway.stream(
+            outcome, conversation, caller, budget, whole_episode=whole_episode
+        )
         try:
             first = await anext(pieces, None)
         except (BackendError, BudgetExceededError) as exc:
