@@ -49,7 +49,7 @@ from xrouter.train.router_data import (
     render_trace,
     tokenize_conversation,
 )
-from xrouter.train.router_eval import routers_on
+from xrouter.train.router_eval import Rivals
 from xrouter.train.router_policy import PolicyBackend, load_router_model
 from xrouter.train.router_rl import (
     clipped_token_loss,
@@ -422,9 +422,9 @@ def test_the_router_is_compared_with_knn_and_the_policy_on_its_own_items(
     checkpoint = load_checkpoint(policy_dir[0])
     rows = sample_items(task.records, task.test, 12, seed=0)
     config = RewardConfig(lam=1.0)
-    found = routers_on(task, rows, config, checkpoint)
+    found = Rivals(task, checkpoint).on(rows, config)
     assert sorted(found) == ["knn", "policy"]
-    assert sorted(routers_on(task, rows, config)) == ["knn"]
+    assert sorted(Rivals(task).on(rows, config)) == ["knn"]
 
     records, embedder = task.records, Embedder(task.records.store.path / "embeddings")
     train_rows = np.flatnonzero(split_mask(records.item_ids, "train"))

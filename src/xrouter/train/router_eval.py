@@ -33,7 +33,7 @@ from xrouter.train.router_data import RouterExample, RouterTask
 from xrouter.train.router_policy import PolicyBackend
 from xrouter.train.router_rl import first_call_ok, play_episode
 
-__all__ = ["Rivals", "evaluate_router", "parse_rate", "pool_rewards", "routers_on"]
+__all__ = ["Rivals", "evaluate_router", "parse_rate", "pool_rewards"]
 
 
 def parse_rate(
@@ -112,16 +112,6 @@ class Rivals:
                 "reward": float(np.mean(rewards)),
             }
         return out
-
-
-def routers_on(
-    task: RouterTask,
-    rows: NDArray[np.int64],
-    config: RewardConfig,
-    policy: Checkpoint | None = None,
-) -> dict[str, dict[str, float]]:
-    """:class:`Rivals` fitted and measured on ``rows`` in one go."""
-    return Rivals(task, policy).on(rows, config)
 
 
 def evaluate_router(

@@ -251,7 +251,7 @@ class _Run:
                     cost_max=cfg.cost_max,
                     rivals=self.rivals,
                 )
-            if len(line) > 3:
+            if len(line) > 3:  # something measured beside phase, stage, lambda
                 self.log.write(line)
 
 
