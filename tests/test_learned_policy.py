@@ -25,6 +25,7 @@ from xrouter.orchestrator.loop import EpisodeView, Limits, Orchestrator
 from xrouter.orchestrator.reward import RewardConfig
 from xrouter.policies.checkpoint import load_checkpoint, save_checkpoint
 from xrouter.policies.embedding import Embedder, routing_text
+from xrouter.policies.knn import NearestNeighbour
 from xrouter.policies.learned import (
     Decision,
     LearnedPolicy,
@@ -214,6 +215,24 @@ def test_checkpoint_round_trip(
     a = route_rows(trained[0], data.table, data.models, rows, 30.0)  # type: ignore[arg-type]
     b = route_rows(loaded.net, data.table, data.models, rows, 30.0)
     assert (a.state.chosen == b.state.chosen).all()
+    assert loaded.memory.wide_of == data.memory.wide_of
+
+
+def test_the_memory_estimates_as_the_tuned_nearest_neighbour_router_does(
+    data: TrainingData,
+) -> None:
+    # The memory's smooth estimate of each model on a held-out prompt is the
+    # prediction of the nearest-neighbour router tuned on the same train items.
+    part = data.parts[0]
+    knn = NearestNeighbour(part.embedding)
+    knn.fit(part.pool, data.table.item[data.train[0]])
+    assert data.neighbours == (knn.k,) and knn.k == 128
+    assert data.memory.wide_of == (128,) * len(MODELS)
+    rows = data.dev[0]
+    score, cost = knn.predict(part.pool, data.table.item[rows])
+    features = data.table.memory[rows][:, : len(MODELS)]
+    assert features[..., 1] == pytest.approx(score, abs=1e-5)
+    assert features[..., 2] == pytest.approx(cost, rel=1e-4)
 
 
 def _copy(src: Path, dst: Path) -> Path:

@@ -40,6 +40,18 @@ def test_features_weigh_the_nearest_prompts_by_similarity() -> None:
     assert found[0, 2, 2] == pytest.approx((7 + 9) / 2, rel=1e-4)
 
 
+def test_a_model_can_average_its_own_count_of_neighbours() -> None:
+    query = np.zeros((1, 384), dtype=np.float32)
+    query[0, 0] = 1.0
+    m = memory()
+    narrow = NeighbourMemory(m.embedding, m.item, m.score, m.cost, 1, 2, (1, 1, 0))
+    # Models 0 and 1 take one neighbour, "a", where model 1 scored 0; model 2
+    # keeps the memory's two.
+    assert narrow.lookup(query)[0, 1, 1] == 0.0
+    assert m.lookup(query)[0, 1, 1] > 0.0
+    assert narrow.lookup(query)[0, 2] == pytest.approx(m.lookup(query)[0, 2])
+
+
 def test_what_every_prompt_shares_does_not_count_as_likeness() -> None:
     # Every remembered prompt carries the same large component (dimension 2), as
     # prompts of one template do; only the centred part tells them apart.

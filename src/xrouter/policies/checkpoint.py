@@ -126,7 +126,12 @@ def save_checkpoint(
             for k, m in enumerate(table.ids)
         },
         "net": net.config.as_dict(),
-        "memory": {"items": len(memory.item), "near": memory.near, "wide": memory.wide},
+        "memory": {
+            "items": len(memory.item),
+            "near": memory.near,
+            "wide": memory.wide,
+            "wide_of": list(memory.wide_of),
+        },
         **manifest,
     }
     tmp = path / (MANIFEST + ".tmp")
@@ -199,6 +204,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             cost=weights.pop(_MEMORY + "cost").numpy(),
             near=int(manifest["memory"]["near"]),
             wide=int(manifest["memory"]["wide"]),
+            wide_of=tuple(int(k) for k in manifest["memory"].get("wide_of", ())),
         )
         net.load_state_dict(weights)
     except (RuntimeError, KeyError, TypeError) as exc:

@@ -132,8 +132,11 @@ class ReplayTable:
         features[rows] = picked * self.valid[rows][..., None]
         return replace(self, memory=features)
 
-    def memory_of(self, rows: NDArray[np.int64]) -> NeighbourMemory:
-        """A memory of ``rows`` (the train items) over the table's models."""
+    def memory_of(
+        self, rows: NDArray[np.int64], wide_of: tuple[int, ...] = ()
+    ) -> NeighbourMemory:
+        """A memory of ``rows`` (the train items) over the table's models, with
+        each model's wide count (see ``NeighbourMemory``)."""
         return build_memory(
             self.embedding[rows],
             self.item_hash[rows],
@@ -142,6 +145,7 @@ class ReplayTable:
             self.score[rows],
             self.cost[rows],
             int(self.model_id.max()) + 1,
+            wide_of,
         )
 
     def inputs(

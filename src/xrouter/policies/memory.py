@@ -8,7 +8,9 @@ that what all prompts share does not count as likeness) and reports, as features
 for the network:
 
 - the similarity-weighted mean score over the ``near`` nearest and over the
-  ``wide`` nearest (a sharp and a smooth estimate);
+  ``wide`` nearest (a sharp and a smooth estimate; the trainer sets the wide
+  count per model, to the count the nearest-neighbour router tunes on the
+  model's suite, as noisier verdicts call for more neighbours);
 - the similarity-weighted mean cost over the ``wide`` nearest, in USD;
 - the mean similarity of the ``near`` nearest (how familiar the request is).
 
@@ -68,6 +70,7 @@ class _Group:
     on those rows (``[Rg, g]``)."""
 
     models: NDArray[np.int64]
+    wide: int
     embedding: NDArray[np.float32]
     item: NDArray[np.int64]
     score: NDArray[np.float32]
@@ -77,7 +80,8 @@ class _Group:
 @dataclass(frozen=True)
 class NeighbourMemory:
     """Train prompts (unit embeddings ``[R, 384]``), their item-id hashes, and the
-    score and USD cost of each known model on each (``[R, V]``, NaN: no record)."""
+    score and USD cost of each known model on each (``[R, V]``, NaN: no record).
+    ``wide_of[v]``, where given, is model v's wide count (0: ``wide``)."""
 
     embedding: NDArray[np.float32]
     item: NDArray[np.int64]
@@ -85,6 +89,7 @@ class NeighbourMemory:
     cost: NDArray[np.float32]
     near: int = 8
     wide: int = 64
+    wide_of: tuple[int, ...] = ()
     _groups: list[_Group] = field(
         default_factory=list, init=False, repr=False, compare=False
     )
@@ -112,9 +117,11 @@ class NeighbourMemory:
         for members in groups.values():
             models = np.array(members, dtype=np.int64)
             rows = np.flatnonzero(known[:, models[0]])  # rows with their records
+            counts = [self.wide_of[v] for v in members if v < len(self.wide_of)]
             self._groups.append(
                 _Group(
                     models=models,
+                    wide=max(counts, default=0) or self.wide,
                     embedding=np.ascontiguousarray(centred[rows]),
                     item=self.item[rows],
                     score=self.score[np.ix_(rows, models)],
@@ -151,7 +158,7 @@ class NeighbourMemory:
         self, group: _Group, sims: NDArray[np.float32]
     ) -> NDArray[np.float32]:
         """Features ``[c, len(group.models), 4]`` of one group of models."""
-        wide = min(self.wide, sims.shape[1])
+        wide = min(group.wide, sims.shape[1])
         near = min(self.near, wide)
         top = np.argpartition(-sims, wide - 1, axis=1)[:, :wide]  # [c, wide]
         top_sims = np.take_along_axis(sims, top, axis=1)
@@ -189,12 +196,14 @@ def build_memory(
     score: NDArray[np.float64],
     cost: NDArray[np.float64],
     n_models: int,
+    wide_of: tuple[int, ...] = (),
 ) -> NeighbourMemory:
     """A memory of rows laid out like a ``ReplayTable`` (column j of row r is model
-    ``model_id[r, j]``, present where ``valid``), over ``n_models`` known models."""
+    ``model_id[r, j]``, present where ``valid``), over ``n_models`` known models,
+    with each model's wide count (see :class:`NeighbourMemory`)."""
     rows, cols = np.nonzero(valid)
     dense_score = np.full((len(embedding), n_models), np.nan, dtype=np.float32)
     dense_cost = np.full((len(embedding), n_models), np.nan, dtype=np.float32)
     dense_score[rows, model_id[rows, cols]] = score[rows, cols]
     dense_cost[rows, model_id[rows, cols]] = cost[rows, cols]
-    return NeighbourMemory(embedding, item, dense_score, dense_cost)
+    return NeighbourMemory(embedding, item, dense_score, dense_cost, wide_of=wide_of)

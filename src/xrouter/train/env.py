@@ -26,6 +26,7 @@ from xrouter.core.errors import DataError
 from xrouter.core.progress import Reporter, Silent
 from xrouter.evaluate.suites import Suite
 from xrouter.policies.embedding import Embedder
+from xrouter.policies.knn import NearestNeighbour
 from xrouter.policies.learned import ReplayTable, TablePart
 from xrouter.policies.memory import NeighbourMemory
 from xrouter.policies.router_net import ModelTable
@@ -76,6 +77,7 @@ class TrainingData:
     train: tuple[NDArray[np.int64], ...]
     dev: tuple[NDArray[np.int64], ...]
     fingerprints: dict[str, str]
+    neighbours: tuple[int, ...]  # per suite, the nearest-neighbour router's tuned k
 
     @property
     def n_train(self) -> int:
@@ -167,8 +169,18 @@ def assemble(
             f"{MIN_TRAIN_ITEMS}. Ingest more recorded outputs or add suites"
         )
     # The memory holds the train items only; a train item never sees itself.
-    # Features are looked up for train and dev rows, the only ones used here.
-    memory = table.memory_of(np.concatenate(train))
+    # Its smooth estimate of a model averages as many neighbours as the
+    # nearest-neighbour router tunes on the model's suite. Features are looked up
+    # for train and dev rows, the only ones used here.
+    neighbours = tuple(
+        _tuned_neighbours(part, table.item[rows])
+        for part, rows in zip(parts, train, strict=True)
+    )
+    wide_of = [0] * len(ids)
+    for part, k in zip(parts, neighbours, strict=True):
+        for m in part.pool.models:
+            wide_of[ids.index(m)] = max(wide_of[ids.index(m)], k)
+    memory = table.memory_of(np.concatenate(train), tuple(wide_of))
     used = np.concatenate([*train, *dev])
     return TrainingData(
         suites=tuple(suites),
@@ -179,4 +191,15 @@ def assemble(
         train=tuple(train),
         dev=tuple(dev),
         fingerprints=dict(fingerprints),
+        neighbours=neighbours,
     )
+
+
+def _tuned_neighbours(part: TablePart, train_items: NDArray[np.int64]) -> int:
+    """The neighbour count the nearest-neighbour router tunes on the suite's
+    train items (0, the memory's default, when the suite has none)."""
+    if not len(train_items):
+        return 0
+    knn = NearestNeighbour(part.embedding)
+    knn.fit(part.pool, train_items)
+    return knn.k

@@ -72,7 +72,8 @@ def baseline_dev_aiq(data: TrainingData) -> dict[str, float]:
         if not len(data.dev[k]) or not len(data.train[k]):
             continue
         train, dev = data.table.item[data.train[k]], data.table.item[data.dev[k]]
-        policies: list[Policy] = [NearestNeighbour(part.embedding), RandomMix()]
+        knn = NearestNeighbour(part.embedding, k=data.neighbours[k])
+        policies: list[Policy] = [knn, RandomMix()]
         if len(part.pool.models) >= 3:
             policies.append(Cascade())
         best = 0.0
