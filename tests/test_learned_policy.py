@@ -265,6 +265,16 @@ def test_damaged_checkpoints_are_refused(checkpoint_dir: Path, tmp_path: Path) -
         f"{broken / 'manifest.json'} is not valid JSON; the checkpoint is damaged, "
         "train the policy again"
     )
+    edited = _copy(checkpoint_dir, tmp_path / "edited")
+    manifest = json.loads((edited / "manifest.json").read_text())
+    manifest["memory"]["wide_of"] = ["many"] * len(MODELS)
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(edited)
+    assert str(info.value) == (
+        f"{edited / 'policy.safetensors'} does not fit the network its manifest "
+        "describes; train the policy again"
+    )
     bare = _copy(checkpoint_dir, tmp_path / "bare")
     (bare / "policy.safetensors").unlink()
     with pytest.raises(CheckpointError) as info:

@@ -207,7 +207,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             wide_of=tuple(int(k) for k in manifest["memory"].get("wide_of", ())),
         )
         net.load_state_dict(weights)
-    except (RuntimeError, KeyError, TypeError) as exc:
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(
             f"{file} does not fit the network its manifest describes; "
             "train the policy again"

@@ -176,11 +176,11 @@ def assemble(
         _tuned_neighbours(part, table.item[rows])
         for part, rows in zip(parts, train, strict=True)
     )
-    wide_of = [0] * len(ids)
+    wide_of = np.zeros(len(ids), dtype=np.int64)
     for part, k in zip(parts, neighbours, strict=True):
-        for m in part.pool.models:
-            wide_of[ids.index(m)] = max(wide_of[ids.index(m)], k)
-    memory = table.memory_of(np.concatenate(train), tuple(wide_of))
+        cols = models.index(part.pool.models)
+        wide_of[cols] = np.maximum(wide_of[cols], k)
+    memory = table.memory_of(np.concatenate(train), tuple(wide_of.tolist()))
     used = np.concatenate([*train, *dev])
     return TrainingData(
         suites=tuple(suites),
