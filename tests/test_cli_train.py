@@ -95,5 +95,76 @@ def test_bad_input_is_one_clear_line(
     )
     assert code == 1
     assert (
-        "error: the lambda range must satisfy 0 < min < max, got 0 to 30000" in output
+        "error: the lambda range must satisfy 0 < min < max, both finite, got 0 to "
+        "30000" in output
     )
+
+
+def test_a_failed_run_leaves_an_earlier_checkpoint_whole(
+    small_data: Path,
+    setup: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, suites = setup
+    common = ["--from", str(small_data), "--store", str(store), "--suites", str(suites)]
+    ckpt = tmp_path / "ckpt"
+    code, output = run("train", "policy", *common, "--out", str(ckpt), "--steps", "3")
+    assert code == 0, output
+    before = {f.name: f.read_bytes() for f in ckpt.iterdir()}
+
+    # A second run into the same directory is interrupted at its second step.
+    from xrouter.train import grpo
+
+    step = grpo._train_step
+    calls = []
+
+    def interrupted(*args: object, **kwargs: object) -> dict[str, float]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return step(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(grpo, "_train_step", interrupted)
+    code, output = run("train", "policy", *common, "--out", str(ckpt), "--seed", "1")
+    assert code == 130 and "interrupted" in output
+    # The checkpoint's weights, manifest and metrics are those of the first run;
+    # the interrupted run's one step is kept aside.
+    assert {f: (ckpt / f).read_bytes() for f in before} == before
+    partial = (ckpt / "metrics.jsonl.partial").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in partial] == [1]
+
+
+def test_a_failed_command_removes_the_directories_it_made(
+    small_data: Path, setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    store, _ = setup
+    out = tmp_path / "new" / "ckpt"
+    missing = tmp_path / "missing.yaml"
+    code, output = run(
+        "train", "policy", "--from", str(small_data), "--store", str(store),
+        "--suites", str(missing), "--out", str(out),
+    )  # fmt: skip
+    assert code == 1 and "Traceback" not in output
+    assert not (tmp_path / "new").exists()
+
+
+def test_suites_without_records_are_named(
+    small_data: Path, setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    store, suites = setup
+    both = tmp_path / "suites.yaml"
+    both.write_text(
+        suites.read_text() + "- name: arena\n"
+        "  source: routellm\n"
+        "  pool: [gpt-4-1106-preview, mixtral-8x7b-instruct-v0.1@together]\n"
+        "  strong: gpt-4-1106-preview\n"
+        "  weak: mixtral-8x7b-instruct-v0.1@together\n"
+        "  self_model: mixtral-8x7b-instruct-v0.1@together\n"
+    )
+    common = ["--from", str(small_data), "--store", str(store), "--suites", str(both)]
+    out = tmp_path / "ckpt"
+    code, output = run("train", "policy", *common, "--out", str(out), "--steps", "2")
+    assert code == 0, output
+    assert f"suite arena skipped: no routellm folder under {small_data}" in output
+    assert "trained 2 steps" in output

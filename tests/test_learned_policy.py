@@ -157,8 +157,17 @@ def test_bad_settings_are_refused() -> None:
     with pytest.raises(ConfigError) as info:
         GRPOConfig(lam_min=0.0)
     assert (
-        str(info.value) == "the lambda range must satisfy 0 < min < max, got 0 to 30000"
+        str(info.value)
+        == "the lambda range must satisfy 0 < min < max, both finite, got 0 to 30000"
     )
+    with pytest.raises(ConfigError) as info:
+        GRPOConfig(lam_max=float("inf"))
+    assert str(info.value) == (
+        "the lambda range must satisfy 0 < min < max, both finite, got 0.1 to inf"
+    )
+    with pytest.raises(ConfigError) as info:
+        GRPOConfig(seed=-1)
+    assert str(info.value) == "the seed must be >= 0, got -1"
     with pytest.raises(ConfigError, match="group_size must be >= 2"):
         GRPOConfig(group_size=1)
     with pytest.raises(ConfigError) as info:
@@ -267,13 +276,25 @@ def test_damaged_checkpoints_are_refused(checkpoint_dir: Path, tmp_path: Path) -
     )
     edited = _copy(checkpoint_dir, tmp_path / "edited")
     manifest = json.loads((edited / "manifest.json").read_text())
-    manifest["memory"]["wide_of"] = ["many"] * len(MODELS)
+    for counts in (["many"] * len(MODELS), [128], [-1] * len(MODELS), 128):
+        manifest["memory"]["wide_of"] = counts
+        (edited / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(edited)
+        assert str(info.value) == (
+            f"{edited / 'manifest.json'}: memory.wide_of must list a neighbour count "
+            "(an integer >= 0) for each of the 3 models; the checkpoint is damaged, "
+            "train the policy again"
+        )
+    manifest["models"] = list(MODELS[:2])
+    manifest["memory"]["wide_of"] = [128, 128]
     (edited / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(edited)
     assert str(info.value) == (
-        f"{edited / 'policy.safetensors'} does not fit the network its manifest "
-        "describes; train the policy again"
+        f"{edited / 'policy.safetensors'} does not fit the network "
+        f"{edited / 'manifest.json'} describes; the checkpoint is damaged, train "
+        "the policy again"
     )
     bare = _copy(checkpoint_dir, tmp_path / "bare")
     (bare / "policy.safetensors").unlink()

@@ -376,6 +376,12 @@ def test_help_names_lambda_group_and_clip() -> None:
     [
         (["--group-size", "1"], "--group-size must be at least 2"),
         (["--lambda-min", "5", "--lambda-max", "1"], "the lambda range is inverted"),
+        (
+            ["--lambda-max", "inf"],
+            "the lambda range is inverted, negative or unbounded: --lambda-min 0.1, "
+            "--lambda-max inf",
+        ),
+        (["--seed", "-1"], "--seed must be >= 0, got -1"),
         (["--items", "0"], "--items 0 leaves an empty training set"),
         (["--base", "no-such-model"], "no local model 'no-such-model'"),
         (["--teacher", "/no/such/policy"], "no checkpoint at /no/such/policy"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -69,16 +70,24 @@ CatalogFiles = Annotated[
 ]
 
 
+# Directories the running command created (see ``writable_dir``); ``guarded``
+# removes those that a failed command leaves empty.
+_created: list[Path] = []
+
+
 def writable_dir(path: Path, what: str) -> Path:
     """``path`` as a directory this process can write into, created if need be.
 
     Checked before any work starts, so a bad path fails at once rather than after
-    a long run.
+    a long run. If the command then fails, what it created here and left empty is
+    removed again.
     """
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{what} {path} is a file; give a directory")
+    missing = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
+        _created.extend(missing)  # deepest first
     except OSError as exc:
         raise ConfigError(
             f"cannot create {what} {path} ({exc.strerror}); give a writable directory"
@@ -93,17 +102,27 @@ def guarded(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        _created.clear()
         try:
             return func(*args, **kwargs)
         except XRouterError as exc:
+            _remove_empty_created()
             message = Text.assemble(("error: ", "bold red"), str(exc))
             err_console.print(message, highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
+            _remove_empty_created()
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _remove_empty_created() -> None:
+    for path in _created:
+        with contextlib.suppress(OSError):
+            path.rmdir()  # only an empty directory goes
+    _created.clear()
 
 
 class _RichReporter:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from xrouter.cli.app import (
     CatalogFiles,
@@ -24,6 +26,9 @@ from xrouter.cli.app import (
 from xrouter.core.catalog import Catalog, load_catalog
 from xrouter.core.errors import StoreError
 from xrouter.records.store import Store, default_store_path
+
+if TYPE_CHECKING:
+    from xrouter.evaluate.suites import Suite
 
 data_app = typer.Typer(help="Ingest, download and check the recorded model outputs.")
 app.add_typer(data_app, name="data")
@@ -47,6 +52,23 @@ def open_store(path: Path | None) -> Store:
             "XROUTER_HOME to one)"
         )
     return Store(target)
+
+
+def suites_with_records(
+    suites: Sequence[Suite], present: Sequence[str], data_dir: Path
+) -> tuple[Suite, ...]:
+    """The suites whose source is in ``present``; each other one is named on
+    stderr as skipped, so a partial data directory does not pass unnoticed."""
+    for suite in suites:
+        if suite.source not in present:
+            err_console.print(
+                Text(
+                    f"suite {suite.name} skipped: no {suite.source} folder under "
+                    f"{data_dir}"
+                ),
+                soft_wrap=True,
+            )
+    return tuple(s for s in suites if s.source in present)
 
 
 @data_app.command("ingest")

@@ -15,12 +15,11 @@ from xrouter.cli.app import (
     StorePath,
     app,
     console,
-    err_console,
     guarded,
     progress_reporter,
     writable_dir,
 )
-from xrouter.cli.data import DataDir, open_store
+from xrouter.cli.data import DataDir, open_store, suites_with_records
 from xrouter.core.catalog import Catalog, load_catalog
 from xrouter.core.errors import ConfigError
 from xrouter.evaluate.runner import PolicyFactory, ResultFactory, SuiteReport
@@ -100,11 +99,7 @@ def eval_command(
             f"suite {skipped[0].name} reads source {skipped[0].source}, which has no "
             f"folder under {data_dir}; point --from at a directory that has it"
         )
-    for s in skipped:
-        err_console.print(
-            Text(f"suite {s.name} skipped: no {s.source} folder under {data_dir}")
-        )
-    suites = tuple(s for s in suites if s.source in present)
+    suites = suites_with_records(suites, present, data_dir)
     embedder = Embedder(target.path / "embeddings")
     learned = _learned_policies(policy or [])
     reports = []

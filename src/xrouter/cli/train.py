@@ -20,7 +20,7 @@ from xrouter.cli.app import (
     progress_reporter,
     writable_dir,
 )
-from xrouter.cli.data import DataDir, open_store
+from xrouter.cli.data import DataDir, open_store, suites_with_records
 from xrouter.core.catalog import load_catalog
 
 if TYPE_CHECKING:
@@ -37,7 +37,9 @@ CheckpointDir = Annotated[
     typer.Option(
         "--out",
         help="Checkpoint directory: policy.safetensors, manifest.json and "
-        "metrics.jsonl are written there.",
+        "metrics.jsonl are written there (the metrics go to metrics.jsonl.partial "
+        "until the weights are saved, so a failed run leaves an earlier "
+        "checkpoint whole).",
         show_default=False,
     ),
 ]
@@ -118,8 +120,7 @@ def policy_command(
     target = open_store(store)
     cards = load_catalog(catalog or ())
     suites = load_suites(suites_file)
-    present = sources_under(data_dir)
-    chosen = [s for s in suites if s.source in present]
+    chosen = suites_with_records(suites, sources_under(data_dir), data_dir)
     if not chosen:
         raise ConfigError(
             f"no suite's source is under {data_dir}; the suites read "

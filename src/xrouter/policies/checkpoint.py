@@ -196,6 +196,16 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(
             f"{file} is corrupt or truncated; train the policy again"
         ) from exc
+    wide_of = manifest["memory"].get("wide_of", [])
+    counts_ok = isinstance(wide_of, list) and all(
+        type(k) is int and k >= 0 for k in wide_of
+    )
+    if not counts_ok or len(wide_of) not in (0, len(manifest["models"])):
+        raise CheckpointError(
+            f"{path / MANIFEST}: memory.wide_of must list a neighbour count (an "
+            f"integer >= 0) for each of the {len(manifest['models'])} models; the "
+            "checkpoint is damaged, train the policy again"
+        )
     try:
         memory = NeighbourMemory(
             embedding=weights.pop(_MEMORY + "embedding").float().numpy(),
@@ -204,13 +214,13 @@ def load_checkpoint(path: Path) -> Checkpoint:
             cost=weights.pop(_MEMORY + "cost").numpy(),
             near=int(manifest["memory"]["near"]),
             wide=int(manifest["memory"]["wide"]),
-            wide_of=tuple(int(k) for k in manifest["memory"].get("wide_of", ())),
+            wide_of=tuple(wide_of),
         )
         net.load_state_dict(weights)
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(
-            f"{file} does not fit the network its manifest describes; "
-            "train the policy again"
+            f"{file} does not fit the network {path / MANIFEST} describes; the "
+            "checkpoint is damaged, train the policy again"
         ) from exc
     net.eval()
     return Checkpoint(path, net, memory, manifest)

@@ -53,6 +53,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -130,11 +131,13 @@ class GRPOConfig:
                 f"ema_decay must be in [0, 1) (0: keep the raw weights), got "
                 f"{self.ema_decay:g}"
             )
-        if not 0 < self.lam_min < self.lam_max:
+        if not 0 < self.lam_min < self.lam_max < math.inf:
             raise ConfigError(
-                f"the lambda range must satisfy 0 < min < max, got {self.lam_min:g} "
-                f"to {self.lam_max:g}"
+                f"the lambda range must satisfy 0 < min < max, both finite, got "
+                f"{self.lam_min:g} to {self.lam_max:g}"
             )
+        if self.seed < 0:
+            raise ConfigError(f"the seed must be >= 0, got {self.seed}")
         if not self.lam_min <= self.default_lambda <= self.lam_max:
             raise ConfigError(
                 f"the default lambda {self.default_lambda:g} is outside the trained "

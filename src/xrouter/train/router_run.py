@@ -101,12 +101,14 @@ class RouterTrainConfig:
                 f"--group-size must be at least 2 (GRPO compares the episodes of a "
                 f"group), got {self.group_size}"
             )
-        if not 0 <= self.lambda_min <= self.lambda_max:
+        if not 0 <= self.lambda_min <= self.lambda_max < math.inf:
             raise ConfigError(
-                f"the lambda range is inverted or negative: --lambda-min "
-                f"{self.lambda_min:g} > --lambda-max {self.lambda_max:g}; give "
-                "0 <= lambda-min <= lambda-max"
+                f"the lambda range is inverted, negative or unbounded: --lambda-min "
+                f"{self.lambda_min:g}, --lambda-max {self.lambda_max:g}; give "
+                "0 <= lambda-min <= lambda-max, both finite"
             )
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
         if self.items is not None and self.items < 1:
             raise ConfigError(
                 f"--items {self.items} leaves an empty training set; give at least 1"

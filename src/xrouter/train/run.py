@@ -83,10 +83,12 @@ def run_training(
     reward = config.reward()
     embedder = Embedder(store.path / "embeddings", kind=embedding)
     data = load_training_data(store, suites, catalog, embedder, reporter)
-    result = train_policy(
-        data, config, reporter=reporter, metrics_path=out / METRICS_FILE
-    )
+    # The run's metrics replace an earlier checkpoint's only with its weights, so
+    # a failed or interrupted run leaves that checkpoint whole.
+    partial = out / (METRICS_FILE + ".partial")
+    result = train_policy(data, config, reporter=reporter, metrics_path=partial)
     manifest = checkpoint_manifest(data, config, reward, result, embedder.kind)
     save_checkpoint(out, result.net, data.memory, data.models, manifest)
+    partial.replace(out / METRICS_FILE)
     logger.info("wrote the checkpoint to %s", out)
     return data, result
