@@ -69,3 +69,23 @@ def test_pool_files_are_refused_with_what_they_lack(tmp_path: Path) -> None:
     file.write_text("models: []\n")
     with pytest.raises(ConfigError, match="models: Tuple should have at least 1 item"):
         load_pool_spec(file)
+
+
+def test_a_suite_naming_an_unknown_model_is_refused_by_name(tmp_path: Path) -> None:
+    from xrouter.core.catalog import load_catalog
+    from xrouter.evaluate.suites import load_suites
+
+    file = tmp_path / "suites.yaml"
+    file.write_text(
+        "- name: mine\n"
+        "  source: zeroeval\n"
+        "  pool: [gpt-4o-mimi, gpt-4o-2024-08-06]\n"
+        "  strong: gpt-4o-2024-08-06\n"
+        "  weak: gpt-4o-mimi\n"
+    )
+    (suite,) = load_suites(file)
+    with pytest.raises(ConfigError) as info:
+        suite.resolved(load_catalog())
+    assert str(info.value).startswith(
+        "suite 'mine': unknown model 'gpt-4o-mimi'. Did you mean 'gpt-4o-mini'"
+    )

@@ -73,23 +73,24 @@ class Suite(BaseModel):
 
     def resolved(self, catalog: Catalog) -> Suite:
         """The same suite with every model name replaced by its card's id."""
-        ids = [catalog.resolve(m) for m in self.pool]
-        twice = sorted({m for m in ids if ids.count(m) > 1})
-        if twice:
-            raise ConfigError(
-                f"suite {self.name!r} lists {', '.join(twice)} twice in its pool "
-                "(once by an alias); keep one name per model"
-            )
-        return self.model_copy(
-            update={
-                "pool": tuple(catalog.resolve(m) for m in self.pool),
+        try:
+            ids = [catalog.resolve(m) for m in self.pool]
+            roles = {
                 "strong": catalog.resolve(self.strong),
                 "weak": catalog.resolve(self.weak),
                 "self_model": catalog.resolve(self.self_model)
                 if self.self_model
                 else None,
             }
-        )
+        except ConfigError as exc:
+            raise ConfigError(f"suite {self.name!r}: {exc}") from exc
+        twice = sorted({m for m in ids if ids.count(m) > 1})
+        if twice:
+            raise ConfigError(
+                f"suite {self.name!r} lists {', '.join(twice)} twice in its pool "
+                "(once by an alias); keep one name per model"
+            )
+        return self.model_copy(update={"pool": tuple(ids), **roles})
 
     def replay_pool(self, store: Store) -> ReplayPool:
         """The suite's records in ``store`` as a replay pool (its pool, its tasks,
