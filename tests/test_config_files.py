@@ -89,3 +89,64 @@ def test_a_suite_naming_an_unknown_model_is_refused_by_name(tmp_path: Path) -> N
     assert str(info.value).startswith(
         "suite 'mine': unknown model 'gpt-4o-mimi'. Did you mean 'gpt-4o-mini'"
     )
+
+
+def _serve(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from xrouter.cli import serve  # noqa: F401  (registers the command)
+    from xrouter.cli.app import app
+
+    result = CliRunner().invoke(app, ["serve", *args])
+    return result.exit_code, result.output
+
+
+def test_a_gateway_that_cannot_load_its_pool_exits_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XROUTER_HOME", str(tmp_path / "home"))
+    config = tmp_path / "gateway.yaml"
+    config.write_text("pool: absent.yaml\nrouter: {checkpoint: policy}\n")
+    code, output = _serve("--config", str(config), "--port", "18931")
+    assert code == 1 and "Traceback" not in output
+    assert output.splitlines()[-1] == (
+        f"error: the gateway could not start: cannot read pool file "
+        f"{tmp_path / 'absent.yaml'}: No such file or directory"
+    )
+
+
+def test_a_named_checkpoint_that_is_missing_is_not_trained_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XROUTER_HOME", str(tmp_path / "home"))
+    config = tmp_path / "gateway.yaml"
+    config.write_text("router: {checkpoint: policy}\n")
+    from xrouter.serve.config import load_gateway_config
+    from xrouter.serve.startup import _needs_training
+
+    assert not _needs_training(load_gateway_config(config))
+    assert _needs_training(load_gateway_config(None))  # the default, never trained
+
+
+def test_serve_refuses_a_taken_port_and_a_config_that_is_not_text(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, output = _serve("--port", str(port))
+    assert code == 1
+    assert output.strip() == (
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use); "
+        "choose another --port, or stop what holds it"
+    )
+    binary = tmp_path / "gateway.yaml"
+    binary.write_bytes(b"\xff\xfe not text")
+    code, output = _serve("--config", str(binary))
+    assert code == 1
+    assert output.strip() == (
+        f"error: gateway config {binary} is not UTF-8 text (byte 0); save it as UTF-8"
+    )

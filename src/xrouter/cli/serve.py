@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from xrouter.cli.app import app, err_console, guarded
-from xrouter.core.errors import ConfigError
+from xrouter.core.errors import ConfigError, XRouterError
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
@@ -40,6 +41,7 @@ def serve_command(
 
     from xrouter.serve.app import create_app
     from xrouter.serve.config import load_gateway_config
+    from xrouter.serve.gateway import Gateway
 
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be from 1 to 65535, got {port}")
@@ -49,19 +51,52 @@ def serve_command(
             f"--log-level must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}"
         )
     config = load_gateway_config(config_file)
+    _check_free(host, port)
     _one_blas_thread()
+    gateway = Gateway(config)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config, gateway),
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            workers=1,
+        )
+    )
+    # A gateway that cannot load its pool or router stops here with the reason,
+    # rather than staying up to answer 503.
+    gateway.on_failure = lambda: setattr(server, "should_exit", True)
     err_console.print(
         f"xrouter gateway on http://{host}:{port}/v1 (health: /health, metrics: "
         f"/metrics); request log {config.log_path}"
     )
-    uvicorn.run(
-        create_app(config),
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        workers=1,
-    )
+    server.run()
+    if gateway.error is not None:
+        reason = gateway.error
+        text = str(reason) if isinstance(reason, XRouterError) else gateway.failed
+        raise ConfigError(f"the gateway could not start: {text}")
+
+
+def _check_free(host: str, port: int) -> None:
+    """Refuse an address this process cannot listen on, before anything starts."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        )[0]
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"--host {host!r} is not an address of this machine ({exc.strerror})"
+        ) from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another "
+                "--port, or stop what holds it"
+            ) from None
 
 
 def _one_blas_thread() -> None:

@@ -295,8 +295,8 @@ def _config_file(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        loaded = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read --config {path}: {exc}") from exc
     settings = loaded.get("settings", loaded) if isinstance(loaded, dict) else None
     if not isinstance(settings, dict):

@@ -183,6 +183,10 @@ def load_suites(file: Path | None) -> tuple[Suite, ...]:
         raw = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read suites file {file}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"suites file {file} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -141,6 +141,11 @@ class Gateway:
         self.config = config
         self.ready = asyncio.Event()
         self.failed: str | None = None
+        self.error: Exception | None = None
+        # Called, instead of logging, when start-up fails: the command line
+        # stops the server and exits with the reason; a server run otherwise
+        # stays up and answers 503 with it.
+        self.on_failure: Callable[[], None] | None = None
         self.catalog: Catalog = load_catalog()
         self.pool: Pool | None = None
         self.router: Router | None = None
@@ -165,7 +170,11 @@ class Gateway:
             self._load()
         except Exception as exc:  # noqa: BLE001 - reported by /health and requests
             self.failed = f"{type(exc).__name__}: {exc}"
-            logger.error("the gateway could not start: %s", self.failed)
+            self.error = exc
+            if self.on_failure is not None:
+                self.on_failure()
+            else:
+                logger.error("the gateway could not start: %s", self.failed)
         self.ready.set()
 
     def _load(self) -> None:

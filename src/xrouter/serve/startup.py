@@ -79,15 +79,16 @@ def _load_static_embedding(path: Path) -> None:
 
 
 def _needs_training(config: GatewayConfig) -> bool:
-    """No checkpoint at the policy's path, or, at the default path the gateway
-    manages itself, one written in an older format."""
+    """At the default path the gateway manages itself, no checkpoint or one
+    written in an older format. A checkpoint the config names is never trained
+    over: a missing one is an error, not a cue to train another."""
     from xrouter.policies.checkpoint import FORMAT, MANIFEST
 
+    if config.router.checkpoint is not None:
+        return False  # the user's own: loading it tells them what is wrong
     file = config.checkpoint_path / MANIFEST
     if not file.is_file():
         return True
-    if config.router.checkpoint is not None:
-        return False  # the user's own: loading it tells them what is wrong
     try:
         return bool(json.loads(file.read_text(encoding="utf-8"))["format"] != FORMAT)
     except (OSError, ValueError, KeyError, TypeError):
