@@ -21,6 +21,7 @@ import openai
 import pytest
 from gateway_server import (
     CLAUDE,
+    GEMMA,
     GPT,
     MODELS,
     ROUTES,
@@ -167,6 +168,24 @@ def test_a_routed_answer_carries_its_cost_usage_and_headers(
     assert entry.cost_usd == pytest.approx(cost, rel=1e-9)
     assert entry.answered_by == (model,)
     assert [c.model for c in entry.calls if not c.by_router] == [model]
+
+
+def test_a_tight_ceiling_routes_to_a_model_it_can_pay_for(
+    http: httpx.Client,
+) -> None:
+    # At lambda 0.5 cost hardly counts and the policy picks a dearer model; a
+    # ceiling that only gemma's worst case fits (200 tokens at $0.10 per 1M,
+    # against gpt-4o-mini's $0.60 and claude-3-haiku's $1.25) offers it alone.
+    chat = "/v1/chat/completions"
+    ask = {"model": "xrouter:lambda=0.5", "messages": USER, "max_tokens": 200}
+    free = http.post(chat, json=ask)
+    assert free.status_code == 200 and free.headers["x-xrouter-models"] != GEMMA
+    ceiling = {"x-xrouter-max-cost": "0.00006"}
+    for stream in (False, True):
+        capped = http.post(chat, json=ask | {"stream": stream}, headers=ceiling)
+        assert capped.status_code == 200, capped.text
+        assert last_logged().answered_by == (GEMMA,)
+        assert last_logged().cost_usd <= 6e-5
 
 
 @pytest.mark.parametrize(

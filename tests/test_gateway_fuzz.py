@@ -332,8 +332,12 @@ def near_valid(draw: st.DrawFn) -> dict[str, Any]:
     for _ in range(draw(st.integers(0, 3))):
         target, fields = body, FIELDS
         where = draw(st.sampled_from(["request", "message", "tool"]))
-        if where == "message":
-            target, fields = draw(st.sampled_from(body["messages"])), MESSAGE_FIELDS
+        messages = body.get("messages")
+        if where == "message" and isinstance(messages, list) and messages:
+            # (An earlier mutation may have made the messages junk already.)
+            message = draw(st.sampled_from(messages))
+            if isinstance(message, dict):
+                target, fields = message, MESSAGE_FIELDS
         elif where == "tool" and body.get("tools"):
             target, fields = body["tools"][0]["function"], ["name", "parameters"]
         target[draw(st.sampled_from(fields))] = draw(JUNK)

@@ -214,6 +214,22 @@ def test_spend_is_booked_on_every_ledger_and_never_passes_a_limit() -> None:
     assert day.spent_usd == pytest.approx(0.000045 * round(day.spent_usd / 0.000045))
 
 
+def test_a_cost_past_its_hold_is_booked_as_reported_and_warned_of(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    day = Ledger("daily limit", 0.001)
+    hold = Budget([day]).hold(0.0001, "a call to gpt-4o-mini-2024-07-18")
+    with caplog.at_level("WARNING", logger="xrouter.orchestrator.budget"):
+        hold.settle(0.0015)  # an upstream that ignored max_tokens
+    assert (day.spent_usd, day.held_usd) == (0.0015, 0.0)
+    assert caplog.messages == [
+        "a call to gpt-4o-mini-2024-07-18 cost $0.001500, more than the $0.000100 "
+        "held for it as its worst case (the upstream counted more tokens than "
+        "allowed for); booked as reported"
+    ]
+    assert Budget([day]).available_usd == 0.0
+
+
 def test_retryable_failures_are_retried_then_succeed() -> None:
     flaky = FakeBackend(
         MINI, [UpstreamError("500"), RateLimitError("429", retry_after_s=0.0), "fine"]

@@ -7,11 +7,14 @@ running. Before a call starts, its worst-case cost (its prompt and all of its
 one step under one lock; the call is refused when any of them lacks room. When the
 call ends the hold is replaced by what it really cost. So the sum of spent and held
 never passes a limit, however many requests run at once, provided no call costs more
-than its worst case (the orchestrator prices the worst case so that it cannot).
+than its worst case (the orchestrator prices the worst case so that it cannot, unless
+an upstream reports more output than the call's ``max_tokens``: that cost is booked
+as reported, and warned of).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Sequence
@@ -22,6 +25,7 @@ from xrouter.core.errors import BudgetExceededError, ConfigError
 __all__ = ["Budget", "Hold", "Ledger"]
 
 _LOCK = threading.Lock()
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,10 +60,26 @@ class Hold:
 
     ledgers: tuple[Ledger, ...]
     amount_usd: float
+    what: str = "a call"
     open: bool = field(default=True)
 
     def settle(self, cost_usd: float) -> None:
-        """The call ended having cost ``cost_usd``: free the hold, book the cost."""
+        """The call ended having cost ``cost_usd``: free the hold, book the cost.
+
+        The cost is booked as reported even past its hold, as the upstream bills
+        it; that happens only when an upstream counts more tokens than the worst
+        case allowed for (more output than the call's ``max_tokens``), and is
+        logged as a warning, as a limit may then be passed.
+        """
+        if cost_usd > self.amount_usd * (1 + 1e-9) + 1e-12:
+            logger.warning(
+                "%s cost $%.6f, more than the $%.6f held for it as its worst case "
+                "(the upstream counted more tokens than allowed for); booked as "
+                "reported",
+                self.what,
+                cost_usd,
+                self.amount_usd,
+            )
         with _LOCK:
             if not self.open:
                 raise RuntimeError("this hold was already settled or released")
@@ -112,4 +132,4 @@ class Budget:
                     )
             for ledger in self.ledgers:
                 ledger.held_usd += amount_usd
-        return Hold(self.ledgers, amount_usd)
+        return Hold(self.ledgers, amount_usd, what)

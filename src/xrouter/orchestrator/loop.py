@@ -28,6 +28,7 @@ with ``EpisodeFailedError``. The episode time limit ends an episode by the same 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -195,6 +196,7 @@ class Orchestrator:
         last_text = ""
         for turn in range(1, limits.max_turns + 1):
             view.turn, view.budget_left_usd = turn, budget.available_usd
+            view.pool = self.affordable(view.messages, view.caller, budget, item_id)
             decided = await self._router_turn(router, view, budget, trace, deadline)
             if decided is None:
                 break
@@ -235,6 +237,31 @@ class Orchestrator:
             if time.monotonic() >= deadline:
                 break
         return _turn_limit(trace, last_text, router, view.turn, errors)
+
+    def affordable(
+        self,
+        messages: Sequence[Message],
+        caller: CallerOptions,
+        budget: Budget,
+        item_id: str | None = None,
+    ) -> list[ModelCard]:
+        """The pool models whose call, as the caller asked for it, fits what
+        ``budget`` has left, so that a router is offered no model it cannot pay
+        for; the whole pool when none fits (its calls are then refused, and the
+        refusal says why)."""
+        if math.isinf(budget.available_usd):
+            return self.pool.cards
+        request = ChatRequest(
+            messages=tuple(messages),
+            max_tokens=caller.max_tokens or self.limits.default_max_tokens,
+            item_id=item_id,
+        )
+        fits = [
+            entry.card
+            for entry in self.pool
+            if self.calls.worst_case(entry, request) <= budget.available_usd
+        ]
+        return fits or self.pool.cards
 
     # -- the router's turn ------------------------------------------------------
 

@@ -279,7 +279,9 @@ class Seen:
     which models it called (``called``: failed calls too), which of those
     answered (``answered``), what each call cost, its output tokens and its
     extracted answer (equal strings agree; None: none could be extracted).
-    ``turns`` counts the actions taken so far."""
+    ``turns`` counts the actions taken so far; ``offered``, where given, the
+    models the episode may still call (those the budget can pay for), as
+    training offers an episode a subset of its pool."""
 
     called: list[bool]
     answered: list[bool]
@@ -287,6 +289,7 @@ class Seen:
     output_tokens: list[int]
     answers: list[str | None]
     turns: int = 0
+    offered: list[bool] | None = None
 
     @classmethod
     def nothing(cls, m: int) -> Seen:
@@ -332,11 +335,18 @@ class LiveRouter:
         )
 
     def first_decision(
-        self, embedding: NDArray[np.float32], lam: float, input_tokens: int
+        self,
+        embedding: NDArray[np.float32],
+        lam: float,
+        input_tokens: int,
+        offered: Sequence[str] | None = None,
     ) -> Decision:
         """The most likely first action for a prompt (its 384-d embedding and its
-        length in tokens) at lambda ``lam``."""
+        length in tokens) at lambda ``lam``, among the ``offered`` models (default:
+        the whole pool)."""
         seen = Seen.nothing(len(self.pool))
+        if offered is not None:
+            seen.offered = [m in offered for m in self.pool]
         decision = self.decide(embedding, lam, input_tokens, seen)
         assert decision is not None  # nothing is tried yet: every call is open
         return decision
@@ -353,8 +363,12 @@ class LiveRouter:
         check_lambda(self.checkpoint, lam)
         m = len(self.pool)
         called = np.array([seen.called], dtype=bool)
+        offered = self._start.offered
+        if seen.offered is not None and any(seen.offered):
+            offered = np.array([seen.offered], dtype=bool)
         state = replace(
             self._start,
+            offered=offered,
             called=called,
             turn=np.array([seen.turns], dtype=np.int64),
         )
@@ -370,7 +384,7 @@ class LiveRouter:
             lam=np.array([lam]),
             model_id=self._model_id,
             input_tokens=np.full((1, m), input_tokens, dtype=np.int64),
-            offered=self._start.offered,
+            offered=offered,
             self_model=self._self,
             responses=ep.Responses(
                 np.array([seen.cost], dtype=np.float64),
@@ -384,6 +398,8 @@ class LiveRouter:
         )
         legal = ep.legal_actions(state)
         legal[0, 1 + m :] &= np.array(seen.answered, dtype=bool)  # only answers
+        if self._self[0] >= 0:  # the router answers only if it may pay for that
+            legal[0, 0] &= offered[0, self._self[0]]
         if not legal.any():
             return None
         with torch.no_grad():

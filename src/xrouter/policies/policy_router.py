@@ -87,10 +87,16 @@ class PolicyRouter:
     def quote(self, view: EpisodeView) -> float:
         return 0.0
 
-    def first_choice(self, messages: Sequence[Message], lam: float) -> str:
-        """The pool model the policy sends ``messages`` to first."""
+    def first_choice(
+        self,
+        messages: Sequence[Message],
+        lam: float,
+        offered: Sequence[str] | None = None,
+    ) -> str:
+        """The pool model the policy sends ``messages`` to first, among the
+        ``offered`` ones (default: the whole pool)."""
         vector, tokens = self._prompt(messages)
-        decision = self.live.first_decision(vector, lam, tokens)
+        decision = self.live.first_decision(vector, lam, tokens, offered)
         return decision.model
 
     async def decide(self, view: EpisodeView) -> RouterTurn:
@@ -126,6 +132,8 @@ class PolicyRouter:
         pool = self.live.pool
         seen = Seen.nothing(len(pool))
         seen.turns = max(view.turn - 1, 0)
+        offered = {card.id for card in view.pool}
+        seen.offered = [m in offered for m in pool]
         last_ok: dict[str, str] = {}
         for call in view.calls:
             model = call.fallback_for or call.model

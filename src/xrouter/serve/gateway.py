@@ -378,8 +378,11 @@ class Gateway:
             return
         if target.routed:
             assert isinstance(self.router, PolicyRouter)
-            model = self.router.first_choice(messages, target.lam)
             request = _direct_request(messages, caller, self._max_tokens)
+            fits = self.orchestrator.affordable(messages, caller, budget)
+            model = self.router.first_choice(
+                messages, target.lam, [card.id for card in fits]
+            )
             outcome.strategy = "select"
         else:
             assert target.model is not None
