@@ -188,6 +188,23 @@ def test_a_tight_ceiling_routes_to_a_model_it_can_pay_for(
         assert last_logged().cost_usd <= 6e-5
 
 
+def test_a_refused_request_is_logged_under_the_id_it_was_told(
+    http: httpx.Client,
+) -> None:
+    chat = "/v1/chat/completions"
+    bad = http.post(chat, json={"model": "xrouter", "messages": []})
+    assert bad.status_code == 400
+    entry = last_logged()
+    assert entry.request_id == bad.headers["x-xrouter-request-id"]
+    assert (entry.status, entry.outcome) == (400, "invalid_request_error")
+    assert entry.error == bad.json()["error"]["message"]
+    ask = {"model": GPT, "messages": USER}
+    over = http.post(chat, json=ask, headers={"x-xrouter-max-cost": "0"})
+    assert over.status_code == 429
+    assert last_logged().request_id == over.headers["x-xrouter-request-id"]
+    assert last_logged().status == 429
+
+
 @pytest.mark.parametrize(
     ("model", "says"),
     [

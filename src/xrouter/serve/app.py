@@ -91,9 +91,11 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, exc: RequestError) -> JSONResponse:
-        if request.url.path == CHAT_PATH:
-            service.refused(exc)
-        return error_response(exc)
+        if request.url.path != CHAT_PATH:
+            return error_response(exc)
+        key = getattr(request.state, "key", None)
+        request_id = service.refused(exc, key.name if key is not None else None)
+        return error_response(exc, request_id)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -139,7 +141,7 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
     @app.post(CHAT_PATH)
     async def chat(request: Request) -> Response:
         started = time.monotonic()
-        key = service.authenticate(request)
+        key = request.state.key = service.authenticate(request)
         body = await _read_body(request, config.max_body_bytes)
         await gateway.ready.wait()
         gateway.check_ready()
@@ -158,7 +160,7 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
         except (BackendError, BudgetExceededError) as exc:
             failure = failure_of(exc)
             service.finish(outcome, body, key, failure.status, failure)
-            return error_response(failure)
+            return error_response(failure, outcome.request_id)
         service.finish(outcome, body, key, 200)
         return JSONResponse(
             service.completion_body(outcome), headers=service.headers(outcome)

@@ -140,7 +140,7 @@ class Service:
         except (BackendError, BudgetExceededError) as exc:
             failure = failure_of(exc)
             self.finish(outcome, body, key, failure.status, failure, stream=True)
-            return error_response(failure)
+            return error_response(failure, outcome.request_id)
         return _EventStream(
             self._events(outcome, body, key, pieces, first),
             media_type="text/event-stream",
@@ -194,17 +194,18 @@ class Service:
 
     # -- the record of a request ---------------------------------------------------
 
-    def refused(self, failure: RequestError) -> None:
-        """Count a request refused before any model was asked; log it too when
-        its key was refused (someone without a valid key is trying)."""
+    def refused(self, failure: RequestError, key_name: str | None = None) -> str:
+        """Count and log a request refused before any model was asked (a bad
+        key, body or model, the gateway not ready); returns its request id."""
         kind = failure.code or failure.kind
         self.metrics.refused(failure.status, kind)
-        if failure.status != 401 or self.log is None:
-            return
+        request_id = new_request_id()
+        if self.log is None:
+            return request_id
         entry = RequestEntry(
-            request_id=new_request_id(),
+            request_id=request_id,
             ts=time.time(),
-            key_name=None,
+            key_name=key_name,
             router="none",
             requested_model="",
             strategy="none",
@@ -220,6 +221,7 @@ class Service:
             error=str(failure),
         )
         self.log.append(entry)
+        return request_id
 
     def finish(
         self,
@@ -322,10 +324,12 @@ class _Chunks:
         return f"data: {json.dumps(data)}\n\n"
 
 
-def error_response(failure: RequestError) -> JSONResponse:
-    """A refusal as its OpenAI-style JSON error."""
+def error_response(failure: RequestError, request_id: str = "") -> JSONResponse:
+    """A refusal as its OpenAI-style JSON error, with the request id its log
+    entry has."""
     body = error_body(str(failure), failure.kind, failure.param, failure.code)
-    return JSONResponse(body, status_code=failure.status)
+    headers = {"x-xrouter-request-id": request_id} if request_id else None
+    return JSONResponse(body, status_code=failure.status, headers=headers)
 
 
 def _usage(outcome: Outcome) -> dict[str, int]:
