@@ -532,7 +532,8 @@ def test_unknown_model_suggests_close_names(catalog: Catalog) -> None:
         "unknown model 'gpt-4o-mimi'. Did you mean 'gpt-4o-mini', 'gpt-4.1-mini', "
         "'gpt-5-mini'? To use a model the catalog lacks, write a card for it in a YAML "
         "file of your own (a list of cards with the fields of the shipped "
-        f"{SHIPPED_CARDS_DIR}/*.yaml) and pass the file with --catalog PATH (CLI) or "
+        f"{SHIPPED_CARDS_DIR}/*.yaml) and pass the file with --catalog PATH (CLI), "
+        "list it under catalog: in the gateway's pool file, or call "
         "load_catalog(extra=[path])."
     )
     assert isinstance(info.value, ConfigError)

@@ -187,6 +187,14 @@ REFUSALS: list[tuple[str, Any, int, dict[str, Any]]] = [
         invalid("the request body is not valid JSON: NaN is not a JSON number"),
     ),
     (
+        "an integer of 5,000 digits",
+        b'{"model": "xrouter", "max_tokens": ' + b"9" * 5000 + b"}",
+        400,
+        invalid(
+            "the request body is not valid JSON: an integer of 5,000 digits is too long"
+        ),
+    ),
+    (
         "a lone surrogate",
         b'{"model": "xrouter", "messages": [{"role": "user", "content": "\\ud800"}]}',
         400,

@@ -38,7 +38,9 @@ LogPath = Annotated[
         show_default=False,
     ),
 ]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object per line (JSON Lines).")
+]
 
 
 class Grouping(enum.StrEnum):

@@ -46,7 +46,8 @@ _LONG_CONTEXT: Final = 128_000
 _HOW_TO_ADD: Final = (
     "To use a model the catalog lacks, write a card for it in a YAML file of your "
     f"own (a list of cards with the fields of the shipped {SHIPPED_CARDS_DIR}/*.yaml) "
-    "and pass the file with --catalog PATH (CLI) or load_catalog(extra=[path])."
+    "and pass the file with --catalog PATH (CLI), list it under catalog: in the "
+    "gateway's pool file, or call load_catalog(extra=[path])."
 )
 
 _Price = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]

@@ -64,6 +64,8 @@ STREAM_HEADER = "x-xrouter-stream"
 # Deeper bodies are refused: nothing the API takes nests this far, and the
 # steps after parsing (validation, the upstream's JSON) recurse.
 _MAX_DEPTH = 64
+# Digits an integer of the body may have (seeds and token counts need far fewer).
+_MAX_DIGITS = 100
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
@@ -203,7 +205,12 @@ def _parse_json(raw: bytes) -> Any:
             400, f"the request body is not UTF-8 ({exc.reason} at byte {exc.start})"
         ) from None
     try:
-        data = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+        data = json.loads(
+            text,
+            parse_float=_finite,
+            parse_int=_bounded_int,
+            parse_constant=_no_constant,
+        )
     except RecursionError:
         raise _nested() from None
     except ValueError as exc:
@@ -228,6 +235,14 @@ def _finite(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"the number {text[:32]} is out of range")
     return value
+
+
+def _bounded_int(text: str) -> int:
+    # No field takes more than a few digits; Python refuses past 4,300 anyway,
+    # with advice meant for programmers.
+    if len(text.lstrip("-")) > _MAX_DIGITS:
+        raise ValueError(f"an integer of {len(text.lstrip('-')):,} digits is too long")
+    return int(text)
 
 
 def _no_constant(name: str) -> Any:
