@@ -22,6 +22,7 @@ from xrouter.cli.app import (
 )
 from xrouter.cli.data import DataDir, open_store, suites_with_records
 from xrouter.core.catalog import load_catalog
+from xrouter.core.yamlfile import read_settings_text
 
 if TYPE_CHECKING:
     from xrouter.train.env import TrainingData
@@ -294,9 +295,10 @@ def _config_file(path: Path | None) -> dict[str, Any]:
 
     if path is None:
         return {}
+    text = read_settings_text(path, "--config")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
         raise ConfigError(f"cannot read --config {path}: {exc}") from exc
     settings = loaded.get("settings", loaded) if isinstance(loaded, dict) else None
     if not isinstance(settings, dict):

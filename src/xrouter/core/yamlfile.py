@@ -10,9 +10,22 @@ from pydantic import BaseModel, ValidationError
 
 from xrouter.core.errors import ConfigError
 
-__all__ = ["read_yaml_model"]
+__all__ = ["read_settings_text", "read_yaml_model"]
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def read_settings_text(path: Path, what: str) -> str:
+    """A settings file's text; an unreadable file, or one that is not UTF-8, is a
+    ``ConfigError`` naming the file as ``what``."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
 
 
 def read_yaml_model(
@@ -25,14 +38,9 @@ def read_yaml_model(
 ) -> M:
     """``path`` parsed as ``model``; every failure is a ``ConfigError`` naming the
     file (as ``what``) and, for invalid values, each field and what is wrong."""
+    text = read_settings_text(path, what)
     try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
-        ) from None
+        raw: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
     if raw is None and empty_ok:

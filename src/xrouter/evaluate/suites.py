@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from xrouter.backends.replay import ReplayPool
 from xrouter.core.catalog import Catalog
 from xrouter.core.errors import ConfigError
+from xrouter.core.yamlfile import read_settings_text
 from xrouter.records.sources import SOURCES
 from xrouter.records.store import Store
 
@@ -179,14 +180,9 @@ def load_suites(file: Path | None) -> tuple[Suite, ...]:
     """The default suites, or those of a user YAML file (a list of suites)."""
     if file is None:
         return DEFAULT_SUITES
+    text = read_settings_text(Path(file), "suites file")
     try:
-        raw = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read suites file {file}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"suites file {file} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
-        ) from exc
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

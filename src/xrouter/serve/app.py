@@ -240,8 +240,9 @@ def _finite(text: str) -> float:
 def _bounded_int(text: str) -> int:
     # No field takes more than a few digits; Python refuses past 4,300 anyway,
     # with advice meant for programmers.
-    if len(text.lstrip("-")) > _MAX_DIGITS:
-        raise ValueError(f"an integer of {len(text.lstrip('-')):,} digits is too long")
+    digits = len(text.lstrip("-"))
+    if digits > _MAX_DIGITS:
+        raise ValueError(f"an integer of {digits:,} digits is too long")
     return int(text)
 
 

@@ -140,8 +140,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.ready = asyncio.Event()
-        self.failed: str | None = None
-        self.error: Exception | None = None
+        self.error: Exception | None = None  # why start-up failed
         # Called, instead of logging, when start-up fails: the command line
         # stops the server and exits with the reason; a server run otherwise
         # stays up and answers 503 with it.
@@ -169,13 +168,19 @@ class Gateway:
             await asyncio.to_thread(prepare, self.config, self.catalog)
             self._load()
         except Exception as exc:  # noqa: BLE001 - reported by /health and requests
-            self.failed = f"{type(exc).__name__}: {exc}"
             self.error = exc
             if self.on_failure is not None:
                 self.on_failure()
             else:
                 logger.error("the gateway could not start: %s", self.failed)
         self.ready.set()
+
+    @property
+    def failed(self) -> str | None:
+        """Why start-up failed, as /health and refused requests say it."""
+        if self.error is None:
+            return None
+        return f"{type(self.error).__name__}: {self.error}"
 
     def _load(self) -> None:
         """Build the pool and the router (``prepare`` has ingested the records)."""
