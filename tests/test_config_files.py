@@ -101,12 +101,19 @@ def _serve(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def _gateway_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
+    """A gateway config of ``text``, in a home of its own."""
+    monkeypatch.setenv("XROUTER_HOME", str(tmp_path / "home"))
+    config = tmp_path / "gateway.yaml"
+    config.write_text(text)
+    return config
+
+
 def test_a_gateway_that_cannot_load_its_pool_exits_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("XROUTER_HOME", str(tmp_path / "home"))
-    config = tmp_path / "gateway.yaml"
-    config.write_text("pool: absent.yaml\nrouter: {checkpoint: policy}\n")
+    text = "pool: absent.yaml\nrouter: {checkpoint: policy}\n"
+    config = _gateway_yaml(tmp_path, monkeypatch, text)
     code, output = _serve("--config", str(config), "--port", "18931")
     assert code == 1 and "Traceback" not in output
     assert output.splitlines()[-1] == (
@@ -118,9 +125,7 @@ def test_a_gateway_that_cannot_load_its_pool_exits_with_the_reason(
 def test_a_named_checkpoint_that_is_missing_is_not_trained_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("XROUTER_HOME", str(tmp_path / "home"))
-    config = tmp_path / "gateway.yaml"
-    config.write_text("router: {checkpoint: policy}\n")
+    config = _gateway_yaml(tmp_path, monkeypatch, "router: {checkpoint: policy}\n")
     from xrouter.serve.config import load_gateway_config
     from xrouter.serve.startup import _needs_training
 
