@@ -198,6 +198,10 @@ def test_a_refused_request_is_logged_under_the_id_it_was_told(
     assert entry.request_id == bad.headers["x-xrouter-request-id"]
     assert (entry.status, entry.outcome) == (400, "invalid_request_error")
     assert entry.error == bad.json()["error"]["message"]
+    unknown = http.post(chat, json={"model": "no-such-model", "messages": USER})
+    assert unknown.status_code == 404
+    assert last_logged().request_id == unknown.headers["x-xrouter-request-id"]
+    assert last_logged().requested_model == "no-such-model"
     ask = {"model": GPT, "messages": USER}
     over = http.post(chat, json=ask, headers={"x-xrouter-max-cost": "0"})
     assert over.status_code == 429

@@ -167,7 +167,9 @@ def test_bad_settings_are_refused() -> None:
     )
     with pytest.raises(ConfigError) as info:
         GRPOConfig(seed=-1)
-    assert str(info.value) == "the seed must be >= 0, got -1"
+    assert str(info.value) == "the seed must be from 0 to 2**63 - 1, got -1"
+    with pytest.raises(ConfigError, match="the seed must be from 0 to 2"):
+        GRPOConfig(seed=2**64)
     with pytest.raises(ConfigError, match="group_size must be >= 2"):
         GRPOConfig(group_size=1)
     with pytest.raises(ConfigError) as info:

@@ -381,7 +381,11 @@ def test_help_names_lambda_group_and_clip() -> None:
             "the lambda range is inverted, negative or unbounded: --lambda-min 0.1, "
             "--lambda-max inf",
         ),
-        (["--seed", "-1"], "--seed must be >= 0, got -1"),
+        (["--seed", "-1"], "--seed must be from 0 to 2**63 - 1, got -1"),
+        (
+            ["--seed", str(2**64)],
+            f"--seed must be from 0 to 2**63 - 1, got {2**64}",
+        ),
         (["--items", "0"], "--items 0 leaves an empty training set"),
         (["--base", "no-such-model"], "no local model 'no-such-model'"),
         (["--teacher", "/no/such/policy"], "no checkpoint at /no/such/policy"),

@@ -68,8 +68,8 @@ def serve_command(
     # rather than staying up to answer 503.
     gateway.on_failure = lambda: setattr(server, "should_exit", True)
     err_console.print(
-        f"xrouter gateway on http://{host}:{port}/v1 (health: /health, metrics: "
-        f"/metrics); request log {config.log_path}"
+        f"xrouter gateway starting on http://{host}:{port}/v1 (health: /health, "
+        f"metrics: /metrics); request log {config.log_path}"
     )
     server.run()
     if gateway.error is not None:

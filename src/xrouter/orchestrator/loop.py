@@ -473,7 +473,8 @@ def _turn_limit(
         who = _router_id(router)
         trace.answer_from = who
         return EpisodeResult(last_text, trace, (who,), "turn_limit", turns, errors)
-    failures = [c.error for c in trace.calls if c.error] + errors
+    # Each reason once: a router may try the same refused call turn after turn.
+    failures = list(dict.fromkeys([c.error for c in trace.calls if c.error] + errors))
     raise EpisodeFailedError(
         "no model produced an answer"
         + (f": {'; '.join(str(f) for f in failures[:4])}" if failures else ""),

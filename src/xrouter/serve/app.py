@@ -96,7 +96,11 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
         if request.url.path != CHAT_PATH:
             return error_response(exc)
         key = getattr(request.state, "key", None)
-        request_id = service.refused(exc, key.name if key is not None else None)
+        request_id = service.refused(
+            exc,
+            key.name if key is not None else None,
+            getattr(request.state, "model", ""),
+        )
         return error_response(exc, request_id)
 
     @app.exception_handler(StarletteHTTPException)
@@ -145,6 +149,7 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
         started = time.monotonic()
         key = request.state.key = service.authenticate(request)
         body = await _read_body(request, config.max_body_bytes)
+        request.state.model = body.model
         await gateway.ready.wait()
         gateway.check_ready()
         outcome = gateway.new_outcome(gateway.target(body.model))
@@ -295,7 +300,8 @@ def _ceiling(request: Request, header: str) -> list[Ledger]:
     if not math.isfinite(usd) or usd < 0:
         raise RequestError(
             400,
-            f"header {header} must be a number of USD >= 0, got {given!r}",
+            f"header {header} must be a number of USD >= 0, got {given[:40]!r}"
+            + (f" ({len(given):,} characters)" if len(given) > 40 else ""),
             param=header,
         )
     return [Ledger("request's cost ceiling", usd)]

@@ -3,11 +3,11 @@
 The request log row of a request is committed before its answer leaves (for a
 stream: before its last event), so an acknowledged request is never lost.
 
-What the log holds: every request that got as far as routing, whatever came of
-it (answered; refused by a budget, 429; failed upstream, 502/504; a stream the
-client left before its end, 499), and every request refused for its API key
-(401). A request refused for its body, its model name or a header (400, 404,
-413) is counted in the metrics, under router ``none``, and not logged.
+What the log holds: every request to the chat endpoint, whatever came of it
+(answered; refused by a budget, 429; failed upstream, 502/504; a stream the
+client left before its end, 499; refused before any model was asked for its API
+key, body, model name or a header, 401/400/404/413, under router ``none``). Each
+error response carries the ``x-xrouter-request-id`` of its log row.
 """
 
 from __future__ import annotations
@@ -194,7 +194,9 @@ class Service:
 
     # -- the record of a request ---------------------------------------------------
 
-    def refused(self, failure: RequestError, key_name: str | None = None) -> str:
+    def refused(
+        self, failure: RequestError, key_name: str | None = None, model: str = ""
+    ) -> str:
         """Count and log a request refused before any model was asked (a bad
         key, body or model, the gateway not ready); returns its request id."""
         kind = failure.code or failure.kind
@@ -207,7 +209,7 @@ class Service:
             ts=time.time(),
             key_name=key_name,
             router="none",
-            requested_model="",
+            requested_model=model,
             strategy="none",
             answered_by=(),
             calls=(),

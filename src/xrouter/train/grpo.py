@@ -136,8 +136,8 @@ class GRPOConfig:
                 f"the lambda range must satisfy 0 < min < max, both finite, got "
                 f"{self.lam_min:g} to {self.lam_max:g}"
             )
-        if self.seed < 0:
-            raise ConfigError(f"the seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"the seed must be from 0 to 2**63 - 1, got {self.seed}")
         if not self.lam_min <= self.default_lambda <= self.lam_max:
             raise ConfigError(
                 f"the default lambda {self.default_lambda:g} is outside the trained "

@@ -107,8 +107,8 @@ class RouterTrainConfig:
                 f"{self.lambda_min:g}, --lambda-max {self.lambda_max:g}; give "
                 "0 <= lambda-min <= lambda-max, both finite"
             )
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"--seed must be from 0 to 2**63 - 1, got {self.seed}")
         if self.items is not None and self.items < 1:
             raise ConfigError(
                 f"--items {self.items} leaves an empty training set; give at least 1"
