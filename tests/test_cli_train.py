@@ -49,11 +49,16 @@ def setup(
     return store.path, suites
 
 
+def flags(small_data: Path, setup: tuple[Path, Path]) -> list[str]:
+    """The data, store and suites options of every command here."""
+    store, suites = setup
+    return ["--from", str(small_data), "--store", str(store), "--suites", str(suites)]
+
+
 def test_train_then_evaluate_the_policy(
     small_data: Path, setup: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    store, suites = setup
-    common = ["--from", str(small_data), "--store", str(store), "--suites", str(suites)]
+    common = flags(small_data, setup)
     ckpt = tmp_path / "ckpt"
     code, output = run("train", "policy", *common, "--out", str(ckpt), "--steps", "4")
     assert code == 0, output
@@ -84,8 +89,7 @@ def test_train_then_evaluate_the_policy(
 def test_bad_input_is_one_clear_line(
     small_data: Path, setup: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    store, suites = setup
-    common = ["--from", str(small_data), "--store", str(store), "--suites", str(suites)]
+    common = flags(small_data, setup)
     absent = tmp_path / "absent"
     code, output = run("eval", *common, "--out", str(tmp_path), "--policy", str(absent))
     assert code == 1 and "Traceback" not in output
@@ -106,8 +110,7 @@ def test_a_failed_run_leaves_an_earlier_checkpoint_whole(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    store, suites = setup
-    common = ["--from", str(small_data), "--store", str(store), "--suites", str(suites)]
+    common = flags(small_data, setup)
     ckpt = tmp_path / "ckpt"
     code, output = run("train", "policy", *common, "--out", str(ckpt), "--steps", "3")
     assert code == 0, output
