@@ -513,7 +513,8 @@ def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "absent.yaml"
     assert error_of(path) == (
         f"{path}: cannot read this card file ([Errno 2] No such file or directory: "
-        f"'{path}'). Check the path given to --catalog; card files are UTF-8 YAML."
+        f"'{path}'). Check the path given to --catalog or under catalog: in a pool "
+        "file; card files are UTF-8 YAML."
     )
 
 

@@ -223,7 +223,7 @@ def _compose(path: Path) -> tuple[yaml.Node | None, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise CatalogError(
             f"{path}: cannot read this card file ({exc}). Check the path given to "
-            "--catalog; card files are UTF-8 YAML."
+            "--catalog or under catalog: in a pool file; card files are UTF-8 YAML."
         ) from exc
     loader = yaml.SafeLoader(text)
     try:
