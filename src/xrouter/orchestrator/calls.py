@@ -72,13 +72,23 @@ class CallRunner:
         self.limits = limits
         self._rng = random.Random(seed)
 
-    def worst_case(self, entry: PoolEntry, request: ChatRequest) -> float:
+    @staticmethod
+    def prompt_allowance(request: ChatRequest) -> int:
+        """The prompt tokens a worst case allows for: counted, plus a margin."""
+        prompt = count_message_tokens([(m.role, m.content) for m in request.messages])
+        return int(prompt * _TOKEN_MARGIN) + _TOKEN_SLACK
+
+    def worst_case(
+        self, entry: PoolEntry, request: ChatRequest, prompt: int | None = None
+    ) -> float:
+        """The most ``request`` may cost on ``entry``; ``prompt``, where given, is
+        the request's ``prompt_allowance`` (the same for every model)."""
         quote = getattr(entry.backend, "quote", None)
         known = quote(request) if callable(quote) else None
         if isinstance(known, float):
             return known
-        prompt = count_message_tokens([(m.role, m.content) for m in request.messages])
-        prompt = int(prompt * _TOKEN_MARGIN) + _TOKEN_SLACK
+        if prompt is None:
+            prompt = self.prompt_allowance(request)
         return entry.card.cost(
             prompt, request.max_tokens or self.limits.default_max_tokens
         )

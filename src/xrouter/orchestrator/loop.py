@@ -256,10 +256,11 @@ class Orchestrator:
             max_tokens=caller.max_tokens or self.limits.default_max_tokens,
             item_id=item_id,
         )
+        prompt = self.calls.prompt_allowance(request)  # counted once for all
         fits = [
             entry.card
             for entry in self.pool
-            if self.calls.worst_case(entry, request) <= budget.available_usd
+            if self.calls.worst_case(entry, request, prompt) <= budget.available_usd
         ]
         return fits or self.pool.cards
 
