@@ -36,12 +36,18 @@ from xrouter.policies.learned import (
     route_rows,
 )
 from xrouter.policies.policy_router import PolicyRouter, conversation_text, final_answer
-from xrouter.policies.router_net import encode, play
+from xrouter.policies.router_net import RouterNet, encode, play
 from xrouter.records.ingest import ingest
 from xrouter.records.splits import split_mask
 from xrouter.records.store import Store
 from xrouter.train.env import TrainingData, assemble, load_training_data
-from xrouter.train.grpo import GRPOConfig, group_advantages, train_policy
+from xrouter.train.grpo import (
+    GRPOConfig,
+    _flatten,
+    _update,
+    group_advantages,
+    train_policy,
+)
 from xrouter.train.run import checkpoint_manifest
 
 MODELS = ("gpt-4o-mini-2024-07-18", "claude-3-haiku-20240307", "gemma-2-2b-it")
@@ -53,7 +59,7 @@ SUITE = Suite(
     weak=MODELS[2],
     self_model=MODELS[2],
 )
-CONFIG = GRPOConfig(steps=40, prompts_per_step=32, eval_every=1000, seed=3)
+CONFIG = GRPOConfig(steps=200, prompts_per_step=32, eval_every=1000, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +118,59 @@ def test_training_changes_the_weights_and_raises_the_reward(
             gain = mean_reward(net, data, rows, sample=sample) - mean_reward(
                 untrained, data, rows, sample=sample
             )
-            assert gain > (0.05 if sample else 0.0)
+            assert gain > (0.01 if sample else 0.001)
+
+
+def chance_of_right_loss(
+    net: torch.nn.Module, data: TrainingData, rows: np.ndarray
+) -> float:
+    """Cross-entropy of the network's chance that each offered model's answer is
+    right, before any call, against the recorded scores of ``rows``."""
+    inputs = data.table.inputs(rows, np.full(len(rows), 10.0))
+    state = ep.start(inputs.offered, inputs.self_model)
+    state_x, cand_x, cand_model = encode(inputs, state, data.models, net.config)
+    with torch.no_grad():
+        _, right = net.heads(  # type: ignore[operator]
+            torch.from_numpy(inputs.embedding),
+            torch.from_numpy(state_x),
+            torch.from_numpy(cand_x),
+            torch.from_numpy(cand_model),
+            torch.from_numpy(ep.legal_actions(state)),
+        )
+    m = state.n_models
+    calls = right[:, 1 : 1 + m][torch.from_numpy(inputs.offered)]
+    scores = torch.from_numpy(data.table.score[rows][inputs.offered]).float()
+    return float(torch.nn.functional.binary_cross_entropy_with_logits(calls, scores))
+
+
+def test_the_chance_of_right_loss_fits_the_recorded_scores(data: TrainingData) -> None:
+    # With the policy's own loss silenced (no advantage, no entropy bonus), the
+    # updates fit the network's chance that a model is right to the scores of
+    # the episodes' items; measured on the train items before any call.
+    config = dataclasses.replace(CONFIG, entropy_coef=0.0, learning_rate=3e-3)
+    net = RouterNet(len(data.models.ids), config.net_config(config.reward()))
+    optimiser = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    rules = ep.EpisodeRules(config.max_turns)
+    before = chance_of_right_loss(net, data, data.train[0])
+    for _ in range(50):
+        examples = data.sample(rng, 32, (1.0, 100.0), 0.5).repeated(4)
+        inputs = data.table.inputs(examples.rows, examples.lam, examples.offered)
+        played = play(net, inputs, data.models, rules, sample=True, generator=generator)
+        n = len(examples.rows)
+        scores = data.table.score[examples.rows]
+        batch = _flatten(played, inputs, scores, np.zeros(n), np.ones(n, dtype=bool))
+        _update(net, optimiser, batch, config, generator)
+    assert chance_of_right_loss(net, data, data.train[0]) < before - 0.02
+
+
+def test_the_shaped_logit_starts_at_the_configured_sharpness(
+    data: TrainingData,
+) -> None:
+    net = train_policy(data, dataclasses.replace(CONFIG, steps=1, sharpness=5.0)).net
+    start = RouterNet(len(data.models.ids), net.config)
+    tau = torch.nn.functional.softplus(start.sharpness.detach()) * 4
+    assert float(tau) == pytest.approx(5.0)
 
 
 def test_training_is_reproducible_from_the_seed(data: TrainingData) -> None:
@@ -172,6 +230,13 @@ def test_bad_settings_are_refused() -> None:
         GRPOConfig(seed=2**64)
     with pytest.raises(ConfigError, match="group_size must be >= 2"):
         GRPOConfig(group_size=1)
+    with pytest.raises(ConfigError) as info:
+        GRPOConfig(sharpness=0.0)
+    assert str(info.value) == (
+        "sharpness must be in (0, 1000) and right_coef finite and >= 0, got 0 and 1"
+    )
+    with pytest.raises(ConfigError, match=r"got 12 and -1$"):
+        GRPOConfig(right_coef=-1.0)
     with pytest.raises(ConfigError) as info:
         GRPOConfig(ema_decay=1.0)
     assert str(info.value) == (

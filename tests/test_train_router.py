@@ -352,6 +352,12 @@ def test_each_evaluation_is_logged_at_every_lambda(
     assert (
         by["sft", 1.0]["oracle"]["accuracy"] == by["sft", 300.0]["oracle"]["accuracy"]
     )
+    # Whose answer each episode returned: a pool model's or the router's own;
+    # a failed episode returned none.
+    for line in by.values():
+        failed = line["strategies"].get("failed", 0)
+        assert sum(line["answered_by"].values()) == 2 - failed
+        assert set(line["answered_by"]) <= {*SUITE.pool, str(tiny_dir)}
     with pytest.raises(ConfigError) as info:
         _config(tiny_dir, eval_lambdas=[])
     assert str(info.value) == "eval_lambdas must list one or more lambdas >= 0, got []"

@@ -47,7 +47,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Format 2: memory similarities are centred, and the manifest names the embedding.
-FORMAT = "xrouter-policy/2"
+FORMAT = "xrouter-policy/3"
 WEIGHTS = "policy.safetensors"
 MANIFEST = "manifest.json"
 _REQUIRED = (

@@ -14,10 +14,13 @@ select model j's response) from four things:
 - what the model scored and cost on the most similar train prompts
   (``memory.NeighbourMemory``), the network's non-parametric half.
 
-A candidate's logit is ``head(relu(state(request, lambda, episode) +
-candidate(card, response, kind, model id)))``; unavailable actions are masked. The
-state half is computed once per episode, the candidate half once per action, so a
-decision costs a few small matrix products.
+A candidate's logit is shaped like the reward: ``tau x sigmoid(prior + head(relu(
+prompt + state(lambda, episode) + candidate(card, response, kind, model id)))) x
+(K - penalty) + residual(relu(state + candidate))``, where the prior is the
+neighbours' rate of success in logits, the penalty the cost the action leads to,
+and the residual stands for what the action leads to in later turns. Unavailable
+actions are masked. The state half is computed once per episode, the candidate
+half once per action, so a decision costs a few small matrix products.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class NetConfig:
     k: float = RewardConfig().k  # the reward's K and cost cap, for the shaped logit
     cost_max: float = 1.0
     shaped: bool = True  # reward-shaped logits over the neighbour prior
+    sharpness: float = 12.0  # the shaped logit's starting scale (learned)
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -269,14 +273,25 @@ class RouterNet(nn.Module):
         self.head = nn.Sequential(
             nn.ReLU(), nn.Linear(h, config.head_hidden), nn.ReLU()
         )
-        # Two outputs: a correction to the prior's logit, and a residual. They
-        # start small, so the first policy follows the neighbours.
-        self.out = nn.Linear(config.head_hidden, 2)
-        nn.init.zeros_(self.out.bias)
-        with torch.no_grad():
-            self.out.weight.mul_(0.1)
-        # Sharpness of the reward-shaped logit: 4 x softplus(1.5), about 7.
-        self.sharpness = nn.Parameter(torch.tensor(1.5))
+        # The head's output: a correction to the prior's logit of the chance the
+        # answer is right (shaped), or the logit itself. The residual reads the
+        # episode and the candidate but not the prompt, so what it learns of
+        # later turns holds for every request alike rather than for the train
+        # prompts. Both start small: the first policy follows the neighbours.
+        self.out = nn.Linear(config.head_hidden, 1)
+        hidden, last = (
+            nn.Linear(h, config.head_hidden),
+            nn.Linear(config.head_hidden, 1),
+        )
+        self.residual = nn.Sequential(nn.ReLU(), hidden, nn.ReLU(), last)
+        for layer in (self.out, last):
+            nn.init.zeros_(layer.bias)
+            with torch.no_grad():
+                layer.weight.mul_(0.1)
+        # Sharpness of the reward-shaped logit, 4 x softplus(parameter), starting
+        # at config.sharpness.
+        start = math.log(math.expm1(config.sharpness / 4))
+        self.sharpness = nn.Parameter(torch.tensor(start))
 
     def forward(
         self,
@@ -287,21 +302,33 @@ class RouterNet(nn.Module):
         legal: torch.Tensor,  # [n, A] bool
     ) -> torch.Tensor:
         """Masked logits ``[n, A]``; illegal actions get -inf."""
-        s = self.prompt(embedding) + self.state(state_x)  # [n, h]
+        return self.heads(embedding, state_x, cand_x, cand_model, legal)[0]
+
+    def heads(
+        self,
+        embedding: torch.Tensor,
+        state_x: torch.Tensor,
+        cand_x: torch.Tensor,
+        cand_model: torch.Tensor,
+        legal: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The masked logits, and per candidate the logit of the chance that its
+        model's answer is right (the neighbours' rate corrected by the network)."""
+        s = self.state(state_x)  # [n, h]
         c = self.candidate(cand_x) + self.model_embedding(cand_model)  # [n, A, h]
-        out = self.out(self.head(s[:, None, :] + c))  # [n, A, 2]
-        if self.config.shaped:
-            # The expected reward of the action: the chance the answer will be
-            # right (the neighbours' rate of that model, in logits, corrected by
-            # the network), times K less the cost penalty it leads to; plus a
-            # residual for what the action leads to later.
-            right = torch.sigmoid(cand_x[..., -2] + out[..., 0])
-            payoff = right * (self.config.k - cand_x[..., -1])
-            tau = nn.functional.softplus(self.sharpness) * 4
-            logits: torch.Tensor = tau * payoff + out[..., 1]
-        else:
-            logits = out[..., 0]
-        return logits.masked_fill(~legal, float("-inf"))
+        request = self.prompt(embedding) + s
+        out = self.out(self.head(request[:, None, :] + c))[..., 0]  # [n, A]
+        right = cand_x[..., -2] + out
+        if not self.config.shaped:
+            return out.masked_fill(~legal, float("-inf")), right
+        # The expected reward of the action: the chance the answer will be right,
+        # times K less the cost penalty it leads to; plus the residual, for what
+        # the action leads to later.
+        payoff = torch.sigmoid(right) * (self.config.k - cand_x[..., -1])
+        tau = nn.functional.softplus(self.sharpness) * 4
+        residual = self.residual(s[:, None, :] + c)[..., 0]
+        logits = tau * payoff + residual
+        return logits.masked_fill(~legal, float("-inf")), right
 
 
 @dataclass

@@ -155,8 +155,11 @@ def evaluate_router(
     best_acc = max(evaluation.singles.items(), key=lambda kv: (kv[1][0], -kv[1][1]))
     best_reward = max(singles.items(), key=lambda kv: kv[1])
     strategies: dict[str, int] = {}
+    answered_by: dict[str, int] = {}
     for e in evaluation.episodes:
         strategies[e.strategy] = strategies.get(e.strategy, 0) + 1
+        for m in e.answered_by:
+            answered_by[m] = answered_by.get(m, 0) + 1
     return {
         "items": len(rows),
         "first_turn_parse_rate": float(np.mean(parsed)),
@@ -165,6 +168,7 @@ def evaluate_router(
         "cost_per_1k": evaluation.cost_per_1k,
         "reward": float(np.mean(rewards)),
         "strategies": strategies,
+        "answered_by": dict(sorted(answered_by.items())),
         "best_single": {
             "model": best_acc[0],
             "accuracy": best_acc[1][0],
