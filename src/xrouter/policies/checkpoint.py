@@ -46,7 +46,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Format 2: memory similarities are centred, and the manifest names the embedding.
+# Format 3: the network's residual reads no prompt and its head gives one output
+# (format 2: memory similarities centred, the manifest names the embedding).
 FORMAT = "xrouter-policy/3"
 WEIGHTS = "policy.safetensors"
 MANIFEST = "manifest.json"

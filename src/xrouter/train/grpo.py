@@ -321,14 +321,16 @@ def _update(
             finite = logp_all.masked_fill(~legal, 0.0)
             entropy = -(logp_all.exp() * finite).sum(dim=1).mean()
 
+            policy_loss = -surrogate.mean() - config.entropy_coef * entropy
+
             # The chance-of-right loss: each legal candidate's estimate that its
             # model's answer is right, against the recorded score.
-            right_loss = nn.functional.binary_cross_entropy_with_logits(
-                right[legal], batch.right[chunk][legal]
-            )
-            loss = -surrogate.mean() - config.entropy_coef * entropy
-            if config.shaped:
-                loss = loss + config.right_coef * right_loss
+            right_loss = torch.zeros(())
+            if config.shaped and config.right_coef > 0:
+                right_loss = nn.functional.binary_cross_entropy_with_logits(
+                    right[legal], batch.right[chunk][legal]
+                )
+            loss = policy_loss + config.right_coef * right_loss
             optimiser.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(net.parameters(), config.max_grad_norm)
@@ -338,7 +340,7 @@ def _update(
             with torch.no_grad():
                 sums["loss/entropy"] += float(entropy)
                 sums["loss/clip_frac"] += float((ratio != clipped).float().mean())
-                sums["loss/policy"] += float(loss)
+                sums["loss/policy"] += float(policy_loss)
                 sums["loss/right"] += float(right_loss)
             n_updates += 1
     return {k: v / max(n_updates, 1) for k, v in sums.items()}

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -154,12 +155,9 @@ def evaluate_router(
     singles, oracle_reward = pool_rewards(task.records, rows, config)
     best_acc = max(evaluation.singles.items(), key=lambda kv: (kv[1][0], -kv[1][1]))
     best_reward = max(singles.items(), key=lambda kv: kv[1])
-    strategies: dict[str, int] = {}
-    answered_by: dict[str, int] = {}
-    for e in evaluation.episodes:
-        strategies[e.strategy] = strategies.get(e.strategy, 0) + 1
-        for m in e.answered_by:
-            answered_by[m] = answered_by.get(m, 0) + 1
+    episodes = evaluation.episodes
+    strategies = Counter(e.strategy for e in episodes)
+    answered_by = Counter(m for e in episodes for m in e.answered_by)
     return {
         "items": len(rows),
         "first_turn_parse_rate": float(np.mean(parsed)),
@@ -167,7 +165,7 @@ def evaluate_router(
         "accuracy": evaluation.accuracy,
         "cost_per_1k": evaluation.cost_per_1k,
         "reward": float(np.mean(rewards)),
-        "strategies": strategies,
+        "strategies": dict(strategies),
         "answered_by": dict(sorted(answered_by.items())),
         "best_single": {
             "model": best_acc[0],
