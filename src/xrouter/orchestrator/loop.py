@@ -194,9 +194,15 @@ class Orchestrator:
         )
         trace, errors = Trace(), list[str]()
         last_text = ""
+        # Each model's worst case is priced once; each turn offers those that fit
+        # what is left then.
+        worst = None
+        if not math.isinf(budget.available_usd):
+            worst = self.worst_cases(view.messages, view.caller, item_id)
         for turn in range(1, limits.max_turns + 1):
             view.turn, view.budget_left_usd = turn, budget.available_usd
-            view.pool = self.affordable(view.messages, view.caller, budget, item_id)
+            if worst is not None:
+                view.pool = _fitting(worst, budget.available_usd)
             decided = await self._router_turn(router, view, budget, trace, deadline)
             if decided is None:
                 break
@@ -251,18 +257,26 @@ class Orchestrator:
         refusal says why)."""
         if math.isinf(budget.available_usd):
             return self.pool.cards
+        worst = self.worst_cases(messages, caller, item_id)
+        return _fitting(worst, budget.available_usd)
+
+    def worst_cases(
+        self,
+        messages: Sequence[Message],
+        caller: CallerOptions,
+        item_id: str | None = None,
+    ) -> list[tuple[ModelCard, float]]:
+        """Each pool model with the most a call of ``messages`` may cost on it."""
         request = ChatRequest(
             messages=tuple(messages),
             max_tokens=caller.max_tokens or self.limits.default_max_tokens,
             item_id=item_id,
         )
         prompt = self.calls.prompt_allowance(request)  # counted once for all
-        fits = [
-            entry.card
+        return [
+            (entry.card, self.calls.worst_case(entry, request, prompt))
             for entry in self.pool
-            if self.calls.worst_case(entry, request, prompt) <= budget.available_usd
         ]
-        return fits or self.pool.cards
 
     # -- the router's turn ------------------------------------------------------
 
@@ -451,6 +465,14 @@ def _tool_results(records: Sequence[CallRecord], feedback: Sequence[str]) -> str
         parts.append(f"{head}>\n{body}\n</tool_response>")
     parts.extend(f"<tool_error>{text}</tool_error>" for text in feedback)
     return "\n".join(parts)
+
+
+def _fitting(
+    worst: Sequence[tuple[ModelCard, float]], available_usd: float
+) -> list[ModelCard]:
+    """The models whose worst case fits ``available_usd``; all when none does."""
+    fits = [card for card, usd in worst if usd <= available_usd]
+    return fits or [card for card, _ in worst]
 
 
 def _turn_limit(
