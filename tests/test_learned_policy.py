@@ -303,12 +303,33 @@ def test_the_memory_estimates_as_the_tuned_nearest_neighbour_router_does(
     knn = NearestNeighbour(part.embedding)
     knn.fit(part.pool, data.table.item[data.train[0]])
     assert data.neighbours == (knn.k,) and knn.k == 128
-    assert data.memory.wide_of == (128,) * len(MODELS)
+    assert data.memory.wide_of == (128,)
     rows = data.dev[0]
     score, cost = knn.predict(part.pool, data.table.item[rows])
     features = data.table.memory[rows][:, : len(MODELS)]
     assert features[..., 1] == pytest.approx(score, abs=1e-5)
     assert features[..., 2] == pytest.approx(cost, rel=1e-4)
+
+
+def test_a_suite_is_estimated_from_its_own_records_alone(data: TrainingData) -> None:
+    # A second suite with the same prompts and models, every verdict reversed, as
+    # if another benchmark had graded them: it must not move the first suite's
+    # estimates, though its prompts are the nearest there are.
+    part = data.parts[0]
+    graded = dataclasses.replace(
+        part.pool, sources=("regraded",), score=1.0 - part.pool.score
+    )
+    parts = [part, TablePart(graded, part.embedding, part.self_model)]
+    both = ReplayTable.build(parts, data.models)
+    assert both.collections == ("zeroeval", "regraded")
+    n = len(part.pool.item_ids)
+    train = np.concatenate([data.train[0], data.train[0] + n])
+    memory = both.memory_of(train, (128, 128))
+    alone = data.table.memory[data.dev[0]]
+    mixed = both.with_memory(memory, data.dev[0]).memory[data.dev[0]]
+    assert mixed == pytest.approx(alone, abs=1e-6)
+    again = both.with_memory(memory, data.dev[0] + n).memory[data.dev[0] + n]
+    assert again[..., :2] == pytest.approx(1.0 - alone[..., :2], abs=1e-5)
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -343,18 +364,28 @@ def test_damaged_checkpoints_are_refused(checkpoint_dir: Path, tmp_path: Path) -
     )
     edited = _copy(checkpoint_dir, tmp_path / "edited")
     manifest = json.loads((edited / "manifest.json").read_text())
-    for counts in (["many"] * len(MODELS), [128], [-1] * len(MODELS), 128):
+    assert manifest["memory"]["collections"] == ["zeroeval"]
+    for counts in (["many"], [128, 128], [-1], 128):
         manifest["memory"]["wide_of"] = counts
         (edited / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(CheckpointError) as info:
             load_checkpoint(edited)
         assert str(info.value) == (
-            f"{edited / 'manifest.json'}: memory.wide_of must list a neighbour count "
-            "(an integer >= 0) for each of the 3 models; the checkpoint is damaged, "
-            "train the policy again"
+            f"{edited / 'manifest.json'}: memory.wide_of must hold a neighbour count "
+            "(an integer >= 0) per name in memory.collections (1); the checkpoint "
+            "is damaged, train the policy again"
         )
+    manifest["memory"]["wide_of"] = [128]
+    manifest["memory"]["collections"] = "zeroeval"
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(edited)
+    assert str(info.value) == (
+        f"{edited / 'manifest.json'}: memory.collections must list the names of the "
+        "collections remembered; the checkpoint is damaged, train the policy again"
+    )
+    manifest["memory"]["collections"] = ["zeroeval"]
     manifest["models"] = list(MODELS[:2])
-    manifest["memory"]["wide_of"] = [128, 128]
     (edited / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(edited)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xrouter.policies.memory import NeighbourMemory, build_memory, item_hash
+from xrouter.policies.memory import UNKNOWN, NeighbourMemory, build_memory, item_hash
 
 NAN = np.nan
 
@@ -40,16 +40,63 @@ def test_features_weigh_the_nearest_prompts_by_similarity() -> None:
     assert found[0, 2, 2] == pytest.approx((7 + 9) / 2, rel=1e-4)
 
 
-def test_a_model_can_average_its_own_count_of_neighbours() -> None:
+def test_a_collection_can_average_its_own_count_of_neighbours() -> None:
     query = np.zeros((1, 384), dtype=np.float32)
     query[0, 0] = 1.0
     m = memory()
-    narrow = NeighbourMemory(m.embedding, m.item, m.score, m.cost, 1, 2, (1, 1, 0))
-    # Models 0 and 1 take one neighbour, "a", where model 1 scored 0; model 2
-    # keeps the memory's two.
+    narrow = NeighbourMemory(m.embedding, m.item, m.score, m.cost, 1, 2, wide_of=(1,))
+    # Every model now takes one neighbour: for models 0 and 1 "a", where model 1
+    # scored 0; for model 2, of "c" and "d", the nearer "d".
     assert narrow.lookup(query)[0, 1, 1] == 0.0
     assert m.lookup(query)[0, 1, 1] > 0.0
-    assert narrow.lookup(query)[0, 2] == pytest.approx(m.lookup(query)[0, 2])
+    assert narrow.lookup(query)[0, 2, 2] == 9.0
+    assert m.lookup(query)[0, 2, 2] == pytest.approx(8.0, rel=1e-4)
+
+
+def two_collections() -> NeighbourMemory:
+    # "a" and "b" come from one benchmark, "c" and "d" from another; model 2 was
+    # only recorded on the second.
+    m = memory()
+    labels = np.array([0, 0, 1, 1])
+    return NeighbourMemory(
+        m.embedding, m.item, m.score, m.cost, 1, 2, labels, ("one", "two")
+    )
+
+
+def test_a_query_of_a_collection_is_answered_from_its_records_alone() -> None:
+    query = np.zeros((2, 384), dtype=np.float32)
+    query[:, 0] = 1.0  # both in the direction of "a"
+    found = two_collections().lookup(query, collection=np.array([0, 1]))
+    w = np.array([1.0, np.cos(np.radians(10))])
+    assert found[0, 0].tolist() == pytest.approx([1, 1, (w @ [1, 3]) / w.sum(), 1])
+    assert found[0, 2].tolist() == [0, 0, 0, 0]  # no record of model 2 in "one"
+    # In "two", "d" is the nearest; both neighbours lie opposite (weight 1e-3).
+    assert found[1, 0].tolist() == pytest.approx([0, 0, 7, 0], abs=1e-6)
+    assert found[1, 2].tolist() == pytest.approx([0, 0.5, 8, 0], abs=1e-6)
+
+
+def test_a_query_of_no_collection_takes_the_most_familiar_one() -> None:
+    query = np.zeros((2, 384), dtype=np.float32)
+    query[0, 0] = 1.0  # like "a": collection "one"
+    query[1, 0] = -1.0  # like "c": collection "two"
+    m = two_collections()
+    found = m.lookup(query, collection=np.array([UNKNOWN, UNKNOWN]))
+    assert (
+        found[0, 0].tolist()
+        == m.lookup(query[:1], collection=np.array([0]))[0, 0].tolist()
+    )
+    w = np.array([1.0, np.cos(np.radians(10))])  # "c", then "d"
+    assert found[1, 0].tolist() == pytest.approx([0, 0, (w @ [5, 9]) / w.sum(), 1])
+    # Model 2's records are all in "two", however unlike the query they are.
+    assert found[0, 2, 2] == pytest.approx(8.0, rel=1e-4)
+    assert (m.lookup(query) == found).all()  # no collection given: none known
+    assert m.collection_of("two") == 1 and m.collection_of("three") == UNKNOWN
+
+
+def test_collection_labels_must_cover_the_prompts() -> None:
+    m = memory()
+    with pytest.raises(ValueError, match="3 collection labels for 4 prompts"):
+        NeighbourMemory(m.embedding, m.item, m.score, m.cost, collection=np.zeros(3))
 
 
 def test_what_every_prompt_shares_does_not_count_as_likeness() -> None:

@@ -46,9 +46,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Format 3: the network's residual reads no prompt and its head gives one output
-# (format 2: memory similarities centred, the manifest names the embedding).
-FORMAT = "xrouter-policy/3"
+# Format 4: the memory searches each collection of records apart (format 3: the
+# network's residual reads no prompt and its head gives one output; format 2:
+# memory similarities centred, the manifest names the embedding).
+FORMAT = "xrouter-policy/4"
 WEIGHTS = "policy.safetensors"
 MANIFEST = "manifest.json"
 _REQUIRED = (
@@ -114,6 +115,7 @@ def save_checkpoint(
         _MEMORY + "item": torch.from_numpy(memory.item),
         _MEMORY + "score": torch.from_numpy(memory.score),
         _MEMORY + "cost": torch.from_numpy(memory.cost),
+        _MEMORY + "collection": torch.from_numpy(memory.collection),
     }
     save_file(weights, str(path / WEIGHTS))
     full = {
@@ -131,6 +133,7 @@ def save_checkpoint(
             "items": len(memory.item),
             "near": memory.near,
             "wide": memory.wide,
+            "collections": list(memory.collections),
             "wide_of": list(memory.wide_of),
         },
         **manifest,
@@ -197,17 +200,29 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(
             f"{file} is corrupt or truncated; train the policy again"
         ) from exc
+    collections = manifest["memory"].get("collections")
+    if not isinstance(collections, list) or not all(
+        isinstance(c, str) for c in collections
+    ):
+        raise CheckpointError(
+            f"{path / MANIFEST}: memory.collections must list the names of the "
+            "collections remembered; the checkpoint is damaged, train the policy "
+            "again"
+        )
     wide_of = manifest["memory"].get("wide_of", [])
     counts_ok = isinstance(wide_of, list) and all(
         type(k) is int and k >= 0 for k in wide_of
     )
-    if not counts_ok or len(wide_of) not in (0, len(manifest["models"])):
+    if not counts_ok or len(wide_of) not in (0, len(collections)):
         raise CheckpointError(
-            f"{path / MANIFEST}: memory.wide_of must list a neighbour count (an "
-            f"integer >= 0) for each of the {len(manifest['models'])} models; the "
-            "checkpoint is damaged, train the policy again"
+            f"{path / MANIFEST}: memory.wide_of must hold a neighbour count (an "
+            "integer >= 0) per name in memory.collections "
+            f"({len(collections)}); the checkpoint is damaged, train the policy again"
         )
     try:
+        labels = weights.pop(_MEMORY + "collection").numpy()
+        if len(labels) and not 0 <= labels.min() <= labels.max() < len(collections):
+            raise ValueError("a collection label out of range")
         memory = NeighbourMemory(
             embedding=weights.pop(_MEMORY + "embedding").float().numpy(),
             item=weights.pop(_MEMORY + "item").numpy(),
@@ -215,6 +230,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
             cost=weights.pop(_MEMORY + "cost").numpy(),
             near=int(manifest["memory"]["near"]),
             wide=int(manifest["memory"]["wide"]),
+            collection=labels,
+            collections=tuple(collections),
             wide_of=tuple(wide_of),
         )
         net.load_state_dict(weights)

@@ -65,6 +65,11 @@ class TablePart:
     embedding: NDArray[np.float32]
     self_model: str | None = None
 
+    @property
+    def collection(self) -> str:
+        """The memory's name for the pool's records: its data sources."""
+        return "+".join(self.pool.sources)
+
 
 @dataclass(frozen=True)
 class ReplayTable:
@@ -72,7 +77,9 @@ class ReplayTable:
 
     Row r is item ``item[r]`` of part ``part[r]``; column j is model j of that
     part's pool (``model_id`` indexes the network's ``ModelTable``); columns past
-    the pool's size are padding (``valid`` false) and never offered.
+    the pool's size are padding (``valid`` false) and never offered. Parts over
+    the same data sources share a collection of the memory (``collections``,
+    indexed by ``collection[r]``).
     """
 
     part: NDArray[np.int64]
@@ -88,10 +95,13 @@ class ReplayTable:
     answer_code: NDArray[np.int64]
     item_hash: NDArray[np.int64]
     memory: NDArray[np.float32]  # [N, M, 4]; zeros until ``with_memory``
+    collection: NDArray[np.int64]
+    collections: tuple[str, ...]
 
     @classmethod
     def build(cls, parts: Sequence[TablePart], models: ModelTable) -> ReplayTable:
         width = max(len(p.pool.models) for p in parts)
+        collections = tuple(dict.fromkeys(p.collection for p in parts))
         blocks: dict[str, list[NDArray[Any]]] = {}
         for k, part in enumerate(parts):
             pool, n = part.pool, len(part.pool.item_ids)
@@ -110,10 +120,14 @@ class ReplayTable:
                 "answer_code": _pad(ep.answer_codes(pool.extracted), width, -1),
                 "item_hash": item_hash(pool.item_ids),
                 "memory": np.zeros((n, width, N_MEMORY_FEATURES), dtype=np.float32),
+                "collection": np.full(
+                    n, collections.index(part.collection), dtype=np.int64
+                ),
             }
             for name, value in row.items():
                 blocks.setdefault(name, []).append(value)
-        return cls(**{name: np.concatenate(v) for name, v in blocks.items()})
+        arrays = {name: np.concatenate(v) for name, v in blocks.items()}
+        return cls(**arrays, collections=collections)
 
     def __len__(self) -> int:
         return len(self.item)
@@ -121,11 +135,16 @@ class ReplayTable:
     def with_memory(
         self, memory: NeighbourMemory, rows: NDArray[np.int64] | None = None
     ) -> ReplayTable:
-        """The table with the memory features of ``rows`` (default: all) filled in;
-        a row's own item never counts as its neighbour."""
+        """The table with the memory features of ``rows`` (default: all) filled in,
+        each row's from its own collection where the memory holds it; a row's own
+        item never counts as its neighbour."""
         rows = np.arange(len(self)) if rows is None else rows
+        known = np.array([memory.collection_of(c) for c in self.collections])
         found = memory.lookup(  # [r, V, 4]
-            self.embedding[rows], self.item_hash[rows], np.unique(self.model_id[rows])
+            self.embedding[rows],
+            self.item_hash[rows],
+            np.unique(self.model_id[rows]),
+            known[self.collection[rows]],
         )
         features = self.memory.copy()
         picked = found[np.arange(len(rows))[:, None], self.model_id[rows]]
@@ -135,8 +154,8 @@ class ReplayTable:
     def memory_of(
         self, rows: NDArray[np.int64], wide_of: tuple[int, ...] = ()
     ) -> NeighbourMemory:
-        """A memory of ``rows`` (the train items) over the table's models, with
-        each model's wide count (see ``NeighbourMemory``)."""
+        """A memory of ``rows`` (the train items) over the table's models and
+        collections, with each collection's wide count (see ``NeighbourMemory``)."""
         return build_memory(
             self.embedding[rows],
             self.item_hash[rows],
@@ -145,6 +164,8 @@ class ReplayTable:
             self.score[rows],
             self.cost[rows],
             int(self.model_id.max()) + 1,
+            self.collection[rows],
+            self.collections,
             wide_of,
         )
 

@@ -1,23 +1,28 @@
 """The learned router's memory of train prompts: what worked on similar requests.
 
 The memory holds the prompt embeddings of the train items with every pool model's
-recorded score and cost on each. For a new request and a model it offers, it
-finds the nearest remembered prompts that have a record of that model (cosine
-similarity, after centring every embedding on the mean of the remembered ones, so
-that what all prompts share does not count as likeness) and reports, as features
-for the network:
+recorded score and cost on each, and the collection each item comes from (the
+data sources of its suite: a model's records on one benchmark say nothing of its
+verdicts on another). For a new request and a model it offers, it finds the
+nearest remembered prompts of one collection that have a record of that model
+(cosine similarity, after centring every embedding on the mean of the remembered
+ones, so that what all prompts share does not count as likeness) and reports, as
+features for the network:
 
 - the similarity-weighted mean score over the ``near`` nearest and over the
   ``wide`` nearest (a sharp and a smooth estimate; the trainer sets the wide
-  count per model, to the count the nearest-neighbour router tunes on the
-  model's suite, as noisier verdicts call for more neighbours);
+  count per collection, to the count the nearest-neighbour router tunes on its
+  suite, as noisier verdicts call for more neighbours);
 - the similarity-weighted mean cost over the ``wide`` nearest, in USD;
 - the mean similarity of the ``near`` nearest (how familiar the request is).
 
-Models whose records cover the same prompts share one neighbour search, so a
-request costs one matrix-vector product over the memory and one partial sort per
-such group. An item never counts as its own neighbour: a query carrying the hash
-of a remembered item's id skips that item.
+The collection searched is the request's own where it has one (a replayed item);
+a live request, which has none, takes per model the collection whose nearest
+prompts are the most like it. Models whose records cover the same prompts of a
+collection share one neighbour search, so a request costs one matrix-vector
+product over the memory and one partial sort per such group. An item never
+counts as its own neighbour: a query carrying the hash of a remembered item's id
+skips that item.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "N_MEMORY_FEATURES",
+    "UNKNOWN",
     "NeighbourMemory",
     "build_memory",
     "centred",
@@ -38,6 +44,7 @@ __all__ = [
 ]
 
 N_MEMORY_FEATURES = 4
+UNKNOWN = -1  # a query's collection when it has none (a live request)
 _CHUNK = 512
 
 
@@ -66,9 +73,10 @@ def item_hash(item_ids: Sequence[str]) -> NDArray[np.int64]:
 
 @dataclass(frozen=True)
 class _Group:
-    """Models recorded on the same remembered rows, with their scores and costs
-    on those rows (``[Rg, g]``)."""
+    """Models recorded on the same remembered rows of one collection, with their
+    scores and costs on those rows (``[Rg, g]``)."""
 
+    collection: int
     models: NDArray[np.int64]
     wide: int
     embedding: NDArray[np.float32]
@@ -81,7 +89,11 @@ class _Group:
 class NeighbourMemory:
     """Train prompts (unit embeddings ``[R, 384]``), their item-id hashes, and the
     score and USD cost of each known model on each (``[R, V]``, NaN: no record).
-    ``wide_of[v]``, where given, is model v's wide count (0: ``wide``)."""
+
+    ``collection[r]`` indexes ``collections``, the names of the collections
+    remembered (when ``collection`` is empty, every row is in one, unnamed).
+    ``wide_of[c]``, where given, is collection c's wide count (0: ``wide``).
+    """
 
     embedding: NDArray[np.float32]
     item: NDArray[np.int64]
@@ -89,6 +101,10 @@ class NeighbourMemory:
     cost: NDArray[np.float32]
     near: int = 8
     wide: int = 64
+    collection: NDArray[np.int64] = field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64)
+    )
+    collections: tuple[str, ...] = ("",)
     wide_of: tuple[int, ...] = ()
     _groups: list[_Group] = field(
         default_factory=list, init=False, repr=False, compare=False
@@ -107,51 +123,89 @@ class NeighbourMemory:
     def __post_init__(self) -> None:
         center = self.embedding.mean(axis=0) if len(self.embedding) else 0.0
         object.__setattr__(self, "_center", np.asarray(center, dtype=np.float32))
-        centred = self.centre(self.embedding)
-        # Group the models by the rows that have their records.
-        known = ~np.isnan(self.score)
-        groups: dict[bytes, list[int]] = {}
-        for v in range(known.shape[1]):
-            if known[:, v].any():
-                groups.setdefault(np.packbits(known[:, v]).tobytes(), []).append(v)
-        for members in groups.values():
-            models = np.array(members, dtype=np.int64)
-            rows = np.flatnonzero(known[:, models[0]])  # rows with their records
-            counts = [self.wide_of[v] for v in members if v < len(self.wide_of)]
-            self._groups.append(
-                _Group(
-                    models=models,
-                    wide=max(counts, default=0) or self.wide,
-                    embedding=np.ascontiguousarray(centred[rows]),
-                    item=self.item[rows],
-                    score=self.score[np.ix_(rows, models)],
-                    cost=self.cost[np.ix_(rows, models)],
-                )
+        labels = self.collection
+        if not len(labels):
+            labels = np.zeros(len(self.embedding), dtype=np.int64)
+            object.__setattr__(self, "collection", labels)
+        if len(labels) != len(self.embedding):
+            raise ValueError(
+                f"{len(labels)} collection labels for {len(self.embedding)} prompts"
             )
+        centred = self.centre(self.embedding)
+        # Per collection, group the models by the rows that have their records.
+        for c in range(len(self.collections)):
+            mine = np.flatnonzero(labels == c)
+            known = ~np.isnan(self.score[mine])
+            groups: dict[bytes, list[int]] = {}
+            for v in range(known.shape[1]):
+                if known[:, v].any():
+                    pattern = np.packbits(known[:, v]).tobytes()
+                    groups.setdefault(pattern, []).append(v)
+            wide = self.wide_of[c] if c < len(self.wide_of) else 0
+            for members in groups.values():
+                models = np.array(members, dtype=np.int64)
+                rows = mine[known[:, members[0]]]  # rows with their records
+                self._groups.append(
+                    _Group(
+                        collection=c,
+                        models=models,
+                        wide=wide or self.wide,
+                        embedding=np.ascontiguousarray(centred[rows]),
+                        item=self.item[rows],
+                        score=self.score[np.ix_(rows, models)],
+                        cost=self.cost[np.ix_(rows, models)],
+                    )
+                )
+
+    def collection_of(self, name: str) -> int:
+        """The index of the collection ``name``, or ``UNKNOWN``."""
+        return self.collections.index(name) if name in self.collections else UNKNOWN
 
     def lookup(
         self,
         query: NDArray[np.float32],
         item: NDArray[np.int64] | None = None,
         models: NDArray[np.int64] | None = None,
+        collection: NDArray[np.int64] | None = None,
     ) -> NDArray[np.float32]:
         """``[n, V, 4]`` features of the known models for each query (see the
         module docstring); zeros for models the memory has no record of, and for
-        models outside ``models`` when it is given (only those are searched)."""
+        models outside ``models`` when it is given (only those are searched).
+
+        ``collection[i]``, where given, is query i's collection (``UNKNOWN``
+        where it has none): a query of a collection is answered from its records
+        alone; one without takes per model the collection whose ``near`` nearest
+        prompts are the most similar to it.
+        """
         n, v = len(query), self.score.shape[1]
+        if collection is None:
+            collection = np.full(n, UNKNOWN, dtype=np.int64)
         out = np.zeros((n, v, N_MEMORY_FEATURES), dtype=np.float32)
+        likeness = np.full((n, v), -np.inf, dtype=np.float32)
         groups = [
             g for g in self._groups if models is None or np.isin(g.models, models).any()
         ]
         for start in range(0, n, _CHUNK):
             stop = min(start + _CHUNK, n)
             chunk = self.centre(query[start:stop])
+            own = collection[start:stop]
             for group in groups:
-                sims = chunk @ group.embedding.T  # [c, Rg]
+                rows = np.flatnonzero((own == group.collection) | (own == UNKNOWN))
+                if not len(rows):
+                    continue
+                sims = chunk[rows] @ group.embedding.T  # [r, Rg]
                 if item is not None:
-                    own = item[start:stop, None] == group.item[None, :]
-                    sims[own] = -np.inf
-                out[start:stop, group.models] = self._features(group, sims)
+                    sims[item[start + rows, None] == group.item[None, :]] = -np.inf
+                found = self._features(group, sims)  # [r, g, 4]
+                at = start + rows
+                # A query of this collection takes its features; one without,
+                # where this collection is more familiar than those seen so far.
+                better = (own[rows, None] == group.collection) | (
+                    found[..., 3] > likeness[at[:, None], group.models]
+                )
+                place = np.ix_(at, group.models)
+                out[place] = np.where(better[..., None], found, out[place])
+                likeness[place] = np.where(better, found[..., 3], likeness[place])
         return out
 
     def _features(
@@ -196,14 +250,25 @@ def build_memory(
     score: NDArray[np.float64],
     cost: NDArray[np.float64],
     n_models: int,
+    collection: NDArray[np.int64] | None = None,
+    collections: tuple[str, ...] = ("",),
     wide_of: tuple[int, ...] = (),
 ) -> NeighbourMemory:
     """A memory of rows laid out like a ``ReplayTable`` (column j of row r is model
     ``model_id[r, j]``, present where ``valid``), over ``n_models`` known models,
-    with each model's wide count (see :class:`NeighbourMemory`)."""
+    with each row's collection and each collection's wide count (see
+    :class:`NeighbourMemory`)."""
     rows, cols = np.nonzero(valid)
     dense_score = np.full((len(embedding), n_models), np.nan, dtype=np.float32)
     dense_cost = np.full((len(embedding), n_models), np.nan, dtype=np.float32)
     dense_score[rows, model_id[rows, cols]] = score[rows, cols]
     dense_cost[rows, model_id[rows, cols]] = cost[rows, cols]
-    return NeighbourMemory(embedding, item, dense_score, dense_cost, wide_of=wide_of)
+    return NeighbourMemory(
+        embedding,
+        item,
+        dense_score,
+        dense_cost,
+        collection=np.zeros(0, dtype=np.int64) if collection is None else collection,
+        collections=collections,
+        wide_of=wide_of,
+    )

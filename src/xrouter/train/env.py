@@ -169,18 +169,19 @@ def assemble(
             f"{MIN_TRAIN_ITEMS}. Ingest more recorded outputs or add suites"
         )
     # The memory holds the train items only; a train item never sees itself.
-    # Its smooth estimate of a model averages as many neighbours as the
-    # nearest-neighbour router tunes on the model's suite. Features are looked up
-    # for train and dev rows, the only ones used here.
+    # Each suite's items are searched apart from the others' (a model's verdicts
+    # on one benchmark say nothing of another), and a smooth estimate averages
+    # as many neighbours as the nearest-neighbour router tunes on the suite.
+    # Features are looked up for train and dev rows, the only ones used here.
     neighbours = tuple(
         _tuned_neighbours(part, table.item[rows])
         for part, rows in zip(parts, train, strict=True)
     )
-    wide_of = np.zeros(len(ids), dtype=np.int64)
+    wide_of = [0] * len(table.collections)
     for part, k in zip(parts, neighbours, strict=True):
-        cols = models.index(part.pool.models)
-        wide_of[cols] = np.maximum(wide_of[cols], k)
-    memory = table.memory_of(np.concatenate(train), tuple(wide_of.tolist()))
+        c = table.collections.index(part.collection)
+        wide_of[c] = max(wide_of[c], k)
+    memory = table.memory_of(np.concatenate(train), tuple(wide_of))
     used = np.concatenate([*train, *dev])
     return TrainingData(
         suites=tuple(suites),
