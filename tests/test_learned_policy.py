@@ -309,6 +309,12 @@ def test_the_memory_estimates_as_the_tuned_nearest_neighbour_router_does(
     features = data.table.memory[rows][:, : len(MODELS)]
     assert features[..., 1] == pytest.approx(score, abs=1e-5)
     assert features[..., 2] == pytest.approx(cost, rel=1e-4)
+    # Whether answers could be extracted: nearly always for these models, as on
+    # the train items as a whole.
+    train = data.train[0]
+    found = (data.table.answer_code[train][:, : len(MODELS)] >= 0).mean(axis=0)
+    assert features[..., 4].mean(axis=0) == pytest.approx(found, abs=0.02)
+    assert found.min() > 0.9
 
 
 def test_a_suite_is_estimated_from_its_own_records_alone(data: TrainingData) -> None:

@@ -24,7 +24,11 @@ def memory() -> NeighbourMemory:
     score = np.array([[1, 0, NAN], [1, 1, NAN], [0, 1, 1], [0, 0, 0]], dtype=np.float32)
     cost = np.array([[1, 2, NAN], [3, 4, NAN], [5, 6, 7], [9, 8, 9]], dtype=np.float32)
     ids = item_hash(["a", "b", "c", "d"])
-    return NeighbourMemory(embedding, ids, score, cost, near=1, wide=2)
+    # An answer could be extracted from model 0's response on "a", "c" and "d".
+    extracted = np.array([[1, 0, 0], [0, 0, 0], [1, 0, 0], [1, 0, 0]], np.float32)
+    return NeighbourMemory(
+        embedding, ids, score, cost, near=1, wide=2, extracted=extracted
+    )
 
 
 def test_features_weigh_the_nearest_prompts_by_similarity() -> None:
@@ -33,7 +37,9 @@ def test_features_weigh_the_nearest_prompts_by_similarity() -> None:
     found = memory().lookup(query)
     # Models 0 and 1: nearest is "a" (similarity 1), then "b" (cos 10 degrees).
     w = np.array([1.0, np.cos(np.radians(10))])
-    assert found[0, 0].tolist() == pytest.approx([1, 1, (w @ [1, 3]) / w.sum(), 1])
+    average = [1, 1, (w @ [1, 3]) / w.sum(), 1, w[0] / w.sum()]
+    assert found[0, 0].tolist() == pytest.approx(average)
+    assert found[0, 1, 4] == 0.0  # no answer extracted from model 1's responses
     assert found[0, 1, 1] == pytest.approx((w @ [0, 1]) / w.sum())
     # Model 2 was only recorded on "c" and "d", opposite the query: similarities
     # below zero weigh 1e-3 each.
@@ -59,7 +65,15 @@ def two_collections() -> NeighbourMemory:
     m = memory()
     labels = np.array([0, 0, 1, 1])
     return NeighbourMemory(
-        m.embedding, m.item, m.score, m.cost, 1, 2, labels, ("one", "two")
+        m.embedding,
+        m.item,
+        m.score,
+        m.cost,
+        1,
+        2,
+        labels,
+        ("one", "two"),
+        extracted=m.extracted,
     )
 
 
@@ -68,11 +82,12 @@ def test_a_query_of_a_collection_is_answered_from_its_records_alone() -> None:
     query[:, 0] = 1.0  # both in the direction of "a"
     found = two_collections().lookup(query, collection=np.array([0, 1]))
     w = np.array([1.0, np.cos(np.radians(10))])
-    assert found[0, 0].tolist() == pytest.approx([1, 1, (w @ [1, 3]) / w.sum(), 1])
-    assert found[0, 2].tolist() == [0, 0, 0, 0]  # no record of model 2 in "one"
+    average = [1, 1, (w @ [1, 3]) / w.sum(), 1, w[0] / w.sum()]
+    assert found[0, 0].tolist() == pytest.approx(average)
+    assert found[0, 2].tolist() == [0, 0, 0, 0, 0]  # no record of model 2 in "one"
     # In "two", "d" is the nearest; both neighbours lie opposite (weight 1e-3).
-    assert found[1, 0].tolist() == pytest.approx([0, 0, 7, 0], abs=1e-6)
-    assert found[1, 2].tolist() == pytest.approx([0, 0.5, 8, 0], abs=1e-6)
+    assert found[1, 0].tolist() == pytest.approx([0, 0, 7, 0, 1], abs=1e-6)
+    assert found[1, 2].tolist() == pytest.approx([0, 0.5, 8, 0, 0], abs=1e-6)
 
 
 def test_a_query_of_no_collection_takes_the_most_familiar_one() -> None:
@@ -86,17 +101,22 @@ def test_a_query_of_no_collection_takes_the_most_familiar_one() -> None:
         == m.lookup(query[:1], collection=np.array([0]))[0, 0].tolist()
     )
     w = np.array([1.0, np.cos(np.radians(10))])  # "c", then "d"
-    assert found[1, 0].tolist() == pytest.approx([0, 0, (w @ [5, 9]) / w.sum(), 1])
+    cost = (w @ [5, 9]) / w.sum()
+    assert found[1, 0].tolist() == pytest.approx([0, 0, cost, 1, 1])
     # Model 2's records are all in "two", however unlike the query they are.
     assert found[0, 2, 2] == pytest.approx(8.0, rel=1e-4)
     assert (m.lookup(query) == found).all()  # no collection given: none known
     assert m.collection_of("two") == 1 and m.collection_of("three") == UNKNOWN
 
 
-def test_collection_labels_must_cover_the_prompts() -> None:
+def test_labels_and_flags_must_cover_the_prompts() -> None:
     m = memory()
     with pytest.raises(ValueError, match="3 collection labels for 4 prompts"):
         NeighbourMemory(m.embedding, m.item, m.score, m.cost, collection=np.zeros(3))
+    with pytest.raises(ValueError, match=r"shape \(4, 2\) for scores of shape"):
+        NeighbourMemory(
+            m.embedding, m.item, m.score, m.cost, extracted=m.extracted[:, :2]
+        )
 
 
 def test_what_every_prompt_shares_does_not_count_as_likeness() -> None:
@@ -130,7 +150,11 @@ def test_a_memory_is_built_from_table_rows() -> None:
         score=np.array([[1.0, 0.0], [0.5, 0.0]]),
         cost=np.array([[0.1, 0.2], [0.3, 0.0]]),
         n_models=3,
+        extracted=np.array([[True, False], [True, False]]),
     )
     assert np.isnan(built.score[1, 0]) and built.score[0, 0] == 0.0
     assert built.score[0, 2] == 1.0 and built.score[1, 1] == 0.5
     assert built.cost[0, 0] == pytest.approx(0.2)
+    assert built.extracted[0, 2] == 1.0 and built.extracted[0, 0] == 0.0
+    assert np.isnan(built.extracted[0, 1])
+    assert built.extracted[1, 1] == 1 and np.isnan(built.extracted[1, 0])

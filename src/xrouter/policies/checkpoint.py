@@ -46,10 +46,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Format 4: the memory searches each collection of records apart (format 3: the
+# Format 5: the memory remembers whether each response's answer was extracted
+# (format 4: it searches each collection of records apart; format 3: the
 # network's residual reads no prompt and its head gives one output; format 2:
 # memory similarities centred, the manifest names the embedding).
-FORMAT = "xrouter-policy/4"
+FORMAT = "xrouter-policy/5"
 WEIGHTS = "policy.safetensors"
 MANIFEST = "manifest.json"
 _REQUIRED = (
@@ -116,6 +117,7 @@ def save_checkpoint(
         _MEMORY + "score": torch.from_numpy(memory.score),
         _MEMORY + "cost": torch.from_numpy(memory.cost),
         _MEMORY + "collection": torch.from_numpy(memory.collection),
+        _MEMORY + "extracted": torch.from_numpy(memory.extracted),
     }
     save_file(weights, str(path / WEIGHTS))
     full = {
@@ -228,6 +230,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             item=weights.pop(_MEMORY + "item").numpy(),
             score=weights.pop(_MEMORY + "score").numpy(),
             cost=weights.pop(_MEMORY + "cost").numpy(),
+            extracted=weights.pop(_MEMORY + "extracted").numpy(),
             near=int(manifest["memory"]["near"]),
             wide=int(manifest["memory"]["wide"]),
             collection=labels,

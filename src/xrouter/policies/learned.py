@@ -167,6 +167,7 @@ class ReplayTable:
             self.collection[rows],
             self.collections,
             wide_of,
+            self.answer_code[rows] >= 0,
         )
 
     def inputs(

@@ -14,7 +14,9 @@ features for the network:
   count per collection, to the count the nearest-neighbour router tunes on its
   suite, as noisier verdicts call for more neighbours);
 - the similarity-weighted mean cost over the ``wide`` nearest, in USD;
-- the mean similarity of the ``near`` nearest (how familiar the request is).
+- the mean similarity of the ``near`` nearest (how familiar the request is);
+- the similarity-weighted share of the ``wide`` nearest on which an answer could
+  be extracted from the model's response (whether responses can be compared).
 
 The collection searched is the request's own where it has one (a replayed item);
 a live request, which has none, takes per model the collection whose nearest
@@ -43,7 +45,7 @@ __all__ = [
     "item_hash",
 ]
 
-N_MEMORY_FEATURES = 4
+N_MEMORY_FEATURES = 5
 UNKNOWN = -1  # a query's collection when it has none (a live request)
 _CHUNK = 512
 
@@ -83,12 +85,15 @@ class _Group:
     item: NDArray[np.int64]
     score: NDArray[np.float32]
     cost: NDArray[np.float32]
+    extracted: NDArray[np.float32]
 
 
 @dataclass(frozen=True)
 class NeighbourMemory:
     """Train prompts (unit embeddings ``[R, 384]``), their item-id hashes, and the
-    score and USD cost of each known model on each (``[R, V]``, NaN: no record).
+    score and USD cost of each known model on each (``[R, V]``, NaN: no record),
+    and whether an answer could be extracted from its response (``extracted``, 1
+    or 0; where not given, none could).
 
     ``collection[r]`` indexes ``collections``, the names of the collections
     remembered (when ``collection`` is empty, every row is in one, unnamed).
@@ -106,6 +111,9 @@ class NeighbourMemory:
     )
     collections: tuple[str, ...] = ("",)
     wide_of: tuple[int, ...] = ()
+    extracted: NDArray[np.float32] = field(
+        default_factory=lambda: np.zeros(0, dtype=np.float32)
+    )
     _groups: list[_Group] = field(
         default_factory=list, init=False, repr=False, compare=False
     )
@@ -131,6 +139,15 @@ class NeighbourMemory:
             raise ValueError(
                 f"{len(labels)} collection labels for {len(self.embedding)} prompts"
             )
+        extracted = self.extracted
+        if not extracted.size:
+            extracted = np.zeros(self.score.shape, dtype=np.float32)
+            object.__setattr__(self, "extracted", extracted)
+        if extracted.shape != self.score.shape:
+            raise ValueError(
+                f"extraction flags of shape {extracted.shape} for scores of shape "
+                f"{self.score.shape}"
+            )
         centred = self.centre(self.embedding)
         # Per collection, group the models by the rows that have their records.
         for c in range(len(self.collections)):
@@ -154,6 +171,7 @@ class NeighbourMemory:
                         item=self.item[rows],
                         score=self.score[np.ix_(rows, models)],
                         cost=self.cost[np.ix_(rows, models)],
+                        extracted=extracted[np.ix_(rows, models)],
                     )
                 )
 
@@ -196,7 +214,7 @@ class NeighbourMemory:
                 sims = chunk[rows] @ group.embedding.T  # [r, Rg]
                 if item is not None:
                     sims[item[start + rows, None] == group.item[None, :]] = -np.inf
-                found = self._features(group, sims)  # [r, g, 4]
+                found = self._features(group, sims)  # [r, g, 5]
                 at = start + rows
                 # A query of this collection takes its features; one without,
                 # where this collection is more familiar than those seen so far.
@@ -211,7 +229,7 @@ class NeighbourMemory:
     def _features(
         self, group: _Group, sims: NDArray[np.float32]
     ) -> NDArray[np.float32]:
-        """Features ``[c, len(group.models), 4]`` of one group of models."""
+        """Features ``[c, len(group.models), 5]`` of one group of models."""
         wide = min(group.wide, sims.shape[1])
         near = min(self.near, wide)
         top = np.argpartition(-sims, wide - 1, axis=1)[:, :wide]  # [c, wide]
@@ -237,6 +255,7 @@ class NeighbourMemory:
                 mean(score, wide),
                 mean(cost, wide),
                 np.broadcast_to(familiarity[:, None], score.shape[::2]),
+                mean(group.extracted[top], wide),
             ],
             axis=2,
         ).astype(np.float32)
@@ -253,22 +272,27 @@ def build_memory(
     collection: NDArray[np.int64] | None = None,
     collections: tuple[str, ...] = ("",),
     wide_of: tuple[int, ...] = (),
+    extracted: NDArray[np.bool_] | None = None,
 ) -> NeighbourMemory:
     """A memory of rows laid out like a ``ReplayTable`` (column j of row r is model
-    ``model_id[r, j]``, present where ``valid``), over ``n_models`` known models,
-    with each row's collection and each collection's wide count (see
-    :class:`NeighbourMemory`)."""
+    ``model_id[r, j]``, present where ``valid``, its answer extracted where
+    ``extracted``), over ``n_models`` known models, with each row's collection and
+    each collection's wide count (see :class:`NeighbourMemory`)."""
     rows, cols = np.nonzero(valid)
-    dense_score = np.full((len(embedding), n_models), np.nan, dtype=np.float32)
-    dense_cost = np.full((len(embedding), n_models), np.nan, dtype=np.float32)
-    dense_score[rows, model_id[rows, cols]] = score[rows, cols]
-    dense_cost[rows, model_id[rows, cols]] = cost[rows, cols]
+    models = model_id[rows, cols]
+
+    def dense(values: NDArray[np.generic]) -> NDArray[np.float32]:
+        out = np.full((len(embedding), n_models), np.nan, dtype=np.float32)
+        out[rows, models] = values[rows, cols]
+        return out
+
     return NeighbourMemory(
         embedding,
         item,
-        dense_score,
-        dense_cost,
+        dense(score),
+        dense(cost),
         collection=np.zeros(0, dtype=np.int64) if collection is None else collection,
         collections=collections,
         wide_of=wide_of,
+        extracted=dense(np.zeros_like(valid) if extracted is None else extracted),
     )

@@ -11,7 +11,8 @@ select model j's response) from four things:
 - the model card of each candidate's model: price in and out, tier, the cost the
   call would add at this lambda (from the prompt's tokens and the prices), and a
   learned embedding of the model's id;
-- what the model scored and cost on the most similar train prompts
+- what the model scored and cost on the most similar train prompts, and whether
+  an answer could be extracted from its responses there
   (``memory.NeighbourMemory``), the network's non-parametric half.
 
 A candidate's logit is shaped like the reward: ``tau x sigmoid(prior + head(relu(
@@ -37,6 +38,7 @@ from torch import nn
 from xrouter.core.catalog import TIERS, Catalog
 from xrouter.orchestrator import episode as ep
 from xrouter.orchestrator.reward import RewardConfig
+from xrouter.policies.memory import N_MEMORY_FEATURES
 
 __all__ = [
     "Decisions",
@@ -51,7 +53,9 @@ __all__ = [
 
 EMBED_DIM = 384
 N_STATE = 8
-N_CANDIDATE = 3 + 2 + len(TIERS) + 4 + 5 + ep.N_RESPONSE_FEATURES + 3
+N_CANDIDATE = (
+    3 + 2 + len(TIERS) + 4 + N_MEMORY_FEATURES + 1 + ep.N_RESPONSE_FEATURES + 3
+)
 # Output length assumed when estimating a call's cost before it is made.
 TYPICAL_OUTPUT_TOKENS = 256
 
@@ -114,7 +118,7 @@ class EpisodeInputs:
     offered: NDArray[np.bool_]
     self_model: NDArray[np.int64]
     responses: ep.Responses
-    memory: NDArray[np.float32]  # [n, M, 4], see ``memory.NeighbourMemory``
+    memory: NDArray[np.float32]  # [n, M, 5], see ``memory.NeighbourMemory``
 
 
 def _log_price(price: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -159,7 +163,7 @@ def _state_features(
 def _model_features(
     inputs: EpisodeInputs, table: ModelTable, config: NetConfig
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """``[n, M, 18]`` per offered model, and the card estimate of a call's USD.
+    """``[n, M, 17]`` per offered model, and the card estimate of a call's USD.
 
     Card features and what a call would cost in reward units (the prompt's part
     exactly, its tokens being known; the reply's at a typical length), then what
@@ -178,7 +182,7 @@ def _model_features(
             *_weighted(lam * reply_usd, config.cost_max),
             inputs.memory[..., :2],  # neighbours' mean score, near and wide
             *_weighted(lam * inputs.memory[..., 2], config.cost_max),
-            inputs.memory[..., 3:],  # how familiar the prompt is
+            inputs.memory[..., 3:],  # how familiar the prompt is; answers found
         ],
         axis=2,
     )
@@ -193,14 +197,14 @@ def encode(
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
     """Features of each episode and each candidate action.
 
-    Returns ``state_x[n, 8]``, ``cand_x[n, A, 28]`` and ``cand_model[n, A]`` (the
+    Returns ``state_x[n, 8]``, ``cand_x[n, A, 27]`` and ``cand_model[n, A]`` (the
     model-table row of each candidate's model), with A = 1 + 2M laid out as
     answer, call model j, select model j.
     """
     n, m = state.called.shape
     rows = np.arange(n)
     self_col = np.maximum(inputs.self_model, 0)
-    per_model, card_usd = _model_features(inputs, table, config)  # [n, M, 18]
+    per_model, card_usd = _model_features(inputs, table, config)  # [n, M, 17]
 
     # Candidates: the answer speaks for the self model; a select also carries
     # what came back from its model.
@@ -221,7 +225,7 @@ def encode(
     cand_x = np.concatenate(
         [
             kind,
-            np.concatenate([answer, calls, selects], axis=1),  # [n, A, 22]
+            np.concatenate([answer, calls, selects], axis=1),  # [n, A, 21]
             is_self,
             prior[..., None],
             after[..., None],
@@ -297,7 +301,7 @@ class RouterNet(nn.Module):
         self,
         embedding: torch.Tensor,  # [n, 384]
         state_x: torch.Tensor,  # [n, 8]
-        cand_x: torch.Tensor,  # [n, A, 28]; last two: prior, penalty
+        cand_x: torch.Tensor,  # [n, A, 27]; last two: prior, penalty
         cand_model: torch.Tensor,  # [n, A]
         legal: torch.Tensor,  # [n, A] bool
     ) -> torch.Tensor:
