@@ -94,7 +94,7 @@ class ReplayTable:
     output_tokens: NDArray[np.int64]
     answer_code: NDArray[np.int64]
     item_hash: NDArray[np.int64]
-    memory: NDArray[np.float32]  # [N, M, 4]; zeros until ``with_memory``
+    memory: NDArray[np.float32]  # [N, M, 5]; zeros until ``with_memory``
     collection: NDArray[np.int64]
     collections: tuple[str, ...]
 
@@ -140,7 +140,7 @@ class ReplayTable:
         item never counts as its neighbour."""
         rows = np.arange(len(self)) if rows is None else rows
         known = np.array([memory.collection_of(c) for c in self.collections])
-        found = memory.lookup(  # [r, V, 4]
+        found = memory.lookup(  # [r, V, 5]
             self.embedding[rows],
             self.item_hash[rows],
             np.unique(self.model_id[rows]),

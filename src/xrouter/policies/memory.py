@@ -76,7 +76,7 @@ def item_hash(item_ids: Sequence[str]) -> NDArray[np.int64]:
 @dataclass(frozen=True)
 class _Group:
     """Models recorded on the same remembered rows of one collection, with their
-    scores and costs on those rows (``[Rg, g]``)."""
+    scores, costs and extraction flags on those rows (``[Rg, g]``)."""
 
     collection: int
     models: NDArray[np.int64]
@@ -131,18 +131,18 @@ class NeighbourMemory:
     def __post_init__(self) -> None:
         center = self.embedding.mean(axis=0) if len(self.embedding) else 0.0
         object.__setattr__(self, "_center", np.asarray(center, dtype=np.float32))
-        labels = self.collection
-        if not len(labels):
-            labels = np.zeros(len(self.embedding), dtype=np.int64)
-            object.__setattr__(self, "collection", labels)
+        # Empty labels and flags stand for one collection and no answer found.
+        if not self.collection.size:
+            whole = np.zeros(len(self.embedding), dtype=np.int64)
+            object.__setattr__(self, "collection", whole)
+        if not self.extracted.size:
+            none = np.zeros(self.score.shape, dtype=np.float32)
+            object.__setattr__(self, "extracted", none)
+        labels, extracted = self.collection, self.extracted
         if len(labels) != len(self.embedding):
             raise ValueError(
                 f"{len(labels)} collection labels for {len(self.embedding)} prompts"
             )
-        extracted = self.extracted
-        if not extracted.size:
-            extracted = np.zeros(self.score.shape, dtype=np.float32)
-            object.__setattr__(self, "extracted", extracted)
         if extracted.shape != self.score.shape:
             raise ValueError(
                 f"extraction flags of shape {extracted.shape} for scores of shape "
@@ -186,7 +186,7 @@ class NeighbourMemory:
         models: NDArray[np.int64] | None = None,
         collection: NDArray[np.int64] | None = None,
     ) -> NDArray[np.float32]:
-        """``[n, V, 4]`` features of the known models for each query (see the
+        """``[n, V, 5]`` features of the known models for each query (see the
         module docstring); zeros for models the memory has no record of, and for
         models outside ``models`` when it is given (only those are searched).
 
