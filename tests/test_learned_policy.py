@@ -338,6 +338,14 @@ def test_a_suite_is_estimated_from_its_own_records_alone(data: TrainingData) -> 
     assert again[..., :2] == pytest.approx(1.0 - alone[..., :2], abs=1e-5)
 
 
+def _refusal(directory: Path, manifest: dict[str, Any]) -> str:
+    """The message that refuses ``directory`` once its manifest is ``manifest``."""
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(directory)
+    return str(info.value)
+
+
 def _copy(src: Path, dst: Path) -> Path:
     dst.mkdir()
     for file in src.iterdir():
@@ -373,29 +381,20 @@ def test_damaged_checkpoints_are_refused(checkpoint_dir: Path, tmp_path: Path) -
     assert manifest["memory"]["collections"] == ["zeroeval"]
     for counts in (["many"], [128, 128], [-1], 128):
         manifest["memory"]["wide_of"] = counts
-        (edited / "manifest.json").write_text(json.dumps(manifest))
-        with pytest.raises(CheckpointError) as info:
-            load_checkpoint(edited)
-        assert str(info.value) == (
+        assert _refusal(edited, manifest) == (
             f"{edited / 'manifest.json'}: memory.wide_of must hold a neighbour count "
             "(an integer >= 0) per name in memory.collections (1); the checkpoint "
             "is damaged, train the policy again"
         )
     manifest["memory"]["wide_of"] = [128]
     manifest["memory"]["collections"] = "zeroeval"
-    (edited / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(CheckpointError) as info:
-        load_checkpoint(edited)
-    assert str(info.value) == (
+    assert _refusal(edited, manifest) == (
         f"{edited / 'manifest.json'}: memory.collections must list the names of the "
         "collections remembered; the checkpoint is damaged, train the policy again"
     )
     manifest["memory"]["collections"] = ["zeroeval"]
     manifest["models"] = list(MODELS[:2])
-    (edited / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(CheckpointError) as info:
-        load_checkpoint(edited)
-    assert str(info.value) == (
+    assert _refusal(edited, manifest) == (
         f"{edited / 'policy.safetensors'} does not fit the network "
         f"{edited / 'manifest.json'} describes; the checkpoint is damaged, train "
         "the policy again"
