@@ -5,8 +5,9 @@
 For each of ``n`` real prompts of the suite (read from the store), one at a time
 as a gateway would see them, it times side by side in one run:
 
-- the decision alone: features, the network and the argmax, from a prompt
-  embedding computed beforehand;
+- the decision alone: the neighbour search, features, the network and the
+  argmax, from a prompt embedding computed beforehand, for a prompt the router
+  has not seen;
 - the decision with the embedding the checkpoint was trained on (by default the
   static one), then the same with the full MiniLM transformer for comparison.
 
@@ -58,6 +59,9 @@ def main() -> None:
     tokens = pool.input_tokens[: len(items), 0]
     checkpoint = load_checkpoint(args.policy)
     router = LiveRouter(checkpoint, catalog, suite.pool, suite.self_model)
+    # A second router times the decision alone: a router keeps each prompt's
+    # neighbours for its later turns, so a prompt it has seen costs it less.
+    alone = LiveRouter(checkpoint, catalog, suite.pool, suite.self_model)
     trained = Embedder(kind=checkpoint.embedding)
     other = Embedder(kind="minilm" if trained.kind == "static" else "static")
 
@@ -65,6 +69,7 @@ def main() -> None:
     for text in texts[:10]:
         for embedder in (trained, other):
             router.first_decision(embedder.encode([text])[0], args.lam, 100)
+            alone.first_decision(embedder.encode([text])[0], args.lam, 100)
 
     embed_s: dict[str, list[float]] = {trained.kind: [], other.kind: []}
     both_s: dict[str, list[float]] = {trained.kind: [], other.kind: []}
@@ -79,10 +84,10 @@ def main() -> None:
             embed_s[embedder.kind].append(embedded - started)
             both_s[embedder.kind].append(done - started)
 
-        # The decision alone, again, from the embedding already in hand.
+        # The decision alone, from the embedding already in hand.
         vector = trained.encode([text])[0]
         started = time.perf_counter()
-        router.first_decision(vector, args.lam, int(n_tokens))
+        alone.first_decision(vector, args.lam, int(n_tokens))
         decide_s.append(time.perf_counter() - started)
 
     print(f"{args.suite}: {len(texts)} prompts, pool of {len(suite.pool)} models")

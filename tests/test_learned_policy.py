@@ -379,18 +379,59 @@ def test_damaged_checkpoints_are_refused(checkpoint_dir: Path, tmp_path: Path) -
     edited = _copy(checkpoint_dir, tmp_path / "edited")
     manifest = json.loads((edited / "manifest.json").read_text())
     assert manifest["memory"]["collections"] == ["zeroeval"]
-    for counts in (["many"], [128, 128], [-1], 128):
-        manifest["memory"]["wide_of"] = counts
-        assert _refusal(edited, manifest) == (
-            f"{edited / 'manifest.json'}: memory.wide_of must hold a neighbour count "
-            "(an integer >= 0) per name in memory.collections (1); the checkpoint "
-            "is damaged, train the policy again"
-        )
-    manifest["memory"]["wide_of"] = [128]
-    manifest["memory"]["collections"] = "zeroeval"
-    assert _refusal(edited, manifest) == (
-        f"{edited / 'manifest.json'}: memory.collections must list the names of the "
-        "collections remembered; the checkpoint is damaged, train the policy again"
+    damaged = "; the checkpoint is damaged, train the policy again"
+    where = edited / "manifest.json"
+    for entry, value, says in [
+        ("wide_of", ["many"], "memory.wide_of.0: Input should be a valid integer"),
+        (
+            "wide_of",
+            [-1],
+            "memory.wide_of.0: Input should be greater than or equal to 0",
+        ),
+        ("wide_of", 128, "memory.wide_of: Input should be a valid list"),
+        (
+            "wide_of",
+            [128, 128],
+            "memory.wide_of must hold a neighbour count per name in "
+            "memory.collections (1)",
+        ),
+        ("collections", "zeroeval", "memory.collections: Input should be a valid list"),
+        ("collections", ["a", "a"], "memory.collections names a collection twice"),
+        ("near", 0, "memory.near: Input should be greater than or equal to 1"),
+    ]:
+        changed = json.loads(json.dumps(manifest))
+        changed["memory"][entry] = value
+        assert _refusal(edited, changed) == f"{where}: {says}{damaged}"
+    for entry, value, says in [
+        ("memory", [], "memory: Input should be an object"),
+        ("models", 5, "models: Input should be a valid list"),
+        ("lambda_range", [1], "lambda_range.1: Field required"),
+        (
+            "default_lambda",
+            "x",
+            "default_lambda: Input should be a valid number, "
+            "unable to parse string as a number",
+        ),
+        (
+            "net",
+            {"hidden": "big"},
+            "net.hidden: Input should be a valid number, unable to parse string as "
+            "a number",
+        ),
+    ]:
+        changed = json.loads(json.dumps(manifest))
+        changed[entry] = value
+        assert _refusal(edited, changed) == f"{where}: {says}{damaged}"
+    changed = json.loads(json.dumps(manifest))
+    changed["net"]["hidden"] = "128"  # a number, but not of the right type
+    assert _refusal(edited, changed) == (
+        f"{where}: the network settings are not this xrouter's; train the policy again"
+    )
+    changed = json.loads(json.dumps(manifest))
+    changed["memory"]["items"] += 1  # the weights hold one prompt fewer
+    assert _refusal(edited, changed) == (
+        f"{edited / 'policy.safetensors'} does not fit the network {where} "
+        f"describes{damaged}"
     )
     manifest["memory"]["collections"] = ["zeroeval"]
     manifest["models"] = list(MODELS[:2])
@@ -454,6 +495,33 @@ def test_a_changed_price_is_named_in_a_warning(
         f"price of {MODELS[0]} changed since the policy at {checkpoint_dir} was "
         "trained: input $0.15 -> $0.3 per 1M tokens; it routes with the new price"
     ]
+
+
+def test_a_pool_whose_records_the_memory_lacks_is_routed_with_a_warning(
+    checkpoint_dir: Path,
+    store: Store,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A policy whose memory was trained on another source's records.
+    other = _copy(checkpoint_dir, tmp_path / "other")
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["memory"]["collections"] = ["elsewhere"]
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    policy = LearnedPolicy(
+        load_checkpoint(other),
+        load_catalog(),
+        StandInEmbedder(store.path / "embeddings"),
+    )
+    pool = ReplayPool.load(store, ["zeroeval"], MODELS)
+    with caplog.at_level(logging.WARNING):
+        policy.fit(pool, np.arange(3))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the policy at {other} remembers no records of zeroeval (it knows "
+        "elsewhere); each model's estimates come from the records whose prompts "
+        "are most like the request, as for a live request"
+    ]
+    assert policy.route(pool, np.arange(10), 2.0).called.shape == (10, 3)
 
 
 def test_lambda_outside_the_trained_range_is_refused(

@@ -139,6 +139,11 @@ def test_an_item_never_counts_as_its_own_neighbour() -> None:
     found = memory().lookup(query, item_hash(["a"]))
     assert found[0, 0, 0] == 1.0  # now "b" is nearest: model 0 right there too
     assert found[0, 1, 0] == 1.0  # and model 1 too, unlike on "a"
+    # Model 2's records are on "c" and "d" only, no more prompts than the
+    # memory averages: a query of "c" finds "c" among them, and it weighs nothing.
+    query[0, 0] = -1.0
+    found = memory().lookup(query, item_hash(["c"]))
+    assert found[0, 2, :3].tolist() == [0.0, 0.0, 9.0]  # "d" alone
 
 
 def test_a_memory_is_built_from_table_rows() -> None:
@@ -158,3 +163,33 @@ def test_a_memory_is_built_from_table_rows() -> None:
     assert built.extracted[0, 2] == 1.0 and built.extracted[0, 0] == 0.0
     assert np.isnan(built.extracted[0, 1])
     assert built.extracted[1, 1] == 1 and np.isnan(built.extracted[1, 0])
+
+
+def test_an_item_of_two_suites_over_one_source_is_remembered_once() -> None:
+    # "x" is in two suites over the same source, with other pools; "y" is once.
+    built = build_memory(
+        embedding=np.eye(3, 384, dtype=np.float32),
+        item=item_hash(["x", "x", "y"]),
+        model_id=np.array([[0, 1], [2, 0], [0, 1]]),
+        valid=np.array([[True, True], [True, False], [True, True]]),
+        score=np.array([[1.0, 0.0], [0.5, 0.0], [0.0, 1.0]]),
+        cost=np.array([[0.1, 0.2], [0.3, 0.0], [0.4, 0.5]]),
+        n_models=3,
+    )
+    assert built.item.tolist() == item_hash(["x", "y"]).tolist()
+    assert built.score[0].tolist() == [1.0, 0.0, 0.5]
+    assert built.cost[0].tolist() == pytest.approx([0.1, 0.2, 0.3])
+    assert built.score[1, :2].tolist() == [0.0, 1.0] and np.isnan(built.score[1, 2])
+    # In two collections the same item is two records.
+    apart = build_memory(
+        embedding=np.eye(3, 384, dtype=np.float32),
+        item=item_hash(["x", "x", "y"]),
+        model_id=np.array([[0, 1], [2, 0], [0, 1]]),
+        valid=np.array([[True, True], [True, False], [True, True]]),
+        score=np.array([[1.0, 0.0], [0.5, 0.0], [0.0, 1.0]]),
+        cost=np.array([[0.1, 0.2], [0.3, 0.0], [0.4, 0.5]]),
+        n_models=3,
+        collection=np.array([0, 1, 0]),
+        collections=("one", "two"),
+    )
+    assert len(apart.item) == 3 and apart.collection.tolist() == [0, 1, 0]

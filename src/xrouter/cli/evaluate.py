@@ -137,7 +137,8 @@ def eval_command(
             console.print(Text(f"  note: {note}"))
     console.print(
         f"wrote {', '.join(str(p) for p in written[:2])} and "
-        f"{len(written) - 2} plots in {time.perf_counter() - started:.1f} s"
+        f"{len(written) - 2} plot{'s' if len(written) != 3 else ''} in "
+        f"{time.perf_counter() - started:.1f} s"
     )
 
 

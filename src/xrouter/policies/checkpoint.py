@@ -23,16 +23,24 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from xrouter.core.catalog import Catalog
 from xrouter.core.errors import CheckpointError
 from xrouter.policies.memory import NeighbourMemory
-from xrouter.policies.router_net import ModelTable, NetConfig, RouterNet
+from xrouter.policies.router_net import EMBED_DIM, ModelTable, NetConfig, RouterNet
 
 __all__ = [
     "FORMAT",
@@ -64,6 +72,30 @@ _REQUIRED = (
     "embedding",
 )
 _MEMORY = "memory."
+
+
+class _MemoryShape(BaseModel):
+    """What the manifest says of the memory; checked before the weights load."""
+
+    model_config = ConfigDict(extra="allow")
+    items: Annotated[StrictInt, Field(ge=0)]
+    near: Annotated[StrictInt, Field(ge=1)]
+    wide: Annotated[StrictInt, Field(ge=1)]
+    collections: list[StrictStr]
+    wide_of: list[Annotated[StrictInt, Field(ge=0)]] = []
+
+
+class _ManifestShape(BaseModel):
+    """The types of the manifest's entries that loading and routing read."""
+
+    model_config = ConfigDict(extra="allow")
+    models: list[StrictStr]
+    prices: dict[str, dict[str, float]]
+    net: dict[str, float]
+    memory: _MemoryShape
+    lambda_range: tuple[float, float]
+    default_lambda: float
+    embedding: StrictStr
 
 
 @dataclass
@@ -171,6 +203,30 @@ def _read_manifest(path: Path) -> dict[str, Any]:
             f"{file} has format {raw['format']!r}; this xrouter reads {FORMAT!r}, "
             "train the policy again"
         )
+    try:
+        shape = _ManifestShape.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        what = error["msg"]
+        if error["type"] == "model_type":  # not a mapping: no class names shown
+            what = "Input should be an object"
+        raise CheckpointError(
+            f"{file}: {where}: {what}; the checkpoint is damaged, train the policy "
+            "again"
+        ) from exc
+    counts = shape.memory
+    if len(set(counts.collections)) < len(counts.collections):
+        raise CheckpointError(
+            f"{file}: memory.collections names a collection twice; the checkpoint "
+            "is damaged, train the policy again"
+        )
+    if len(counts.wide_of) not in (0, len(counts.collections)):
+        raise CheckpointError(
+            f"{file}: memory.wide_of must hold a neighbour count per name in "
+            f"memory.collections ({len(counts.collections)}); the checkpoint is "
+            "damaged, train the policy again"
+        )
     return dict(raw)
 
 
@@ -184,13 +240,12 @@ def load_checkpoint(path: Path) -> Checkpoint:
         )
     manifest = _read_manifest(path)
     try:
-        config = NetConfig(**manifest["net"])
-    except TypeError as exc:
+        net = RouterNet(len(manifest["models"]), NetConfig(**manifest["net"]))
+    except (TypeError, ValueError) as exc:
         raise CheckpointError(
             f"{path / MANIFEST}: the network settings are not this xrouter's; "
             "train the policy again"
         ) from exc
-    net = RouterNet(len(manifest["models"]), config)
     file = path / WEIGHTS
     if not file.is_file():
         raise CheckpointError(
@@ -202,43 +257,26 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(
             f"{file} is corrupt or truncated; train the policy again"
         ) from exc
-    collections = manifest["memory"].get("collections")
-    if not isinstance(collections, list) or not all(
-        isinstance(c, str) for c in collections
-    ):
-        raise CheckpointError(
-            f"{path / MANIFEST}: memory.collections must list the names of the "
-            "collections remembered; the checkpoint is damaged, train the policy "
-            "again"
-        )
-    wide_of = manifest["memory"].get("wide_of", [])
-    counts_ok = isinstance(wide_of, list) and all(
-        type(k) is int and k >= 0 for k in wide_of
-    )
-    if not counts_ok or len(wide_of) not in (0, len(collections)):
-        raise CheckpointError(
-            f"{path / MANIFEST}: memory.wide_of must hold a neighbour count (an "
-            "integer >= 0) per name in memory.collections "
-            f"({len(collections)}); the checkpoint is damaged, train the policy again"
-        )
+    counts = manifest["memory"]
     try:
-        labels = weights.pop(_MEMORY + "collection").numpy()
-        if len(labels) and not 0 <= labels.min() <= labels.max() < len(collections):
-            raise ValueError("a collection label out of range")
         memory = NeighbourMemory(
             embedding=weights.pop(_MEMORY + "embedding").float().numpy(),
             item=weights.pop(_MEMORY + "item").numpy(),
             score=weights.pop(_MEMORY + "score").numpy(),
             cost=weights.pop(_MEMORY + "cost").numpy(),
             extracted=weights.pop(_MEMORY + "extracted").numpy(),
-            near=int(manifest["memory"]["near"]),
-            wide=int(manifest["memory"]["wide"]),
-            collection=labels,
-            collections=tuple(collections),
-            wide_of=tuple(wide_of),
+            near=counts["near"],
+            wide=counts["wide"],
+            collection=weights.pop(_MEMORY + "collection").numpy(),
+            collections=tuple(counts["collections"]),
+            wide_of=tuple(counts.get("wide_of", [])),
         )
+        expected = (counts["items"], EMBED_DIM, len(manifest["models"]))
+        found = (len(memory.item), memory.embedding.shape[1], memory.score.shape[1])
+        if found != expected:
+            raise ValueError(f"a memory of shape {found}, not {expected}")
         net.load_state_dict(weights)
-    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
         raise CheckpointError(
             f"{file} does not fit the network {path / MANIFEST} describes; the "
             "checkpoint is damaged, train the policy again"

@@ -12,6 +12,7 @@ the form in which both training and evaluation feed episodes to the network.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from xrouter.policies.checkpoint import Checkpoint, check_pool
 from xrouter.policies.embedding import Embedder
 from xrouter.policies.memory import (
     N_MEMORY_FEATURES,
+    UNKNOWN,
     NeighbourMemory,
     build_memory,
     item_hash,
@@ -54,6 +56,8 @@ __all__ = [
     "lambda_knobs",
     "route_rows",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,16 @@ class LearnedPolicy(Policy):
         vectors = self.embedder.encode_items(pool.sources[0], pool.items())
         self._models = self.checkpoint.model_table(self.catalog)
         part = TablePart(pool, vectors, self.self_model)
+        memory = self.checkpoint.memory
+        if memory.collection_of(part.collection) == UNKNOWN:
+            logger.warning(
+                "the policy at %s remembers no records of %s (it knows %s); each "
+                "model's estimates come from the records whose prompts are most "
+                "like the request, as for a live request",
+                self.checkpoint.path,
+                part.collection,
+                ", ".join(memory.collections),
+            )
         self._table = ReplayTable.build([part], self._models)
         self._filled = np.zeros(len(self._table), dtype=bool)
 

@@ -129,8 +129,6 @@ class NeighbourMemory:
         return centred(vectors, self._center)
 
     def __post_init__(self) -> None:
-        center = self.embedding.mean(axis=0) if len(self.embedding) else 0.0
-        object.__setattr__(self, "_center", np.asarray(center, dtype=np.float32))
         # Empty labels and flags stand for one collection and no answer found.
         if not self.collection.size:
             whole = np.zeros(len(self.embedding), dtype=np.int64)
@@ -138,16 +136,10 @@ class NeighbourMemory:
         if not self.extracted.size:
             none = np.zeros(self.score.shape, dtype=np.float32)
             object.__setattr__(self, "extracted", none)
+        self._check()
         labels, extracted = self.collection, self.extracted
-        if len(labels) != len(self.embedding):
-            raise ValueError(
-                f"{len(labels)} collection labels for {len(self.embedding)} prompts"
-            )
-        if extracted.shape != self.score.shape:
-            raise ValueError(
-                f"extraction flags of shape {extracted.shape} for scores of shape "
-                f"{self.score.shape}"
-            )
+        center = self.embedding.mean(axis=0) if len(self.embedding) else 0.0
+        object.__setattr__(self, "_center", np.asarray(center, dtype=np.float32))
         centred = self.centre(self.embedding)
         # Per collection, group the models by the rows that have their records.
         for c in range(len(self.collections)):
@@ -174,6 +166,28 @@ class NeighbourMemory:
                         extracted=extracted[np.ix_(rows, models)],
                     )
                 )
+
+    def _check(self) -> None:
+        """Refuse parts that do not fit together (``ValueError``)."""
+        n, labels = len(self.embedding), self.collection
+        if self.embedding.ndim != 2 or self.score.ndim != 2:
+            raise ValueError("embeddings and scores must be tables")
+        if len(labels) != n:
+            raise ValueError(f"{len(labels)} collection labels for {n} prompts")
+        if len(self.item) != n or len(self.score) != n:
+            raise ValueError(f"item ids and scores must cover the {n} prompts")
+        for name in ("cost", "extracted"):
+            if getattr(self, name).shape != self.score.shape:
+                raise ValueError(
+                    f"{name} of shape {getattr(self, name).shape} for scores of "
+                    f"shape {self.score.shape}"
+                )
+        if n and not 0 <= labels.min() <= labels.max() < len(self.collections):
+            raise ValueError("a collection label is out of range")
+        if len(set(self.collections)) < len(self.collections):
+            raise ValueError("a collection is named twice")
+        if self.near < 1 or self.wide < 1 or min(self.wide_of, default=0) < 0:
+            raise ValueError("neighbour counts must be at least 1 (0: the default)")
 
     def collection_of(self, name: str) -> int:
         """The index of the collection ``name``, or ``UNKNOWN``."""
@@ -237,15 +251,16 @@ class NeighbourMemory:
         order = np.argsort(-top_sims, axis=1)
         top = np.take_along_axis(top, order, axis=1)
         top_sims = np.take_along_axis(top_sims, order, axis=1)
-        weight = np.maximum(top_sims, 1e-3)  # [c, wide]
+        # Unlike prompts weigh little; the query's own item (similarity -inf,
+        # found when the group holds no more rows than it averages) nothing.
+        weight = np.where(np.isfinite(top_sims), np.maximum(top_sims, 1e-3), 0.0)
         score = group.score[top]  # [c, wide, g]
         cost = group.cost[top]
 
         def mean(values: NDArray[np.float32], k: int) -> NDArray[np.float32]:
             w = weight[:, :k, None]
-            result: NDArray[np.float32] = (w * values[:, :k]).sum(axis=1) / w.sum(
-                axis=1
-            )
+            total = np.maximum(w.sum(axis=1), 1e-12)
+            result: NDArray[np.float32] = (w * values[:, :k]).sum(axis=1) / total
             return result
 
         familiarity = np.maximum(top_sims[:, :near], 0).mean(axis=1)
@@ -277,21 +292,32 @@ def build_memory(
     """A memory of rows laid out like a ``ReplayTable`` (column j of row r is model
     ``model_id[r, j]``, present where ``valid``, its answer extracted where
     ``extracted``), over ``n_models`` known models, with each row's collection and
-    each collection's wide count (see :class:`NeighbourMemory`)."""
+    each collection's wide count (see :class:`NeighbourMemory`).
+
+    Rows of one item in one collection (suites over the same source with other
+    pools) are remembered once, with the records of all their models: an item
+    counted twice would weigh twice among the neighbours.
+    """
+    if collection is None:
+        collection = np.zeros(len(embedding), dtype=np.int64)
+    pairs = np.stack([collection, item], axis=1)
+    _, first, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # remembered in the order first seen
+    slot = np.argsort(order)[inverse.ravel()]  # each row's remembered row
+    kept = first[order]
     rows, cols = np.nonzero(valid)
-    models = model_id[rows, cols]
 
     def dense(values: NDArray[np.generic]) -> NDArray[np.float32]:
-        out = np.full((len(embedding), n_models), np.nan, dtype=np.float32)
-        out[rows, models] = values[rows, cols]
+        out = np.full((len(kept), n_models), np.nan, dtype=np.float32)
+        out[slot[rows], model_id[rows, cols]] = values[rows, cols]
         return out
 
     return NeighbourMemory(
-        embedding,
-        item,
+        embedding[kept],
+        item[kept],
         dense(score),
         dense(cost),
-        collection=np.zeros(0, dtype=np.int64) if collection is None else collection,
+        collection=collection[kept],
         collections=collections,
         wide_of=wide_of,
         extracted=dense(np.zeros_like(valid) if extracted is None else extracted),
