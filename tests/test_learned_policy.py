@@ -483,15 +483,12 @@ def test_a_changed_price_is_named_in_a_warning(
     file = tmp_path / "cards.yaml"
     file.write_text(json.dumps([card]))
     assert read_cards(file)[0].input_per_mtok == 0.3
-    catalog = load_catalog([file])
-    checkpoint = load_checkpoint(checkpoint_dir)
     policy = LearnedPolicy(
-        checkpoint, catalog, StandInEmbedder(store.path / "embeddings")
+        load_checkpoint(checkpoint_dir),
+        load_catalog([file]),
+        StandInEmbedder(store.path / "embeddings"),
     )
-    pool = ReplayPool.load(store, ["zeroeval"], MODELS)
-    with caplog.at_level(logging.WARNING):
-        policy.fit(pool, np.arange(3))
-    assert [r.getMessage() for r in caplog.records] == [
+    assert _warnings_of_fit(policy, store, caplog) == [
         f"price of {MODELS[0]} changed since the policy at {checkpoint_dir} was "
         "trained: input $0.15 -> $0.3 per 1M tokens; it routes with the new price"
     ]
@@ -513,15 +510,22 @@ def test_a_pool_whose_records_the_memory_lacks_is_routed_with_a_warning(
         load_catalog(),
         StandInEmbedder(store.path / "embeddings"),
     )
-    pool = ReplayPool.load(store, ["zeroeval"], MODELS)
-    with caplog.at_level(logging.WARNING):
-        policy.fit(pool, np.arange(3))
-    assert [r.getMessage() for r in caplog.records] == [
+    assert _warnings_of_fit(policy, store, caplog) == [
         f"the policy at {other} remembers no records of zeroeval (it knows "
         "elsewhere); each model's estimates come from the records whose prompts "
         "are most like the request, as for a live request"
     ]
+    pool = ReplayPool.load(store, ["zeroeval"], MODELS)
     assert policy.route(pool, np.arange(10), 2.0).called.shape == (10, 3)
+
+
+def _warnings_of_fit(
+    policy: LearnedPolicy, store: Store, caplog: pytest.LogCaptureFixture
+) -> list[str]:
+    """What fitting ``policy`` to the small zeroeval pool logs as warnings."""
+    with caplog.at_level(logging.WARNING):
+        policy.fit(ReplayPool.load(store, ["zeroeval"], MODELS), np.arange(3))
+    return [r.getMessage() for r in caplog.records]
 
 
 def test_lambda_outside_the_trained_range_is_refused(

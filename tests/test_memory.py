@@ -167,29 +167,22 @@ def test_a_memory_is_built_from_table_rows() -> None:
 
 def test_an_item_of_two_suites_over_one_source_is_remembered_once() -> None:
     # "x" is in two suites over the same source, with other pools; "y" is once.
-    built = build_memory(
-        embedding=np.eye(3, 384, dtype=np.float32),
-        item=item_hash(["x", "x", "y"]),
-        model_id=np.array([[0, 1], [2, 0], [0, 1]]),
-        valid=np.array([[True, True], [True, False], [True, True]]),
-        score=np.array([[1.0, 0.0], [0.5, 0.0], [0.0, 1.0]]),
-        cost=np.array([[0.1, 0.2], [0.3, 0.0], [0.4, 0.5]]),
-        n_models=3,
-    )
+    rows = {
+        "embedding": np.eye(3, 384, dtype=np.float32),
+        "item": item_hash(["x", "x", "y"]),
+        "model_id": np.array([[0, 1], [2, 0], [0, 1]]),
+        "valid": np.array([[True, True], [True, False], [True, True]]),
+        "score": np.array([[1.0, 0.0], [0.5, 0.0], [0.0, 1.0]]),
+        "cost": np.array([[0.1, 0.2], [0.3, 0.0], [0.4, 0.5]]),
+        "n_models": 3,
+    }
+    built = build_memory(**rows)
     assert built.item.tolist() == item_hash(["x", "y"]).tolist()
     assert built.score[0].tolist() == [1.0, 0.0, 0.5]
     assert built.cost[0].tolist() == pytest.approx([0.1, 0.2, 0.3])
     assert built.score[1, :2].tolist() == [0.0, 1.0] and np.isnan(built.score[1, 2])
     # In two collections the same item is two records.
     apart = build_memory(
-        embedding=np.eye(3, 384, dtype=np.float32),
-        item=item_hash(["x", "x", "y"]),
-        model_id=np.array([[0, 1], [2, 0], [0, 1]]),
-        valid=np.array([[True, True], [True, False], [True, True]]),
-        score=np.array([[1.0, 0.0], [0.5, 0.0], [0.0, 1.0]]),
-        cost=np.array([[0.1, 0.2], [0.3, 0.0], [0.4, 0.5]]),
-        n_models=3,
-        collection=np.array([0, 1, 0]),
-        collections=("one", "two"),
+        **rows, collection=np.array([0, 1, 0]), collections=("one", "two")
     )
     assert len(apart.item) == 3 and apart.collection.tolist() == [0, 1, 0]
