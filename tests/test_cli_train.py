@@ -10,7 +10,7 @@ from _standin import StandInEmbedder
 from typer.testing import CliRunner
 
 from xrouter.backends.replay import ReplayPool
-from xrouter.cli import data, evaluate, train  # noqa: F401  (registers commands)
+from xrouter.cli import data, evaluate, route, train  # noqa: F401  (registers commands)
 from xrouter.cli.app import app
 from xrouter.core.catalog import load_catalog
 from xrouter.records.ingest import ingest
@@ -84,6 +84,45 @@ def test_train_then_evaluate_the_policy(
     knobs = [point["knob"] for point in learned["curve"]]
     assert min(knobs) == 0.1 and max(knobs) == 3e4 and 2.0 in knobs
     assert "| rl-router |" in (out / "report.md").read_text()
+
+
+def test_route_one_request_with_the_trained_policy(
+    small_data: Path, setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    common = flags(small_data, setup)
+    ckpt = tmp_path / "ckpt"
+    code, output = run("train", "policy", *common, "--out", str(ckpt), "--steps", "3")
+    assert code == 0, output
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(
+        f"models:\n  - {{model: {POOL[0]}, backend: replay}}\n"
+        f"  - {{model: {POOL[1]}, backend: replay}}\n"
+        "replay: {source: zeroeval}\n"
+    )
+    janet = (
+        "Janet's ducks lay 16 eggs per day. She eats three for breakfast every "
+        "morning and bakes muffins for her friends every day with four. She sells "
+        "the remainder at the farmers' market daily for $2 per fresh duck egg. How "
+        "much in dollars does she make every day at the farmers' market?"
+    )
+    store = ["--store", str(setup[0])]
+    route_flags = ["--policy", str(ckpt), "--pool", str(pool), *store]
+    code, output = run("route", janet, *route_flags, "--json")
+    assert code == 0, output
+    result = json.loads(output)
+    assert result["answered_by"] and set(result["answered_by"]) <= set(POOL[:2])
+    models = [c for c in result["calls"] if not c["by_router"]]
+    assert models and {c["model"] for c in models} <= set(POOL[:2])
+    # The policy decides for free: the episode costs what its model calls cost.
+    assert result["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in models))
+    assert result["cost_usd"] > 0
+    code, output = run("route", janet, *route_flags, "--lambda", "1e6")
+    assert code == 1
+    assert output.strip() == (
+        f"error: lambda 1e+06 is outside the range the policy at {ckpt} was trained "
+        "on (0.1 to 30000); choose a lambda in that range or train a policy over a "
+        "wider one"
+    )
 
 
 def test_bad_input_is_one_clear_line(

@@ -21,7 +21,9 @@ from xrouter.core.errors import ConfigError
 from xrouter.core.types import ROLES, Message
 from xrouter.orchestrator.budget import Budget
 from xrouter.orchestrator.loop import EpisodeResult, Limits, Orchestrator
+from xrouter.policies.checkpoint import load_checkpoint
 from xrouter.policies.llm_router import LLMRouter
+from xrouter.policies.policy_router import PolicyRouter
 from xrouter.records.store import Store
 
 __all__ = ["default_replay_pool", "read_messages"]
@@ -89,6 +91,15 @@ def route_command(
     router: Annotated[
         str, typer.Option("--router", help="Model card of the router model.")
     ] = DEFAULT_ROUTER,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            help="Route with a trained policy checkpoint (`xrouter train policy`) "
+            "instead of the router model; --router and --router-tokens are then "
+            "unused.",
+        ),
+    ] = None,
     lam: Annotated[
         float, typer.Option("--lambda", help="Cost weight the router is told.")
     ] = 1.0,
@@ -132,10 +143,17 @@ def route_command(
     else:
         needs_store = any(m.backend == "replay" for m in spec.models)
         pool = build_pool(spec, cards, open_store(store) if needs_store else None)
-    llm = LLMRouter(backend_for(cards.get(router)), max_tokens=router_tokens)
+    chosen: LLMRouter | PolicyRouter
+    if policy is not None:
+        chosen = PolicyRouter(load_checkpoint(policy), cards, pool.ids, None)
+        chosen.check(lam)
+    else:
+        chosen = LLMRouter(backend_for(cards.get(router)), max_tokens=router_tokens)
     orchestrator = Orchestrator(pool, Limits(max_turns=max_turns))
     started = time.monotonic()
-    result = asyncio.run(_run(orchestrator, llm, messages, lam, Budget.limit(budget)))
+    result = asyncio.run(
+        _run(orchestrator, chosen, messages, lam, Budget.limit(budget))
+    )
     elapsed = time.monotonic() - started
     if as_json:
         console.print_json(json.dumps({**result.as_dict(), "seconds": elapsed}))
@@ -145,7 +163,7 @@ def route_command(
 
 async def _run(
     orchestrator: Orchestrator,
-    router: LLMRouter,
+    router: LLMRouter | PolicyRouter,
     messages: list[Message],
     lam: float,
     budget: Budget,
@@ -154,7 +172,8 @@ async def _run(
         return await orchestrator.run(router, messages, lam=lam, budget=budget)
     finally:
         await orchestrator.pool.aclose()
-        await router.backend.aclose()
+        if isinstance(router, LLMRouter):
+            await router.backend.aclose()
 
 
 def _print(result: EpisodeResult, elapsed: float) -> None:
