@@ -55,13 +55,22 @@ def flags(small_data: Path, setup: tuple[Path, Path]) -> list[str]:
     return ["--from", str(small_data), "--store", str(store), "--suites", str(suites)]
 
 
+def trained(small_data: Path, setup: tuple[Path, Path], out: Path, steps: int) -> str:
+    """Train a policy of ``steps`` steps into ``out``; what the command printed."""
+    common = flags(small_data, setup)
+    code, output = run(
+        "train", "policy", *common, "--out", str(out), "--steps", str(steps)
+    )
+    assert code == 0, output
+    return output
+
+
 def test_train_then_evaluate_the_policy(
     small_data: Path, setup: tuple[Path, Path], tmp_path: Path
 ) -> None:
     common = flags(small_data, setup)
     ckpt = tmp_path / "ckpt"
-    code, output = run("train", "policy", *common, "--out", str(ckpt), "--steps", "4")
-    assert code == 0, output
+    output = trained(small_data, setup, ckpt, 4)
     assert "zeroeval-math" in output and "trained 4 steps" in output
     manifest = json.loads((ckpt / "manifest.json").read_text())
     assert manifest["suites"]["zeroeval-math"]["pool"] == POOL
@@ -89,10 +98,8 @@ def test_train_then_evaluate_the_policy(
 def test_route_one_request_with_the_trained_policy(
     small_data: Path, setup: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    common = flags(small_data, setup)
     ckpt = tmp_path / "ckpt"
-    code, output = run("train", "policy", *common, "--out", str(ckpt), "--steps", "3")
-    assert code == 0, output
+    trained(small_data, setup, ckpt, 3)
     pool = tmp_path / "pool.yaml"
     pool.write_text(
         f"models:\n  - {{model: {POOL[0]}, backend: replay}}\n"
