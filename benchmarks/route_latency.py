@@ -68,8 +68,9 @@ def main() -> None:
     # Warm up every path (model loads, first allocations).
     for text in texts[:10]:
         for embedder in (trained, other):
-            router.first_decision(embedder.encode([text])[0], args.lam, 100)
-            alone.first_decision(embedder.encode([text])[0], args.lam, 100)
+            vector = embedder.encode([text])[0]
+            router.first_decision(vector, args.lam, 100)
+            alone.first_decision(vector, args.lam, 100)
 
     embed_s: dict[str, list[float]] = {trained.kind: [], other.kind: []}
     both_s: dict[str, list[float]] = {trained.kind: [], other.kind: []}

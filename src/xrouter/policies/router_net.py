@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +49,7 @@ __all__ = [
     "RouterNet",
     "Trajectory",
     "encode",
+    "per_candidate",
     "play",
 ]
 
@@ -219,8 +221,7 @@ def encode(
     # The last two columns feed the reward-shaped logit (see RouterNet.forward):
     # the neighbours' success rate as a logit, and the penalty after the action.
     wide = np.clip(inputs.memory[..., 1], 0.02, 0.98)
-    prior = np.log(wide / (1 - wide))  # [n, M]
-    prior = np.concatenate([prior[rows, self_col][:, None], prior, prior], axis=1)
+    prior = per_candidate(np.log(wide / (1 - wide)), inputs.self_model)
     after = _penalty_after(inputs, state, card_usd, config)
     cand_x = np.concatenate(
         [
@@ -232,9 +233,16 @@ def encode(
         ],
         axis=2,
     ).astype(np.float32)
-    mid = inputs.model_id
-    cand_model = np.concatenate([mid[rows, self_col][:, None], mid, mid], axis=1)
+    cand_model = per_candidate(inputs.model_id, inputs.self_model)
     return _state_features(inputs, state, config), cand_x, cand_model
+
+
+def per_candidate(values: NDArray[Any], self_model: NDArray[np.int64]) -> NDArray[Any]:
+    """``values[n, M]``, one per model, laid out per candidate action,
+    ``[n, 1 + 2M]``: the answer takes the self model's value, call j and select j
+    model j's."""
+    own = values[np.arange(len(values)), np.maximum(self_model, 0)]
+    return np.concatenate([own[:, None], values, values], axis=1)
 
 
 def _penalty_after(

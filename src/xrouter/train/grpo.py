@@ -94,6 +94,7 @@ from xrouter.policies.router_net import (
     NetConfig,
     RouterNet,
     Trajectory,
+    per_candidate,
     play,
 )
 from xrouter.train.env import TrainingData
@@ -258,11 +259,7 @@ def _flatten(
     every = np.concatenate([t.rows for t in turns])
     mask = keep[every]
     rows = every[mask]
-    self_col = np.maximum(inputs.self_model[rows], 0)
-    own = score[rows]
-    right = np.concatenate(
-        [own[np.arange(len(rows)), self_col][:, None], own, own], axis=1
-    )
+    right = per_candidate(score[rows], inputs.self_model[rows])
 
     def cat(name: str) -> torch.Tensor:
         return torch.from_numpy(np.concatenate([getattr(t, name) for t in turns])[mask])
