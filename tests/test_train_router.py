@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from xrouter.cli import train  # noqa: F401  (registers the sub-commands)
 from xrouter.cli.app import app
+from xrouter.cli.train import router_settings
 from xrouter.core.catalog import load_catalog
 from xrouter.core.errors import ConfigError
 from xrouter.evaluate.episodes import sample_items
@@ -52,8 +53,10 @@ from xrouter.train.router_data import (
 from xrouter.train.router_eval import Rivals
 from xrouter.train.router_policy import PolicyBackend, load_router_model
 from xrouter.train.router_rl import (
+    Episode,
     clipped_token_loss,
     collect_groups,
+    fill_groups,
     group_advantages,
     grpo_update,
 )
@@ -284,6 +287,37 @@ def test_a_grpo_step_changes_parameters_and_drops_flat_groups(
     assert (flat.kept_groups, flat.dropped_groups, flat.updates) == (0, 2, 0)
 
 
+def test_dynamic_sampling_replaces_flat_groups_for_a_bounded_number_of_rounds() -> None:
+    """Each round plays as many fresh examples as informative groups are missing;
+    the groups of equal rewards stay in the batch, for the update to drop."""
+    rounds = {
+        0: [[0.0, 0.0], [1.0, 0.0], [0.5, 0.5]],  # one of three informative
+        1: [[0.9, 0.9], [0.0, 0.7]],  # the two missing: one informative
+        2: [[0.2, 0.0]],  # the last one missing
+        3: [[0.3, 0.1]],
+    }
+    asked = []
+
+    def play(extra: int, n: int) -> list[list[Episode]]:
+        asked.append((extra, n))
+        episodes = rounds[extra]
+        assert len(episodes) == n
+        return [[Episode(r, r, 0.0, "pool", 1, True) for r in g] for g in episodes]
+
+    groups, extra = fill_groups(play, 3, rounds=5)
+    assert asked == [(0, 3), (1, 2), (2, 1)] and extra == 2
+    assert [[e.reward for e in g] for g in groups] == [
+        *rounds[0],
+        *rounds[1],
+        *rounds[2],
+    ]
+    asked.clear()
+    groups, extra = fill_groups(play, 3, rounds=1)
+    assert asked == [(0, 3), (1, 2)] and extra == 1 and len(groups) == 5
+    asked.clear()
+    assert fill_groups(play, 3, rounds=0)[1] == 0 and asked == [(0, 3)]
+
+
 def _config(tiny_dir: Path, **changes: Any) -> RouterTrainConfig:
     settings: dict[str, Any] = {
         "base": str(tiny_dir),
@@ -321,6 +355,11 @@ def test_resuming_restores_step_weights_and_optimizer(
     assert found is not None and (found.phase, found.step) == ("rl", 1)
     assert manifest["settings"]["group_size"] == 2 and manifest["data_fingerprint"]
     sft = [json.loads(x) for x in (split / "metrics.jsonl").read_text().splitlines()]
+    # The untrained router answers every episode itself, wrongly: each group
+    # earns 0 throughout, so both refill rounds are played and all dropped.
+    rl = next(x for x in sft if x["phase"] == "rl")
+    assert rl["action_mix"] == {"direct": 1.0} and rl["reward"] == 0.0
+    assert (rl["refill_rounds"], rl["kept_groups"], rl["dropped_groups"]) == (2, 0, 3)
     assert [x["step"] for x in sft if x["phase"] == "sft"] == [1, 2]
     assert {
         "reward",
@@ -373,8 +412,26 @@ def run(*args: str) -> tuple[int, str]:
 def test_help_names_lambda_group_and_clip() -> None:
     code, output = run("--help")
     assert code == 0
-    for word in ("lambda", "--group-size", "--clip-low", "--clip-high", "--resume"):
+    for word in (
+        "lambda",
+        "--group-size",
+        "--clip-low",
+        "--clip-high",
+        "--refill-rounds",
+        "--resume",
+    ):
         assert word in output
+
+
+def test_the_shipped_7b_config_holds_the_papers_settings() -> None:
+    path = Path(__file__).parents[1] / "configs" / "router-qwen2.5-7b.yaml"
+    config = RouterTrainConfig.from_mapping(router_settings(path))
+    assert (config.clip_low, config.clip_high, config.temperature) == (0.2, 0.28, 1.0)
+    assert (config.group_size, config.refill_rounds, config.dtype) == (
+        8,
+        3,
+        "bfloat16",
+    )
 
 
 @pytest.mark.parametrize(

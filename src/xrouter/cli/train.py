@@ -195,6 +195,14 @@ def router_command(
     prompts_per_step: Annotated[
         int | None, _opt("--prompts-per-step", "Groups per GRPO step (default 2).")
     ] = None,
+    refill_rounds: Annotated[
+        int | None,
+        _opt(
+            "--refill-rounds",
+            "Dynamic sampling: extra rounds of fresh examples that replace groups "
+            "whose rewards are all equal (default 2; 0: none).",
+        ),
+    ] = None,
     clip_low: Annotated[
         float | None, _opt("--clip-low", "Ratio clip below 1 (default 0.2).")
     ] = None,
@@ -269,6 +277,7 @@ def router_command(
         "rl_steps": rl_steps,
         "group_size": group_size,
         "prompts_per_step": prompts_per_step,
+        "refill_rounds": refill_rounds,
         "clip_low": clip_low,
         "clip_high": clip_high,
         "lambda_min": lambda_min,
@@ -281,7 +290,7 @@ def router_command(
         "checkpoint_every": checkpoint_every,
         "seed": seed,
     }
-    settings = _config_file(config_file) | {
+    settings = router_settings(config_file) | {
         k: v for k, v in given.items() if v is not None
     }
     config = RouterTrainConfig.from_mapping(settings)
@@ -290,7 +299,9 @@ def router_command(
     )
 
 
-def _config_file(path: Path | None) -> dict[str, Any]:
+def router_settings(path: Path | None) -> dict[str, Any]:
+    """The settings of a ``--config`` YAML file (under ``settings:`` or at the
+    top level); none without a file."""
     from xrouter.core.errors import ConfigError
 
     if path is None:

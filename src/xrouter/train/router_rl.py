@@ -9,7 +9,10 @@ The method, after xRouter (Qiu et al. 2025), which trains its router with DAPO:
   with the model behind the shared ``LLMRouter`` (``router_policy``), and earns the
   shared cost-aware reward ``score x (K - min(lambda x cost, cost_max))``;
 - advantages are the rewards normalised within the example's group; a group whose
-  rewards are all equal is dropped (it says nothing about which turn was better);
+  rewards are all equal is dropped (it says nothing about which turn was better),
+  and, as in DAPO's dynamic sampling, fresh examples are played in its place
+  until the step holds its number of informative groups or a bounded number of
+  extra rounds is spent (:func:`fill_groups`);
 - the loss is the clipped ratio objective with DAPO's asymmetric clip (0.2 below,
   0.28 above), averaged over every trained token of the minibatch alike (token
   mean), with no KL term and no reference model;
@@ -25,15 +28,16 @@ them. The rollout here is the smallest layer that plays episodes through the
 orchestrator; trl's ``selective_log_softmax`` computes the token log-probabilities.
 
 How it differs from the paper: one sequence is generated at a time (no vLLM
-batching), DAPO's dynamic sampling does not refill dropped groups, and there is no
-overlong penalty; completions cut at ``max_new_tokens`` are trained as they are.
+batching), dynamic sampling gives up after ``rounds`` extra rounds rather than
+sampling without end, and there is no overlong penalty; completions cut at
+``max_new_tokens`` are trained as they are.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,9 +62,11 @@ __all__ = [
     "clipped_token_loss",
     "collect_groups",
     "episode_metrics",
+    "fill_groups",
     "first_call_ok",
     "group_advantages",
     "grpo_update",
+    "informative",
     "play_episode",
 ]
 
@@ -143,6 +149,35 @@ def collect_groups(
     ]
 
 
+def informative(rewards: NDArray[np.float64], eps: float = 1e-6) -> NDArray[np.bool_]:
+    """Which groups (rows of ``rewards``, groups x G) have rewards that are not
+    all equal, the only ones an update learns from."""
+    spread: NDArray[np.bool_] = (rewards.max(axis=1) - rewards.min(axis=1)) > eps
+    return spread
+
+
+def fill_groups(
+    play: Callable[[int, int], list[list[Episode]]], wanted: int, rounds: int
+) -> tuple[list[list[Episode]], int]:
+    """DAPO's dynamic sampling: ``play(round, n)`` plays ``n`` fresh examples' groups;
+    while fewer than ``wanted`` of the groups played are informative, play as many
+    more as are missing, for at most ``rounds`` extra rounds.
+
+    Returns every group played (an update drops the flat ones) and the number of
+    extra rounds it took.
+    """
+    groups = play(0, wanted)
+    extra = 0
+    while extra < rounds:
+        rewards = [[e.reward for e in g] for g in groups]
+        missing = wanted - int(informative(np.array(rewards)).sum())
+        if missing <= 0:
+            break
+        extra += 1
+        groups += play(extra, missing)
+    return groups, extra
+
+
 def group_advantages(
     rewards: NDArray[np.float64], eps: float = 1e-6
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
@@ -150,7 +185,7 @@ def group_advantages(
     (shape: groups x G), and which groups are kept (rewards not all equal)."""
     mean = rewards.mean(axis=1, keepdims=True)
     std = rewards.std(axis=1, keepdims=True)
-    keep = (rewards.max(axis=1) - rewards.min(axis=1)) > eps
+    keep = informative(rewards, eps)
     advantages = np.where(keep[:, None], (rewards - mean) / (std + eps), 0.0)
     return advantages, keep
 

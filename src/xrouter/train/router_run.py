@@ -18,7 +18,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,13 @@ from xrouter.train.router_data import (
 )
 from xrouter.train.router_eval import Rivals, evaluate_router, parse_rate
 from xrouter.train.router_policy import PolicyBackend, load_router_model
-from xrouter.train.router_rl import collect_groups, episode_metrics, grpo_update
+from xrouter.train.router_rl import (
+    Episode,
+    collect_groups,
+    episode_metrics,
+    fill_groups,
+    grpo_update,
+)
 from xrouter.train.router_sft import sft_step, sft_traces
 
 __all__ = ["METRICS_FILE", "RouterTrainConfig", "train_router"]
@@ -76,6 +82,7 @@ class RouterTrainConfig:
     prompts_per_step: int = 2  # examples (groups) per GRPO step
     group_size: int = 4  # G: episodes per example
     minibatches: int = 2  # optimizer steps per GRPO batch
+    refill_rounds: int = 2  # extra rounds that replace groups of equal rewards
     lr: float = 1e-6  # GRPO learning rate (AdamW)
     clip_low: float = 0.2  # ratio clip below 1 (DAPO)
     clip_high: float = 0.28  # ratio clip above 1 (DAPO's clip-higher)
@@ -131,7 +138,13 @@ class RouterTrainConfig:
                 "eval_lambdas must list one or more lambdas >= 0, got "
                 f"{list(self.eval_lambdas)}"
             )
-        for name in ("sft_steps", "rl_steps", "eval_items", "parse_items"):
+        for name in (
+            "sft_steps",
+            "rl_steps",
+            "eval_items",
+            "parse_items",
+            "refill_rounds",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.dtype not in _DTYPES:
@@ -307,6 +320,24 @@ def _run_sft(run: _Run, start: int, optimizer: Any) -> None:
             run.save(optimizer, "sft", step + 1, done)
 
 
+def _play_round(
+    run: _Run,
+    backend: PolicyBackend,
+    step: int,
+    rng: np.random.Generator,
+    extra: int,
+    n: int,
+) -> list[list[Episode]]:
+    """The groups of ``n`` fresh examples of a GRPO step: round 0 draws them with
+    the step's generator, each refill round with a generator of its own."""
+    cfg = run.config
+    draw = rng if extra == 0 else np.random.default_rng([cfg.seed, 3, step, extra])
+    examples = _examples(run, draw, n)
+    return collect_groups(
+        run.task, examples, backend, cfg.group_size, cost_max=cfg.cost_max
+    )
+
+
 def _run_rl(run: _Run, start: int, optimizer: Any) -> None:
     cfg, task = run.config, run.task
     card = task.catalog.get(cfg.router_card)
@@ -315,7 +346,6 @@ def _run_rl(run: _Run, start: int, optimizer: Any) -> None:
     for step in range(start, cfg.rl_steps):
         started = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, 2, step])
-        examples = _examples(run, rng, cfg.prompts_per_step)
         backend = PolicyBackend(
             run.accelerator.unwrap_model(run.model),
             run.tokenizer,
@@ -324,9 +354,8 @@ def _run_rl(run: _Run, start: int, optimizer: Any) -> None:
             max_new_tokens=cfg.max_new_tokens,
             seed=cfg.seed * 1_000_003 + step,
         )
-        groups = collect_groups(
-            task, examples, backend, cfg.group_size, cost_max=cfg.cost_max
-        )
+        play = partial(_play_round, run, backend, step, rng)
+        groups, refills = fill_groups(play, cfg.prompts_per_step, cfg.refill_rounds)
         rollout_s = time.perf_counter() - started
         stats = grpo_update(
             run.model,
@@ -342,6 +371,7 @@ def _run_rl(run: _Run, start: int, optimizer: Any) -> None:
         )
         line = {"phase": "rl", "step": step + 1, **episode_metrics(groups)}
         line |= asdict(stats) | {
+            "refill_rounds": refills,
             "rollout_seconds": rollout_s,
             "seconds": time.perf_counter() - started,
             "peak_memory_mb": _peak_memory_mb(),
