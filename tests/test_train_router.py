@@ -26,6 +26,7 @@ from xrouter.cli.app import app
 from xrouter.cli.train import router_settings
 from xrouter.core.catalog import load_catalog
 from xrouter.core.errors import ConfigError
+from xrouter.core.types import Message
 from xrouter.evaluate.episodes import sample_items
 from xrouter.evaluate.runner import evaluate_policy
 from xrouter.evaluate.suites import Suite
@@ -51,7 +52,12 @@ from xrouter.train.router_data import (
     tokenize_conversation,
 )
 from xrouter.train.router_eval import Rivals
-from xrouter.train.router_policy import PolicyBackend, load_router_model
+from xrouter.train.router_policy import (
+    PolicyBackend,
+    RouterTurnSample,
+    load_router_model,
+    sample_batch,
+)
 from xrouter.train.router_rl import (
     Episode,
     clipped_token_loss,
@@ -59,6 +65,7 @@ from xrouter.train.router_rl import (
     fill_groups,
     group_advantages,
     grpo_update,
+    turn_logps,
 )
 from xrouter.train.router_run import RouterTrainConfig, train_router
 from xrouter.train.router_sft import sft_loss, sft_step, sft_traces
@@ -252,6 +259,75 @@ def test_group_advantages_normalise_within_groups_and_flag_flat_ones() -> None:
     assert keep.tolist() == [True, False]
     np.testing.assert_allclose(adv[0], [1, -1, 1, -1], atol=1e-5)
     assert not adv[1].any()
+
+
+def _router_prompt(task: RouterTask, tokenizer: Any) -> list[int]:
+    catalog = load_catalog()
+    system = router_system_prompt([catalog.get(m) for m in POOL], lam=1.0)
+    messages = [Message("system", system), *task.messages(int(task.train[0]))]
+    return encode(tokenizer, chat_text(tokenizer, messages, generation_prompt=True))
+
+
+def test_completions_decoded_together_are_those_decoded_alone(
+    task: RouterTask, tiny_dir: Path
+) -> None:
+    """Greedy, a batch of three is the lone completion thrice; sampled, each
+    completion's recorded log-probabilities are what a full pass over prompt and
+    completion gives, the numbers GRPO's ratio starts from."""
+    model, tokenizer = load_router_model(tiny_dir)
+    prompt = _router_prompt(task, tokenizer)
+    stop = {int(tokenizer.eos_token_id)}
+    alone = sample_batch(
+        model, prompt, 1, max_new_tokens=12, temperature=0.0, stop_ids=stop
+    )
+    together = sample_batch(
+        model, prompt, 3, max_new_tokens=12, temperature=0.0, stop_ids=stop
+    )
+    assert len(alone[0][0]) == 12
+    for ids, logps in together:
+        assert ids == alone[0][0]
+        np.testing.assert_allclose(logps, alone[0][1], atol=1e-5)
+
+    generator = torch.Generator().manual_seed(3)
+    drawn = sample_batch(
+        model,
+        prompt,
+        4,
+        max_new_tokens=12,
+        temperature=1.0,
+        stop_ids=stop,
+        generator=generator,
+    )
+    assert len({tuple(ids) for ids, _ in drawn}) == 4
+    for ids, logps in drawn:
+        turn = RouterTurnSample(prompt, ids, logps, "")
+        full = turn_logps(model, turn, 1.0)
+        np.testing.assert_allclose(full.detach().numpy(), logps, atol=1e-4)
+
+
+def test_a_groups_first_turns_share_one_pass_over_their_prompt(
+    task: RouterTask, tiny_dir: Path
+) -> None:
+    model, tokenizer = load_router_model(tiny_dir)
+    prompt_passes = []
+    forward = model.forward
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["input_ids"].shape[1] > 1:
+            prompt_passes.append(kwargs["input_ids"].shape[1])
+        return forward(*args, **kwargs)
+
+    model.forward = counted
+    card = load_catalog().get("smollm2-135m")
+    backend = PolicyBackend(model, tokenizer, card, max_new_tokens=6, seed=1)
+    groups = collect_groups(task, _examples(task, 2), backend, 3)
+    # The untrained router answers at once: one turn per episode, and one pass
+    # over each example's prompt for its three episodes.
+    assert [[len(e.turns) for e in g] for g in groups] == [[1, 1, 1], [1, 1, 1]]
+    assert len(prompt_passes) == 2
+    for group in groups:
+        opening = {tuple(e.turns[0].prompt_ids) for e in group}
+        assert len(opening) == 1 and len(next(iter(opening))) in prompt_passes
 
 
 def test_a_grpo_step_changes_parameters_and_drops_flat_groups(

@@ -8,14 +8,20 @@ sampled completion's ids and their log-probabilities under the sampling policy
 on; the tool responses live only in later turns' prompts, so they are never
 trained.
 
-Sampling is a plain loop over the KV cache with a seeded generator (one sequence
-at a time): reproducible, and it yields the log-probabilities on the way.
+Sampling is a plain loop over the KV cache with a seeded generator: reproducible,
+and it yields the log-probabilities on the way. The episodes of a GRPO group open
+on the same prompt (one example: the same item, lambda and pool), so their first
+turns are sampled together (``group``): one pass over the prompt, whose KV cache
+is then copied per episode, and one batch of G sequences decoded in lockstep.
+Each completion is a draw of its own from the same distribution; later turns,
+whose prompts differ by what came back, are sampled one at a time.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +36,12 @@ from xrouter.core.errors import ConfigError
 from xrouter.core.types import ChatRequest, Completion, StreamDelta, Usage
 from xrouter.train.router_data import chat_text, encode
 
-__all__ = ["PolicyBackend", "RouterTurnSample", "load_router_model", "sample_tokens"]
+__all__ = [
+    "PolicyBackend",
+    "RouterTurnSample",
+    "load_router_model",
+    "sample_batch",
+]
 
 
 @dataclass
@@ -81,41 +92,52 @@ def eos_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> set[int]:
 
 
 @torch.no_grad()
-def sample_tokens(
+def sample_batch(
     model: Any,
     prompt_ids: Sequence[int],
+    n: int,
     *,
     max_new_tokens: int,
     temperature: float,
     stop_ids: set[int],
     generator: torch.Generator | None = None,
-) -> tuple[list[int], list[float]]:
-    """Sample a completion (greedy when ``temperature`` is 0); returns its ids and
+) -> list[tuple[list[int], list[float]]]:
+    """``n`` completions of one prompt, decoded together after a single pass over
+    the prompt (greedy when ``temperature`` is 0). Each comes as its token ids and
     their log-probabilities under ``softmax(logits / temperature)``."""
     device = next(model.parameters()).device
     out = model(
         input_ids=torch.tensor([list(prompt_ids)], device=device), use_cache=True
     )
-    ids: list[int] = []
-    logps: list[float] = []
+    cache = out.cache
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+    logits = out.logits[:, -1].float().expand(n, -1)  # (n, vocab)
+    ids: list[list[int]] = [[] for _ in range(n)]
+    logps: list[list[float]] = [[] for _ in range(n)]
+    live = [True] * n
     for _ in range(max_new_tokens):
-        logits = out.logits[0, -1].float()  # (vocab,)
         scaled = logits / temperature if temperature > 0 else logits
         logp = torch.log_softmax(scaled, dim=-1)
         if temperature > 0:
-            token = int(torch.multinomial(logp.exp(), 1, generator=generator).item())
+            tokens = torch.multinomial(logp.exp(), 1, generator=generator)[:, 0]
         else:
-            token = int(logits.argmax().item())
-        ids.append(token)
-        logps.append(float(logp[token]))
-        if token in stop_ids:
+            tokens = logits.argmax(dim=-1)
+        chosen = logp.gather(1, tokens[:, None])[:, 0]
+        for k in range(n):
+            if live[k]:
+                token = int(tokens[k])
+                ids[k].append(token)
+                logps[k].append(float(chosen[k]))
+                live[k] = token not in stop_ids
+        if not any(live):
             break
-        out = model(
-            input_ids=torch.tensor([[token]], device=device),
-            cache=out.cache,
-            use_cache=True,
-        )
-    return ids, logps
+        # A finished sequence keeps decoding alongside the others; what it
+        # generates is never read.
+        out = model(input_ids=tokens[:, None], cache=cache, use_cache=True)
+        cache = out.cache
+        logits = out.logits[:, -1].float()
+    return list(zip(ids, logps, strict=True))
 
 
 @dataclass
@@ -139,28 +161,57 @@ class PolicyBackend:
         self._stop = eos_ids(self.model, self.tokenizer)
         device = next(self.model.parameters()).device
         self._generator = torch.Generator(device=device).manual_seed(self.seed)
+        self._share = 1
+        self._opening = True  # the next request opens an episode
+        self._queued: dict[tuple[int, ...], list[tuple[list[int], list[float]]]] = {}
+
+    @contextmanager
+    def sharing_first_turns(self, episodes: int) -> Iterator[None]:
+        """Within the block, the first turn of an episode is sampled with those of
+        the next ``episodes - 1`` episodes that open on the same prompt (a GRPO
+        group); draws left over are dropped at the end."""
+        self._share = episodes
+        try:
+            yield
+        finally:
+            self._share = 1
+            self._queued.clear()
 
     @property
     def card(self) -> ModelCard:
         return self.router_card
 
     def take_turns(self) -> list[RouterTurnSample]:
-        """The turns recorded since the last call, and forget them."""
+        """The turns recorded since the last call, and forget them; the next
+        request opens an episode."""
         turns, self.turns = self.turns, []
+        self._opening = True
         return turns
 
-    async def complete(self, request: ChatRequest) -> Completion:
-        started = time.perf_counter()
-        text = chat_text(self.tokenizer, request.messages, generation_prompt=True)
-        prompt = encode(self.tokenizer, text)
-        ids, logps = sample_tokens(
+    def _sample(self, prompt: list[int]) -> tuple[list[int], list[float]]:
+        opening, self._opening = self._opening, False
+        queued = self._queued.get(tuple(prompt)) if opening else None
+        if queued:
+            return queued.pop()
+        draws = sample_batch(
             self.model,
             prompt,
+            self._share if opening else 1,
             max_new_tokens=self.max_new_tokens,
             temperature=self.temperature,
             stop_ids=self._stop,
             generator=self._generator,
         )
+        first = draws.pop(0)
+        if draws:
+            self._queued[tuple(prompt)] = draws[::-1]  # popped in drawn order
+        return first
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        started = time.perf_counter()
+        text = chat_text(self.tokenizer, request.messages, generation_prompt=True)
+        prompt = encode(self.tokenizer, text)
+        ids, logps = self._sample(prompt)
         reply = self.tokenizer.decode(ids, skip_special_tokens=True)
         reply = reply if isinstance(reply, str) else "".join(reply)
         self.turns.append(RouterTurnSample(prompt, ids, logps, reply))

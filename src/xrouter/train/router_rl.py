@@ -27,10 +27,10 @@ and keeps all-equal groups in the token mean with advantage 0 instead of droppin
 them. The rollout here is the smallest layer that plays episodes through the
 orchestrator; trl's ``selective_log_softmax`` computes the token log-probabilities.
 
-How it differs from the paper: one sequence is generated at a time (no vLLM
-batching), dynamic sampling gives up after ``rounds`` extra rounds rather than
-sampling without end, and there is no overlong penalty; completions cut at
-``max_new_tokens`` are trained as they are.
+How it differs from the paper: no vLLM (a group's first turns are decoded as one
+batch, later turns one sequence at a time), dynamic sampling gives up after
+``rounds`` extra rounds rather than sampling without end, and there is no
+overlong penalty; completions cut at ``max_new_tokens`` are trained as they are.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ __all__ = [
     "grpo_update",
     "informative",
     "play_episode",
+    "turn_logps",
 ]
 
 
@@ -138,15 +139,21 @@ def collect_groups(
     cost_max: float = RewardConfig().cost_max,
     limits: Limits | None = None,
 ) -> list[list[Episode]]:
-    """G episodes of each example, with the model in eval mode (no dropout)."""
+    """G episodes of each example, with the model in eval mode (no dropout); the
+    first turns of a group are sampled together."""
     backend.model.eval()
-    return [
-        [
-            play_episode(task, ex, backend, cost_max=cost_max, limits=limits)
-            for _ in range(group_size)
-        ]
-        for ex in examples
-    ]
+    groups = []
+    for example in examples:
+        with backend.sharing_first_turns(group_size):
+            groups.append(
+                [
+                    play_episode(
+                        task, example, backend, cost_max=cost_max, limits=limits
+                    )
+                    for _ in range(group_size)
+                ]
+            )
+    return groups
 
 
 def informative(rewards: NDArray[np.float64], eps: float = 1e-6) -> NDArray[np.bool_]:
@@ -218,7 +225,7 @@ class UpdateStats:
     updates: int = 0
 
 
-def _turn_logps(model: Any, turn: RouterTurnSample, temperature: float) -> torch.Tensor:
+def turn_logps(model: Any, turn: RouterTurnSample, temperature: float) -> torch.Tensor:
     """Log-probabilities of the turn's completion under the current model."""
     device = next(model.parameters()).device
     ids = torch.tensor([turn.prompt_ids + turn.completion_ids], device=device)
@@ -271,7 +278,7 @@ def grpo_update(
         optimizer.zero_grad()
         total = 0.0
         for turn in batch:
-            logp = _turn_logps(model, turn, temperature)
+            logp = turn_logps(model, turn, temperature)
             old = torch.tensor(turn.logprobs, device=logp.device)
             adv = torch.full_like(logp, turn.advantage)
             per_token, was_clipped = clipped_token_loss(
