@@ -76,7 +76,7 @@ def test_route_answers_a_gsm8k_question_with_the_local_router(
 def test_route_wants_exactly_one_request(tmp_path: Path) -> None:
     code, output = run("route")
     assert code == 1
-    assert "give the request as PROMPT or as --messages FILE, not both" in output
+    assert output == "error: give the request as PROMPT or as --messages FILE\n"
     file = tmp_path / "m.json"
     file.write_text('[{"role": "user", "content": "hi"}]')
     code, output = run("route", "hi", "--messages", str(file))
@@ -90,6 +90,10 @@ def test_route_wants_exactly_one_request(tmp_path: Path) -> None:
         ("[]", "must hold a non-empty JSON list"),
         ('[{"role": "wizard", "content": "hi"}]', "message 0: needs a role from"),
         ('[{"role": "system", "content": "Be terse."}]', "has no user message"),
+        (
+            '[{"role": "system", "content": ""}, {"role": "user", "content": "  "}]',
+            "every message is empty; give the request text",
+        ),
     ],
 )
 def test_bad_messages_files_are_refused(
@@ -110,7 +114,19 @@ def test_bad_pool_files_and_knobs_are_refused(tmp_path: Path) -> None:
     code, output = run("route", "hi", "--pool", str(pool))
     assert code == 1
     assert f"pool file {pool}: models.0.backend: Input should be 'http'" in output
+    pool.write_text(
+        "models:\n  - {model: gpt-4o-mini-2024-07-18}\n  - {model: gpt-4o-mini}\n"
+    )
+    code, output = run("route", "hi", "--pool", str(pool))
+    assert code == 1
+    assert output == (
+        "error: model gpt-4o-mini-2024-07-18 appears twice in the pool "
+        "('gpt-4o-mini' and 'gpt-4o-mini-2024-07-18' name the same model); list "
+        "it once\n"
+    )
     code, output = run("route", "hi", "--lambda", "-1")
-    assert code == 1 and "--lambda must be a number >= 0, got -1.0" in output
+    assert code == 1 and "--lambda must be a finite number >= 0, got -1.0" in output
+    code, output = run("route", "hi", "--lambda", "inf")
+    assert code == 1 and "--lambda must be a finite number >= 0, got inf" in output
     code, output = run("route", "   ")
     assert code == 1 and "the prompt is empty" in output

@@ -94,6 +94,34 @@ def test_train_then_evaluate_the_policy(
     assert min(knobs) == 0.1 and max(knobs) == 3e4 and 2.0 in knobs
     assert "| rl-router |" in (out / "report.md").read_text()
 
+    # Two checkpoints in folders of one name are told apart by their parents;
+    # the same checkpoint twice is refused.
+    for parent in ("a", "b"):
+        (tmp_path / parent / "ckpt").mkdir(parents=True)
+        for file in ckpt.iterdir():
+            (tmp_path / parent / "ckpt" / file.name).write_bytes(file.read_bytes())
+    both = [
+        "--policy",
+        str(tmp_path / "a" / "ckpt"),
+        "--policy",
+        str(tmp_path / "b" / "ckpt"),
+    ]
+    code, output = run("eval", *common, "--out", str(tmp_path / "two"), *both)
+    assert code == 0, output
+    report = json.loads((tmp_path / "two" / "report.json").read_text())
+    rows = {p["name"]: p for p in report["suites"]["zeroeval-math"]["policies"]}
+    assert (
+        rows["rl-router:a/ckpt"]["aiq"]
+        == rows["rl-router:b/ckpt"]["aiq"]
+        == learned["aiq"]
+    )
+    code, output = run(
+        "eval", *common, "--out", str(tmp_path / "same"), "--policy", str(ckpt),
+        "--policy", str(tmp_path / "." / "ckpt"),
+    )  # fmt: skip
+    assert code == 1
+    assert output == f"error: --policy {ckpt.resolve()} is given twice; give it once\n"
+
 
 def test_route_one_request_with_the_trained_policy(
     small_data: Path, setup: tuple[Path, Path], tmp_path: Path
@@ -139,7 +167,7 @@ def test_bad_input_is_one_clear_line(
     absent = tmp_path / "absent"
     code, output = run("eval", *common, "--out", str(tmp_path), "--policy", str(absent))
     assert code == 1 and "Traceback" not in output
-    assert f"error: no checkpoint at {absent}: not a directory" in output
+    assert f"error: no checkpoint at {absent}: it does not exist" in output
     code, output = run(
         "train", "policy", *common, "--out", str(tmp_path), "--lambda-min", "0"
     )
@@ -176,6 +204,14 @@ def test_a_failed_run_leaves_an_earlier_checkpoint_whole(
 
     monkeypatch.setattr(grpo, "_train_step", interrupted)
     code, output = run("train", "policy", *common, "--out", str(ckpt), "--seed", "1")
+    assert code == 1 and calls == []
+    assert output == (
+        f"error: {ckpt} already holds a policy checkpoint; pass --force to replace "
+        "it (it stays whole until the new one is written), or choose another --out\n"
+    )
+    code, output = run(
+        "train", "policy", *common, "--out", str(ckpt), "--seed", "1", "--force"
+    )
     assert code == 130 and "interrupted" in output
     # The checkpoint's weights, manifest and metrics are those of the first run;
     # the interrupted run's one step is kept aside.

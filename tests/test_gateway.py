@@ -204,9 +204,39 @@ def test_a_refused_request_is_logged_under_the_id_it_was_told(
     assert last_logged().requested_model == "no-such-model"
     ask = {"model": GPT, "messages": USER}
     over = http.post(chat, json=ask, headers={"x-xrouter-max-cost": "0"})
-    assert over.status_code == 429
+    assert over.status_code == 402
+    assert over.json()["error"]["code"] == "cost_ceiling_exceeded"
+    message = over.json()["error"]["message"]
+    assert message.startswith(
+        f"over the request's cost ceiling: a call to {GPT} may cost up to $"
+    )
+    assert message.endswith(
+        "left of the request's cost ceiling (limit $0.000000); raise the "
+        "x-xrouter-max-cost header or ask for less (a lower max_tokens)"
+    )
     assert last_logged().request_id == over.headers["x-xrouter-request-id"]
-    assert last_logged().status == 429
+    assert last_logged().status == 402
+
+
+def test_the_official_client_does_not_retry_a_request_over_its_ceiling(
+    gateway: GatewayServer,
+) -> None:
+    before = last_logged().request_id
+    retrying = openai.OpenAI(base_url=gateway.base_url, api_key="-", max_retries=2)
+    with retrying as made, pytest.raises(openai.APIStatusError) as info:
+        made.chat.completions.create(
+            model=GPT,
+            messages=USER,  # type: ignore[arg-type]
+            extra_headers={"x-xrouter-max-cost": "0"},
+        )
+    assert info.value.status_code == 402
+    log = RequestLog(default_log_path())
+    try:
+        entries = log.recent(5)
+    finally:
+        log.close()
+    ids = [e.request_id for e in entries]
+    assert ids[1] == before  # one request logged: the client asked once
 
 
 @pytest.mark.parametrize(
@@ -513,7 +543,7 @@ def test_keys_and_daily_limits_hold_under_concurrency_and_restarts(
             assert refused.json()["error"]["code"] == "invalid_api_key"
         assert http.post(chat, json=ask, headers=b).status_code == 200
         capped = http.post(chat, json=ask, headers=b | {"x-xrouter-max-cost": "0"})
-        assert capped.status_code == 429
+        assert capped.status_code == 402
         assert capped.json()["error"]["type"] == "insufficient_quota"
 
         floods = [flood(gateway.base_url, key, 60) for key in (KEY_A, KEY_B)]
@@ -538,7 +568,8 @@ def test_keys_and_daily_limits_hold_under_concurrency_and_restarts(
     assert outcomes.count((401, "invalid_api_key")) == 2
     served += 1 + sum(statuses.count(200) for statuses in floods)
     assert outcomes.count((200, "ok")) == served
-    assert outcomes.count((429, "budget_exceeded")) == len(entries) - served - 2
+    assert outcomes.count((402, "cost_ceiling_exceeded")) == 1
+    assert outcomes.count((429, "budget_exceeded")) == len(entries) - served - 3
     assert all(e.cost_usd == 0 for e in entries if e.status != 200)
 
     with GatewayServer(keyed) as again:  # the day's spend survives a restart

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from _standin import StandInEmbedder
+from safetensors.torch import load_file, save_file
 
 from xrouter.backends.replay import ReplayPool
 from xrouter.core.catalog import load_catalog, read_cards
@@ -292,6 +294,13 @@ def test_checkpoint_round_trip(
     b = route_rows(loaded.net, data.table, data.models, rows, 30.0)
     assert (a.state.chosen == b.state.chosen).all()
     assert loaded.memory.wide_of == data.memory.wide_of
+    # Both files are readable alike (safetensors alone would make its own
+    # readable by its owner only).
+    modes = {
+        (checkpoint_dir / f).stat().st_mode & 0o777
+        for f in ("manifest.json", "policy.safetensors")
+    }
+    assert len(modes) == 1
 
 
 def test_the_memory_estimates_as_the_tuned_nearest_neighbour_router_does(
@@ -346,6 +355,24 @@ def _refusal(directory: Path, manifest: dict[str, Any]) -> str:
     return str(info.value)
 
 
+def _stamp(directory: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest`` and stamp the weights with its digest, as the writer of
+    a checkpoint with this manifest would."""
+    text = json.dumps(manifest)
+    (directory / "manifest.json").write_text(text)
+    weights = directory / "policy.safetensors"
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    save_file(load_file(weights), weights, metadata={"manifest_sha256": digest})
+
+
+def _restamped(directory: Path, manifest: dict[str, Any]) -> str:
+    """The refusal of ``manifest`` stamped on the weights (a faulty writer)."""
+    _stamp(directory, manifest)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(directory)
+    return str(info.value)
+
+
 def _copy(src: Path, dst: Path) -> Path:
     dst.mkdir()
     for file in src.iterdir():
@@ -357,8 +384,13 @@ def test_damaged_checkpoints_are_refused(checkpoint_dir: Path, tmp_path: Path) -
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(tmp_path / "absent")
     assert str(info.value) == (
-        f"no checkpoint at {tmp_path / 'absent'}: not a directory; write one with "
+        f"no checkpoint at {tmp_path / 'absent'}: it does not exist; write one with "
         f"`xrouter train policy --out {tmp_path / 'absent'}`"
+    )
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(checkpoint_dir / "manifest.json")
+    assert str(info.value).startswith(
+        f"no checkpoint at {checkpoint_dir / 'manifest.json'}: not a directory;"
     )
     corrupt = _copy(checkpoint_dir, tmp_path / "corrupt")
     weights = corrupt / "policy.safetensors"
@@ -422,23 +454,71 @@ def test_damaged_checkpoints_are_refused(checkpoint_dir: Path, tmp_path: Path) -
         changed = json.loads(json.dumps(manifest))
         changed[entry] = value
         assert _refusal(edited, changed) == f"{where}: {says}{damaged}"
+    # Entries of the right types that disagree with each other.
+    net = manifest["net"]
+    low, high = manifest["lambda_range"]
+    assert (low, high) == (0.1, 30000.0)
+    for entry, value, says in [
+        (
+            "lambda_range",
+            [high, low],
+            "lambda_range must be [min, max] with 0 < min < max, got 30000 to 0.1",
+        ),
+        (
+            "default_lambda",
+            1e9,
+            "default_lambda 1e+09 lies outside lambda_range 0.1 to 30000",
+        ),
+        (
+            "prices",
+            {MODELS[0]: manifest["prices"][MODELS[0]]},
+            f"prices lacks the input and output price of {MODELS[1]}",
+        ),
+        (
+            "prices",
+            {
+                **manifest["prices"],
+                MODELS[0]: {"input_per_mtok": -3.0, "output_per_mtok": 0.6},
+            },
+            f"prices.{MODELS[0]}.input_per_mtok: Input "
+            "should be greater than or equal to 0",
+        ),
+        (
+            "net",
+            {**net, "max_turns": 0},
+            "net: hidden, head_hidden and max_turns "
+            f"must be at least 1, got {net['hidden']}, {net['head_hidden']} and 0",
+        ),
+    ]:
+        changed = json.loads(json.dumps(manifest))
+        changed[entry] = value
+        assert _refusal(edited, changed) == f"{where}: {says}{damaged}"
     changed = json.loads(json.dumps(manifest))
     changed["net"]["hidden"] = "128"  # a number, but not of the right type
     assert _refusal(edited, changed) == (
         f"{where}: the network settings are not this xrouter's; train the policy again"
     )
+    # A well-formed manifest that is not the one the weights were written with.
+    weights = edited / "policy.safetensors"
+    edit = f"{where} is not the manifest {weights} was written with (edited or "
+    for entry, value in [
+        ("models", [MODELS[1], MODELS[0], MODELS[2]]),
+        ("embedding", "minilm"),
+        ("default_lambda", 5.0),
+    ]:
+        changed = json.loads(json.dumps(manifest))
+        changed[entry] = value
+        assert _refusal(edited, changed) == f"{edit}replaced since){damaged}"
+    # Stamped alike but not alike in size: the weights are checked against it.
     changed = json.loads(json.dumps(manifest))
     changed["memory"]["items"] += 1  # the weights hold one prompt fewer
-    assert _refusal(edited, changed) == (
-        f"{edited / 'policy.safetensors'} does not fit the network {where} "
-        f"describes{damaged}"
+    assert _restamped(edited, changed) == (
+        f"{weights} does not fit the network {where} describes{damaged}"
     )
-    manifest["memory"]["collections"] = ["zeroeval"]
-    manifest["models"] = list(MODELS[:2])
-    assert _refusal(edited, manifest) == (
-        f"{edited / 'policy.safetensors'} does not fit the network "
-        f"{edited / 'manifest.json'} describes; the checkpoint is damaged, train "
-        "the policy again"
+    changed["memory"]["items"] -= 1
+    changed["models"] = list(MODELS[:2])
+    assert _restamped(edited, changed) == (
+        f"{weights} does not fit the network {where} describes{damaged}"
     )
     bare = _copy(checkpoint_dir, tmp_path / "bare")
     (bare / "policy.safetensors").unlink()
@@ -504,7 +584,7 @@ def test_a_pool_whose_records_the_memory_lacks_is_routed_with_a_warning(
     other = _copy(checkpoint_dir, tmp_path / "other")
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["memory"]["collections"] = ["elsewhere"]
-    (other / "manifest.json").write_text(json.dumps(manifest))
+    _stamp(other, manifest)
     policy = LearnedPolicy(
         load_checkpoint(other),
         load_catalog(),

@@ -57,6 +57,7 @@ def replay_pool(
 ) -> Pool:
     """A pool whose every model answers from its records in ``source``."""
     cards = [catalog.get(m) for m in models]
+    _refuse_twice([(m, c.id) for m, c in zip(models, cards, strict=True)])
     records = ReplayPool.load(store, [source], [c.id for c in cards], tasks=tasks)
     index = PromptIndex(records.items())
     return Pool(
@@ -74,6 +75,7 @@ def replay_pool(
 def build_pool(spec: PoolSpec, catalog: Catalog, store: Store | None = None) -> Pool:
     """The pool a pool file describes; replay entries read ``store``."""
     cards = {m.model: card_for(m, catalog) for m in spec.models}
+    _refuse_twice([(m.model, cards[m.model].id) for m in spec.models])
     replayed = [m for m in spec.models if m.backend == "replay"]
     records: ReplayPool | None = None
     index: PromptIndex | None = None
@@ -111,3 +113,20 @@ def build_pool(spec: PoolSpec, catalog: Catalog, store: Store | None = None) -> 
             PoolEntry(card, backend, None if fallback == card.id else fallback)
         )
     return Pool(entries)
+
+
+def _refuse_twice(names: Sequence[tuple[str, str]]) -> None:
+    """Refuse a pool that lists a model twice, under its id or another name;
+    ``names`` pairs each entry's name with its card's id."""
+    first: dict[str, str] = {}
+    for name, card_id in names:
+        if card_id in first:
+            alias = (
+                f" ({name!r} and {first[card_id]!r} name the same model)"
+                if name != first[card_id]
+                else ""
+            )
+            raise ConfigError(
+                f"model {card_id} appears twice in the pool{alias}; list it once"
+            )
+        first[card_id] = name

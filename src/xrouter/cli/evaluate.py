@@ -158,13 +158,28 @@ def _learned_policies(paths: list[Path]) -> list[tuple[Checkpoint, str]]:
     """The checkpoints, loaded before any work starts, with their report names."""
     from xrouter.policies.checkpoint import load_checkpoint
 
+    if len(paths) == 1:
+        return [(load_checkpoint(paths[0]), "rl-router")]
+    names = _distinct_names(paths)
     return [
-        (
-            load_checkpoint(path),
-            "rl-router" if len(paths) == 1 else f"rl-router:{path.name}",
-        )
-        for path in paths
+        (load_checkpoint(path), f"rl-router:{name}")
+        for path, name in zip(paths, names, strict=True)
     ]
+
+
+def _distinct_names(paths: list[Path]) -> list[str]:
+    """Each path's shortest trailing part that no other path ends with: ``a/ckpt``
+    and ``b/ckpt`` are told apart by their parents."""
+    full = [path.resolve() for path in paths]
+    for path in full:
+        if full.count(path) > 1:
+            raise ConfigError(f"--policy {path} is given twice; give it once")
+    depth = 1
+    while True:
+        names = ["/".join(path.parts[-depth:]) for path in full]
+        if len(set(names)) == len(names):
+            return names
+        depth += 1
 
 
 def _factory(

@@ -57,6 +57,10 @@ def read_messages(path: Path) -> list[Message]:
         messages.append(Message(role, content))
     if not any(m.role == "user" for m in messages):
         raise ConfigError(f"messages file {path} has no user message")
+    if not any(m.content.strip() for m in messages):
+        raise ConfigError(
+            f"messages file {path}: every message is empty; give the request text"
+        )
     return messages
 
 
@@ -125,10 +129,12 @@ def route_command(
 ) -> None:
     """Route one request: the router answers or calls pool models; print the
     answer, every call with its tokens, latency and cost, and the total."""
-    if (prompt is None) == (messages_file is None):
+    if prompt is None and messages_file is None:
+        raise ConfigError("give the request as PROMPT or as --messages FILE")
+    if prompt is not None and messages_file is not None:
         raise ConfigError("give the request as PROMPT or as --messages FILE, not both")
     if not math.isfinite(lam) or lam < 0:
-        raise ConfigError(f"--lambda must be a number >= 0, got {lam}")
+        raise ConfigError(f"--lambda must be a finite number >= 0, got {lam}")
     if prompt is not None and not prompt.strip():
         raise ConfigError("the prompt is empty; give the request text")
     messages = (

@@ -89,6 +89,10 @@ def policy_command(
     lambda_max: LambdaMax = None,
     default_lambda: DefaultLambda = None,
     embedding: EmbeddingKind = "static",
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace a checkpoint that --out already holds."),
+    ] = False,
     suites_file: SuitesFile = None,
     store: StorePath = None,
     catalog: CatalogFiles = None,
@@ -96,6 +100,7 @@ def policy_command(
     """Train one routing policy for every lambda on all suites' train splits."""
     from xrouter.core.errors import ConfigError
     from xrouter.evaluate.suites import load_suites
+    from xrouter.policies.checkpoint import MANIFEST
     from xrouter.policies.embedding import KINDS
     from xrouter.records.ingest import ensure_ingested, sources_under
     from xrouter.train.grpo import GRPOConfig
@@ -117,6 +122,11 @@ def policy_command(
     config = GRPOConfig(
         **{k: v for k, v in chosen_settings.items() if v is not None}  # type: ignore[arg-type]
     )
+    if (out / MANIFEST).exists() and not force:
+        raise ConfigError(
+            f"{out} already holds a policy checkpoint; pass --force to replace it "
+            "(it stays whole until the new one is written), or choose another --out"
+        )
     writable_dir(out, "checkpoint directory")
     target = open_store(store)
     cards = load_catalog(catalog or ())

@@ -9,14 +9,18 @@ A checkpoint is a directory::
                          pools, the data fingerprints, the lambda range,
                          hyper-parameters, seed and metrics
 
-Loading checks both files and refuses a damaged checkpoint with a
-``CheckpointError``. Applying it to a pool checks the pool against the manifest:
-a model the network never saw is refused; a price that changed since training is
-logged as a warning naming the model and both prices.
+The weights file carries the SHA-256 of the manifest it was written with, so a
+manifest edited or replaced afterwards (models reordered, another embedding named,
+a lambda range changed) is refused rather than routed with silently. Loading
+checks both files and refuses a damaged checkpoint with a ``CheckpointError``.
+Applying it to a pool checks the pool against the manifest: a model the network
+never saw is refused; a price that changed since training is logged as a warning
+naming the model and both prices.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -33,8 +37,9 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    model_validator,
 )
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from xrouter.core.catalog import Catalog
@@ -54,11 +59,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Format 5: the memory remembers whether each response's answer was extracted
-# (format 4: it searches each collection of records apart; format 3: the
-# network's residual reads no prompt and its head gives one output; format 2:
-# memory similarities centred, the manifest names the embedding).
-FORMAT = "xrouter-policy/5"
+# Format 6: the weights carry the manifest's digest (format 5: the memory
+# remembers whether each response's answer was extracted; format 4: it searches each
+# collection of records apart; format 3: the network's residual reads no prompt
+# and its head gives one output; format 2: memory similarities centred, the
+# manifest names the embedding).
+FORMAT = "xrouter-policy/6"
 WEIGHTS = "policy.safetensors"
 MANIFEST = "manifest.json"
 _REQUIRED = (
@@ -72,6 +78,7 @@ _REQUIRED = (
     "embedding",
 )
 _MEMORY = "memory."
+_DIGEST = "manifest_sha256"  # the weights file's metadata key
 
 
 class _MemoryShape(BaseModel):
@@ -86,16 +93,36 @@ class _MemoryShape(BaseModel):
 
 
 class _ManifestShape(BaseModel):
-    """The types of the manifest's entries that loading and routing read."""
+    """The types of the manifest's entries that loading and routing read, and
+    how they must agree."""
 
     model_config = ConfigDict(extra="allow")
     models: list[StrictStr]
-    prices: dict[str, dict[str, float]]
+    prices: dict[str, dict[str, Annotated[float, Field(ge=0)]]]
     net: dict[str, float]
     memory: _MemoryShape
     lambda_range: tuple[float, float]
     default_lambda: float
     embedding: StrictStr
+
+    @model_validator(mode="after")
+    def _agree(self) -> _ManifestShape:
+        lo, hi = self.lambda_range
+        if not 0 < lo < hi < math.inf:
+            raise ValueError(
+                f"lambda_range must be [min, max] with 0 < min < max, got {lo:g} to "
+                f"{hi:g}"
+            )
+        if not lo <= self.default_lambda <= hi:
+            raise ValueError(
+                f"default_lambda {self.default_lambda:g} lies outside lambda_range "
+                f"{lo:g} to {hi:g}"
+            )
+        for model in self.models:
+            price = self.prices.get(model, {})
+            if not {"input_per_mtok", "output_per_mtok"} <= set(price):
+                raise ValueError(f"prices lacks the input and output price of {model}")
+        return self
 
 
 @dataclass
@@ -151,7 +178,6 @@ def save_checkpoint(
         _MEMORY + "collection": torch.from_numpy(memory.collection),
         _MEMORY + "extracted": torch.from_numpy(memory.extracted),
     }
-    save_file(weights, str(path / WEIGHTS))
     full = {
         "format": FORMAT,
         "models": list(table.ids),
@@ -172,15 +198,30 @@ def save_checkpoint(
         },
         **manifest,
     }
+    text = json.dumps(full, indent=2) + "\n"
+    # Weights then manifest, each written whole and moved into place; until the
+    # second move the pair disagrees and is refused, never half read.
+    tmp = path / (WEIGHTS + ".tmp")
+    save_file(weights, str(tmp), metadata={_DIGEST: _digest(text)})
+    tmp.replace(path / WEIGHTS)
     tmp = path / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path / MANIFEST)
+    # safetensors creates its file readable by its owner only; give the weights
+    # the manifest's permissions.
+    (path / WEIGHTS).chmod((path / MANIFEST).stat().st_mode & 0o777)
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _read_manifest(path: Path) -> tuple[dict[str, Any], str]:
+    """The manifest, checked, and its digest."""
     file = path / MANIFEST
     try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
+        raw = json.loads(text)
     except OSError as exc:
         raise CheckpointError(
             f"cannot read {file}: {exc.strerror}; a checkpoint directory holds "
@@ -207,13 +248,13 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         shape = _ManifestShape.model_validate(raw)
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        what = error["msg"]
+        loc = ".".join(str(part) for part in error["loc"])
+        where = f"{loc}: " if loc else ""  # a rule across entries names none
+        what = error["msg"].removeprefix("Value error, ")
         if error["type"] == "model_type":  # not a mapping: no class names shown
             what = "Input should be an object"
         raise CheckpointError(
-            f"{file}: {where}: {what}; the checkpoint is damaged, train the policy "
-            "again"
+            f"{file}: {where}{what}; the checkpoint is damaged, train the policy again"
         ) from exc
     counts = shape.memory
     if len(set(counts.collections)) < len(counts.collections):
@@ -227,36 +268,50 @@ def _read_manifest(path: Path) -> dict[str, Any]:
             f"memory.collections ({len(counts.collections)}); the checkpoint is "
             "damaged, train the policy again"
         )
-    return dict(raw)
+    return dict(raw), _digest(text)
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
     """Load a checkpoint directory, refusing damaged or incomplete ones."""
     path = Path(path)
     if not path.is_dir():
+        what = "not a directory" if path.exists() else "it does not exist"
         raise CheckpointError(
-            f"no checkpoint at {path}: not a directory; write one with "
+            f"no checkpoint at {path}: {what}; write one with "
             f"`xrouter train policy --out {path}`"
         )
-    manifest = _read_manifest(path)
+    manifest, digest = _read_manifest(path)
     try:
-        net = RouterNet(len(manifest["models"]), NetConfig(**manifest["net"]))
-    except (TypeError, ValueError) as exc:
+        config = NetConfig(**manifest["net"])
+    except TypeError as exc:
         raise CheckpointError(
             f"{path / MANIFEST}: the network settings are not this xrouter's; "
             "train the policy again"
         ) from exc
+    except ValueError as exc:
+        raise CheckpointError(
+            f"{path / MANIFEST}: net: {exc}; the checkpoint is damaged, train the "
+            "policy again"
+        ) from exc
+    net = RouterNet(len(manifest["models"]), config)
     file = path / WEIGHTS
     if not file.is_file():
         raise CheckpointError(
             f"{file} is missing; the checkpoint is incomplete, train it again"
         )
     try:
+        with safe_open(str(file), framework="pt") as handle:
+            written_with = (handle.metadata() or {}).get(_DIGEST)
         weights = load_file(str(file))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
             f"{file} is corrupt or truncated; train the policy again"
         ) from exc
+    if written_with != digest:
+        raise CheckpointError(
+            f"{path / MANIFEST} is not the manifest {file} was written with (edited "
+            "or replaced since); the checkpoint is damaged, train the policy again"
+        )
     counts = manifest["memory"]
     try:
         memory = NeighbourMemory(

@@ -77,6 +77,24 @@ class NetConfig:
     shaped: bool = True  # reward-shaped logits over the neighbour prior
     sharpness: float = 12.0  # the shaped logit's starting scale (learned)
 
+    def __post_init__(self) -> None:
+        sizes = (self.hidden, self.head_hidden, self.max_turns)
+        if min(sizes) < 1:
+            raise ValueError(
+                "hidden, head_hidden and max_turns must be at least 1, got "
+                f"{self.hidden}, {self.head_hidden} and {self.max_turns}"
+            )
+        if not 0 < self.lam_min < self.lam_max < math.inf:
+            raise ValueError(
+                f"the lambda range must satisfy 0 < lam_min < lam_max, got "
+                f"{self.lam_min:g} to {self.lam_max:g}"
+            )
+        if not (self.k > 0 and self.cost_max > 0 and 0 < self.sharpness < math.inf):
+            raise ValueError(
+                f"k, cost_max and sharpness must be > 0, got {self.k:g}, "
+                f"{self.cost_max:g} and {self.sharpness:g}"
+            )
+
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
 

@@ -18,7 +18,8 @@ What the caller learns about routing, on every answer:
 
 Every error is an OpenAI-style JSON body ``{"error": {"message", "type", "param",
 "code"}}`` with a 4xx status for anything the client sent (its field named in
-``param`` and the message), 429 when a budget refuses the request, 502/504 when
+``param`` and the message), 402 when the request's own cost ceiling refuses it
+(a retry cannot succeed), 429 when a daily limit does, 502/504 when
 every upstream failed, 503 before start-up. No input gets a 5xx. A client that
 leaves before its body or its stream ends is counted (and a stream logged) with
 status 499, which nobody receives.
@@ -50,7 +51,7 @@ from starlette.requests import ClientDisconnect
 from xrouter.core.errors import BackendError, BudgetExceededError
 from xrouter.orchestrator.budget import Budget, Ledger
 from xrouter.serve.config import GatewayConfig
-from xrouter.serve.gateway import Gateway, RequestError, failure_of
+from xrouter.serve.gateway import CEILING, Gateway, RequestError, failure_of
 from xrouter.serve.metrics import CONTENT_TYPE_LATEST, Metrics
 from xrouter.serve.schema import ChatRequestBody, error_body, validation_message
 from xrouter.serve.service import Service, error_response
@@ -304,4 +305,4 @@ def _ceiling(request: Request, header: str) -> list[Ledger]:
             + (f" ({len(given):,} characters)" if len(given) > 40 else ""),
             param=header,
         )
-    return [Ledger("request's cost ceiling", usd)]
+    return [Ledger(CEILING, usd)]

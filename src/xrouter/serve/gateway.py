@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -60,6 +61,7 @@ logger = logging.getLogger(__name__)
 ROUTED = "xrouter"
 # How the orchestrator tells the router that the budget refused a call.
 _REFUSED = ": refused, "
+CEILING = "request's cost ceiling"  # the ledger of the x-xrouter-max-cost header
 
 
 class RequestError(Exception):
@@ -439,10 +441,21 @@ async def aclose(iterator: object) -> None:
 
 
 def failure_of(exc: BackendError | BudgetExceededError) -> RequestError:
-    """The HTTP error for a request that no model could answer: 429 when a
-    budget refused its calls, 504 when the last call timed out, 502 otherwise."""
+    """The HTTP error for a request that no model could answer: 402 when only
+    the request's own cost ceiling refused its calls (asking again cannot
+    succeed, so clients must not retry), 429 when a key's or the gateway's daily
+    limit did, 504 when the last call timed out, 502 otherwise."""
     text = str(exc)
     if isinstance(exc, BudgetExceededError) or _REFUSED in text:
+        refused_by = set(re.findall(r"left of the (.+?) \(limit", text))
+        if refused_by == {CEILING}:
+            return RequestError(
+                402,
+                f"over the request's cost ceiling: {text}; raise the "
+                f"x-xrouter-max-cost header or ask for less (a lower max_tokens)",
+                "insufficient_quota",
+                code="cost_ceiling_exceeded",
+            )
         return RequestError(
             429, f"over budget: {text}", "insufficient_quota", code="budget_exceeded"
         )
