@@ -15,7 +15,7 @@ from xrouter.backends.build import replay_pool
 from xrouter.backends.http import HttpBackend
 from xrouter.backends.pool import Pool, PoolEntry
 from xrouter.core.catalog import ModelCard, load_catalog
-from xrouter.core.types import Message
+from xrouter.core.types import ChatRequest, Completion, Message
 from xrouter.orchestrator.budget import Budget, Ledger
 from xrouter.orchestrator.loop import (
     EpisodeResult,
@@ -26,6 +26,7 @@ from xrouter.orchestrator.loop import (
 )
 from xrouter.orchestrator.parsing import parse_tool_calls
 from xrouter.records.store import Store
+from xrouter.records.tokens import count_tokens, first_tokens
 
 CATALOG = load_catalog()
 JANET = (
@@ -202,3 +203,33 @@ def test_replayed_episode_returns_the_recorded_answer_and_cost(
     assert result.answer == janet["response"]
     assert call.cost_usd == janet["cost_usd"] and result.cost_usd == janet["cost_usd"]
     assert json.loads(result.answer.split("```json")[-1].split("```")[0])["answer"]
+
+
+def test_replay_cuts_a_live_answer_at_max_tokens_and_bills_it_pro_rata(
+    zeroeval_store: Store,
+) -> None:
+    gpt = "gpt-4o-mini-2024-07-18"
+    backend = replay_pool(zeroeval_store, "zeroeval", [gpt], CATALOG).entry(gpt).backend
+    records = zeroeval_store.records(["zeroeval"], models=[gpt]).to_pylist()
+    janet = next(
+        r for r in records if r["item_id"] == "zeroeval/gsm8k/gsm8k-main-test-#0"
+    )
+    asked = (Message("user", JANET),)
+
+    async def ask(**options: object) -> Completion:
+        return await backend.complete(ChatRequest(asked, **options))  # type: ignore[arg-type]
+
+    whole = asyncio.run(ask(max_tokens=4096))
+    assert (whole.text, whole.finish_reason) == (janet["response"], "stop")
+    assert whole.usage.output_tokens == janet["output_tokens"] > 5
+    cut = asyncio.run(ask(max_tokens=5))
+    assert cut.text == first_tokens(janet["response"], 5)
+    assert count_tokens(cut.text) == 5 and janet["response"].startswith(cut.text)
+    assert (cut.finish_reason, cut.usage.output_tokens) == ("length", 5)
+    assert cut.usage.input_tokens == janet["input_tokens"]
+    prompt_usd = CATALOG.get(gpt).cost(janet["input_tokens"], 0)
+    reply_usd = (janet["cost_usd"] - prompt_usd) * 5 / janet["output_tokens"]
+    assert cut.cost_usd == pytest.approx(prompt_usd + reply_usd)
+    # An evaluation names its item and gets the record whole, as it was scored.
+    scored = asyncio.run(ask(max_tokens=5, item_id=janet["item_id"]))
+    assert (scored.text, scored.cost_usd) == (janet["response"], janet["cost_usd"])

@@ -30,6 +30,7 @@ from xrouter.core.types import (
 )
 from xrouter.records.schema import Item, item_from_row
 from xrouter.records.store import Store
+from xrouter.records.tokens import first_tokens
 
 __all__ = ["PromptIndex", "ReplayBackend", "ReplayPool"]
 
@@ -265,7 +266,10 @@ class ReplayBackend:
 
     The item is the request's ``item_id`` when given (evaluation, training), else
     the recorded item whose question the conversation asks. Usage and cost are the
-    record's; ``max_tokens`` and sampling settings cannot change a recorded answer.
+    record's. Sampling settings cannot change a recorded answer; ``max_tokens``
+    cuts a live request's answer as an API would (its first ``max_tokens`` tokens,
+    finish reason ``length``, the output billed pro rata), while an evaluation's
+    request, which names its item, gets the record whole, as it was scored.
     """
 
     def __init__(self, card: ModelCard, pool: ReplayPool, index: PromptIndex) -> None:
@@ -312,9 +316,10 @@ class ReplayBackend:
                 model=self._card.id,
                 retryable=False,
             )
-        return Completion(
-            text=record.response, usage=record.usage, cost_usd=record.cost_usd
-        )
+        cap = request.max_tokens
+        if request.item_id is not None or cap is None:
+            return Completion(record.response, record.usage, cost_usd=record.cost_usd)
+        return _cut(record.response, record.usage, record.cost_usd, cap, self._card)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         done = await self.complete(request)
@@ -329,3 +334,19 @@ class ReplayBackend:
 
 
 _WORDS_PER_DELTA = 4
+
+
+def _cut(
+    text: str, usage: Usage, cost_usd: float, cap: int, card: ModelCard
+) -> Completion:
+    """A recorded answer cut to ``cap`` output tokens, if it is longer."""
+    if usage.output_tokens <= cap:
+        return Completion(text, usage, cost_usd=cost_usd)
+    prompt_usd = min(card.cost(usage.input_tokens, 0), cost_usd)
+    reply_usd = (cost_usd - prompt_usd) * cap / usage.output_tokens
+    return Completion(
+        first_tokens(text, cap),
+        Usage(usage.input_tokens, cap),
+        cost_usd=prompt_usd + reply_usd,
+        finish_reason="length",
+    )

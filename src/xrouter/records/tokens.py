@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-__all__ = ["ENCODING", "count_message_tokens", "count_tokens"]
+__all__ = ["ENCODING", "count_message_tokens", "count_tokens", "first_tokens"]
 
 ENCODING = "o200k_base"
 # Chat formats add a few tokens of framing per message (role markers, separators).
@@ -29,6 +29,15 @@ def count_tokens(text: str) -> int:
     if not text:
         return 0
     return len(_encoder().encode_ordinary(text))
+
+
+def first_tokens(text: str, n: int) -> str:
+    """The text of the first ``n`` ``o200k_base`` tokens of ``text``."""
+    tokens = _encoder().encode_ordinary(text)
+    if len(tokens) <= n:
+        return text
+    cut: str = _encoder().decode(tokens[:n])
+    return cut
 
 
 def count_message_tokens(messages: list[tuple[str, str]]) -> int:
