@@ -11,8 +11,9 @@ trained.
 Sampling is a plain loop over the KV cache with a seeded generator: reproducible,
 and it yields the log-probabilities on the way. The episodes of a GRPO group open
 on the same prompt (one example: the same item, lambda and pool), so their first
-turns are sampled together (``group``): one pass over the prompt, whose KV cache
-is then copied per episode, and one batch of G sequences decoded in lockstep.
+turns are sampled together (``PolicyBackend.sharing_first_turns``): one pass over
+the prompt, whose KV cache is then copied per episode, and one batch of G
+sequences decoded in lockstep.
 Each completion is a draw of its own from the same distribution; later turns,
 whose prompts differ by what came back, are sampled one at a time.
 """
