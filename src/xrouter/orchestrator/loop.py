@@ -56,6 +56,7 @@ from xrouter.orchestrator.tools import (
     SELECT_TOOL,
     CallArguments,
     ToolNames,
+    tool_results,
     validate_arguments,
 )
 
@@ -74,8 +75,6 @@ __all__ = [
 # differ by a few percent, so the worst case adds this share and a constant.
 _TOKEN_MARGIN = 1.15
 _TOKEN_SLACK = 32
-# A response shown back to the router is cut to this many characters.
-_SHOWN_CHARS = 6000
 
 
 class EpisodeFailedError(BackendError):
@@ -239,7 +238,7 @@ class Orchestrator:
             trace.calls.extend(records)
             view.calls = [c for c in trace.calls if not c.by_router]
             errors.extend(feedback)
-            view.transcript.append(Message("user", _tool_results(records, feedback)))
+            view.transcript.append(Message("user", tool_results(records, feedback)))
             if time.monotonic() >= deadline:
                 break
         return _turn_limit(trace, last_text, router, view.turn, errors)
@@ -450,21 +449,6 @@ def _assistant_text(turn: RouterTurn) -> str:
         if not turn.calls
         else "\n".join([turn.text, *(c.raw for c in turn.calls)]).strip()
     )
-
-
-def _tool_results(records: Sequence[CallRecord], feedback: Sequence[str]) -> str:
-    """The calls' outcomes as the router reads them next turn."""
-    parts = []
-    for rec in records:
-        head = f'<tool_response call_id="{rec.call_id}" model="{rec.model}"'
-        if rec.error is None:
-            body = (rec.response or "")[:_SHOWN_CHARS]
-            head += f' cost_usd="{rec.cost_usd:.6f}"'
-        else:
-            body = f"error: {rec.error}"
-        parts.append(f"{head}>\n{body}\n</tool_response>")
-    parts.extend(f"<tool_error>{text}</tool_error>" for text in feedback)
-    return "\n".join(parts)
 
 
 def _fitting(

@@ -1,4 +1,5 @@
-"""The router's tools: their names, their OpenAI schemas, and its system prompt.
+"""The router's tools: their names, their OpenAI schemas, its system prompt, and
+how the calls' outcomes read back to it (:func:`tool_results`).
 
 A router (a language model) reaches pool model ``m`` through a tool named
 ``call_<m>`` and ends an episode early with ``select_response``, which returns an
@@ -27,6 +28,7 @@ from typing import Any, Final
 
 from xrouter.core.catalog import ModelCard
 from xrouter.core.errors import ConfigError
+from xrouter.core.types import CallRecord
 
 __all__ = [
     "CALL_PREFIX",
@@ -38,6 +40,7 @@ __all__ = [
     "is_select",
     "router_system_prompt",
     "tool_name",
+    "tool_results",
     "tool_schemas",
     "validate_arguments",
     "validate_select",
@@ -391,3 +394,23 @@ def router_system_prompt(
             f"{SELECT_TOOL} takes call_id (string, required).",
         ]
     return "\n".join(lines)
+
+
+# A response shown back to the router is cut to this many characters.
+_SHOWN_CHARS = 6000
+
+
+def tool_results(records: Sequence[CallRecord], feedback: Sequence[str]) -> str:
+    """The calls' outcomes, and the tool errors of the turn, as the router reads
+    them next turn."""
+    parts = []
+    for rec in records:
+        head = f'<tool_response call_id="{rec.call_id}" model="{rec.model}"'
+        if rec.error is None:
+            body = (rec.response or "")[:_SHOWN_CHARS]
+            head += f' cost_usd="{rec.cost_usd:.6f}"'
+        else:
+            body = f"error: {rec.error}"
+        parts.append(f"{head}>\n{body}\n</tool_response>")
+    parts.extend(f"<tool_error>{text}</tool_error>" for text in feedback)
+    return "\n".join(parts)

@@ -441,14 +441,13 @@ async def aclose(iterator: object) -> None:
 
 
 def failure_of(exc: BackendError | BudgetExceededError) -> RequestError:
-    """The HTTP error for a request that no model could answer: 402 when only
-    the request's own cost ceiling refused its calls (asking again cannot
-    succeed, so clients must not retry), 429 when a key's or the gateway's daily
+    """The HTTP error for a request that no model could answer: 402 when only its
+    own cost ceiling refused its calls (no retry can pass it), 429 when a daily
     limit did, 504 when the last call timed out, 502 otherwise."""
     text = str(exc)
     if isinstance(exc, BudgetExceededError) or _REFUSED in text:
-        refused_by = set(re.findall(r"left of the (.+?) \(limit", text))
-        if refused_by == {CEILING}:
+        # Each refusal names its ledger: "... left of the <ledger> (limit $...)".
+        if set(re.findall(r"left of the (.+?) \(limit", text)) == {CEILING}:
             return RequestError(
                 402,
                 f"over the request's cost ceiling: {text}; raise the "
