@@ -13,8 +13,10 @@ from xrouter.backends.replay import ReplayPool
 from xrouter.cli import data, evaluate, route, train  # noqa: F401  (registers commands)
 from xrouter.cli.app import app
 from xrouter.core.catalog import load_catalog
+from xrouter.core.errors import DataError
 from xrouter.records.ingest import ingest
 from xrouter.records.store import Store
+from xrouter.train.curves import write_curves
 
 runner = CliRunner()
 POOL = ["gpt-4o-mini-2024-07-18", "claude-3-haiku-20240307", "gemma-2-2b-it"]
@@ -80,6 +82,23 @@ def test_train_then_evaluate_the_policy(
     first = json.loads(lines[0])
     assert {"train/reward", "train/accuracy", "actions/call", "actions/select"} <= set(
         first
+    )
+    # The curves drawn beside the log are the log's numbers.
+    assert (ckpt / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    logged = [json.loads(line) for line in lines]
+    panels = write_curves(ckpt / "metrics.jsonl", tmp_path / "again.png")
+    reward = panels["episodes sampled in training"]["reward"]
+    assert reward == ([1.0, 2.0, 3.0, 4.0], [x["train/reward"] for x in logged])
+    dev = panels["dev AIQ of the greedy policy (dashed: the best baseline's)"]
+    assert dev["zeroeval-math"] == ([4.0], [logged[3]["dev/aiq/zeroeval-math"]])
+    assert dev["baseline: zeroeval-math"][1] == [
+        logged[3]["dev/baseline/zeroeval-math"]
+    ]
+    (tmp_path / "torn.jsonl").write_text(lines[0] + "\n" + lines[1][:20] + "\n")
+    with pytest.raises(DataError) as info:
+        write_curves(tmp_path / "torn.jsonl", tmp_path / "torn.png")
+    assert str(info.value) == (
+        f"{tmp_path / 'torn.jsonl'}, line 2, is not JSON; the metrics file is damaged"
     )
 
     out = tmp_path / "eval"

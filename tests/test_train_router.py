@@ -37,6 +37,7 @@ from xrouter.policies.embedding import Embedder, routing_text
 from xrouter.policies.knn import NearestNeighbour
 from xrouter.policies.learned import LearnedPolicy, LiveRouter
 from xrouter.records.splits import split_mask
+from xrouter.train.curves import write_curves
 from xrouter.train.env import load_training_data
 from xrouter.train.grpo import GRPOConfig, train_policy
 from xrouter.train.router_checkpoint import latest_checkpoint
@@ -460,6 +461,19 @@ def test_each_evaluation_is_logged_at_every_lambda(
     ]
     evals = [(x["stage"], x["lambda"]) for x in lines if x["phase"] == "eval"]
     assert evals == [("base", 1.0), ("base", 300.0), ("sft", 1.0), ("sft", 300.0)]
+    # Drawn beside the log: each lambda's held-out reward by stage, the router's
+    # beside the nearest-neighbour router's on the same items.
+    assert (tmp_path / "curves.png").is_file()
+    panels = write_curves(tmp_path / "metrics.jsonl", tmp_path / "again.png")
+    held_out = panels["held-out reward by stage: 0 base, 1 sft"]
+    at_300 = [x for x in lines if x["phase"] == "eval" and x["lambda"] == 300.0]
+    assert held_out["router @ lambda 300"] == (
+        [0.0, 1.0],
+        [x["reward"] for x in at_300],
+    )
+    assert held_out["knn @ lambda 300"][1] == [x["knn"]["reward"] for x in at_300]
+    sft = [x["loss"] for x in lines if x["phase"] == "sft"]
+    assert panels["warm start (SFT) loss"]["loss"] == ([1.0], sft)
     assert {"eval/base@1", "eval/sft@300"} <= set(manifest["metrics"])
     # The same items at both lambdas: the best single model by reward may differ,
     # the oracle's accuracy may not.

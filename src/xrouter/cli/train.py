@@ -150,6 +150,7 @@ def _summary(
     out: Path, data: TrainingData, result: TrainResult, seconds: float
 ) -> None:
     """Per suite the train items and the kept weights' dev AIQ, then the files."""
+    from xrouter.train.curves import CURVES_FILE
     from xrouter.train.run import METRICS_FILE
 
     table = Table("suite", "train items", "dev AIQ", title=f"checkpoint {out}")
@@ -162,7 +163,8 @@ def _summary(
     console.print(
         f"trained {result.steps} steps in {result.seconds:.1f} s (kept step "
         f"{result.best_step}); wrote {out / 'policy.safetensors'}, "
-        f"{out / 'manifest.json'} and {out / METRICS_FILE} in {seconds:.1f} s"
+        f"{out / 'manifest.json'}, {out / METRICS_FILE} and its curves "
+        f"{out / CURVES_FILE} in {seconds:.1f} s"
     )
 
 
@@ -340,6 +342,7 @@ def _train_router(
     from xrouter.core.errors import ConfigError
     from xrouter.evaluate.suites import load_suites
     from xrouter.records.ingest import ensure_ingested
+    from xrouter.train.curves import CURVES_FILE
     from xrouter.train.router_run import METRICS_FILE, train_router
 
     writable_dir(out, "output directory")
@@ -374,6 +377,6 @@ def _train_router(
     if table.row_count:
         console.print(table)
     console.print(
-        f"trained in {time.perf_counter() - started:.1f} s; checkpoints and "
-        f"{out / METRICS_FILE} are in {out}"
+        f"trained in {time.perf_counter() - started:.1f} s; checkpoints, "
+        f"{METRICS_FILE} and its curves {CURVES_FILE} are in {out}"
     )

@@ -455,7 +455,7 @@ def train_policy(
         _follow(average, net, min(config.ema_decay, (1 + step) / (10 + step)))
         if step % config.eval_every == 0 or step == config.steps:
             scores = dev_aiq(average, data, config.dev_lambdas())
-            metrics.update(scores)
+            metrics.update(scores | baselines)
             margin = selection_score(scores, baselines)
             metrics["dev/margin_min"] = margin
             if margin > best[0]:

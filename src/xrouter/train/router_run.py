@@ -34,6 +34,7 @@ from xrouter.evaluate.suites import Suite
 from xrouter.policies.checkpoint import check_pool, load_checkpoint
 from xrouter.policies.embedding import Embedder
 from xrouter.records.store import Store
+from xrouter.train.curves import CURVES_FILE, write_curves
 from xrouter.train.router_checkpoint import latest_checkpoint, save_router_checkpoint
 from xrouter.train.router_data import (
     PolicyTeacher,
@@ -470,4 +471,5 @@ def train_router(
             checkpoint.load_optimizer(optimizer)
         _run_rl(run, step, accelerator.prepare_optimizer(optimizer))
         run.evaluate("rl")
+    write_curves(out / METRICS_FILE, out / CURVES_FILE)
     return run.manifest()

@@ -22,6 +22,7 @@ from xrouter.orchestrator.reward import RewardConfig
 from xrouter.policies.checkpoint import save_checkpoint
 from xrouter.policies.embedding import DEFAULT_KIND, Embedder
 from xrouter.records.store import Store
+from xrouter.train.curves import CURVES_FILE, write_curves
 from xrouter.train.env import TrainingData, load_training_data
 from xrouter.train.grpo import GRPOConfig, TrainResult, train_policy
 
@@ -90,5 +91,6 @@ def run_training(
     manifest = checkpoint_manifest(data, config, reward, result, embedder.kind)
     save_checkpoint(out, result.net, data.memory, data.models, manifest)
     partial.replace(out / METRICS_FILE)
+    write_curves(out / METRICS_FILE, out / CURVES_FILE)
     logger.info("wrote the checkpoint to %s", out)
     return data, result
