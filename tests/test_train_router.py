@@ -9,6 +9,8 @@ trained here stand in for the router; the pool is the real ZeroEval sample of
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,7 @@ from xrouter.train.router_rl import (
     fill_groups,
     group_advantages,
     grpo_update,
+    play_episode,
     turn_logps,
 )
 from xrouter.train.router_run import RouterTrainConfig, train_router
@@ -329,6 +332,27 @@ def test_a_groups_first_turns_share_one_pass_over_their_prompt(
     for group in groups:
         opening = {tuple(e.turns[0].prompt_ids) for e in group}
         assert len(opening) == 1 and len(next(iter(opening))) in prompt_passes
+
+
+def test_ctrl_c_in_an_episode_stops_it(task: RouterTask, tiny_dir: Path) -> None:
+    """A Ctrl-C while the router generates ends the episode with KeyboardInterrupt,
+    for the command to report; it is never taken for a failed call."""
+    model, tokenizer = load_router_model(tiny_dir)
+    forward = model.forward
+    calls = []
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # one Ctrl-C, in the middle of the first turn
+            os.kill(os.getpid(), signal.SIGINT)
+        return forward(*args, **kwargs)
+
+    model.forward = interrupted
+    card = load_catalog().get("smollm2-135m")
+    backend = PolicyBackend(model, tokenizer, card, max_new_tokens=4, seed=1)
+    with pytest.raises(KeyboardInterrupt):
+        play_episode(task, _examples(task, 1)[0], backend)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_grpo_step_changes_parameters_and_drops_flat_groups(

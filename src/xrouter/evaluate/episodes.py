@@ -11,9 +11,11 @@ task's verifier judges the text (no verifier: scored 0, and said so in the notes
 from __future__ import annotations
 
 import asyncio
+import signal
 import statistics
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +38,32 @@ from xrouter.orchestrator.loop import (
 from xrouter.records.schema import Item
 from xrouter.records.verifiers import verify
 
-__all__ = ["EpisodeEvaluation", "EpisodeScore", "evaluate_episodes", "sample_items"]
+__all__ = [
+    "EpisodeEvaluation",
+    "EpisodeScore",
+    "evaluate_episodes",
+    "run_episode",
+    "sample_items",
+]
+
+
+def run_episode(episode: Coroutine[Any, Any, EpisodeResult]) -> EpisodeResult:
+    """``asyncio.run`` for one episode, with a Ctrl-C raising KeyboardInterrupt
+    where the code is, as outside asyncio. asyncio's own handler would only
+    cancel the episode's task, and a router model run in-process takes its turn
+    without awaiting anything: the turn completes, the timeout around it returns
+    its result, the cancellation is lost and the run goes on."""
+    if threading.current_thread() is not threading.main_thread():
+        return asyncio.run(episode)
+    previous = signal.signal(signal.SIGINT, _interrupt)
+    try:
+        return asyncio.run(episode)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @dataclass(frozen=True)
@@ -171,7 +198,7 @@ def evaluate_episodes(
         messages = [Message(role, text) for role, text in item.messages]  # type: ignore[arg-type]
         started = time.monotonic()
         try:
-            result = asyncio.run(
+            result = run_episode(
                 orchestrator.run(router, messages, lam=lam, item_id=item.item_id)
             )
             score = score_episode(result, item, records, int(row))

@@ -35,7 +35,6 @@ overlong penalty; completions cut at ``max_new_tokens`` are trained as they are.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +46,7 @@ from accelerate import Accelerator
 from numpy.typing import NDArray
 from trl.trainer.utils import selective_log_softmax
 
-from xrouter.evaluate.episodes import score_episode
+from xrouter.evaluate.episodes import run_episode, score_episode
 from xrouter.orchestrator.loop import EpisodeFailedError, Limits, Orchestrator
 from xrouter.orchestrator.parsing import parse_tool_calls
 from xrouter.orchestrator.reward import RewardConfig, reward
@@ -104,7 +103,7 @@ def play_episode(
     backend.take_turns()
     config = RewardConfig(lam=example.lam, cost_max=cost_max)
     try:
-        result = asyncio.run(
+        result = run_episode(
             orchestrator.run(
                 LLMRouter(backend, max_tokens=backend.max_new_tokens),
                 task.messages(example.row),
