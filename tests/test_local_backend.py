@@ -235,7 +235,7 @@ def test_names_without_weights_are_refused(tmp_path: Path) -> None:
     assert str(caught.value) == (
         "no local model 'xrouter-router-7b': xrouter converts only 'smollm2-135m' by "
         "itself, and no transformers model directory (with a config.json) is at that "
-        "path. Use 'smollm2-135m', or pass a chat model directory as model_dir."
+        "path. Use 'smollm2-135m', or give the path of a chat model directory."
     )
 
 

@@ -8,6 +8,7 @@ trained here stand in for the router; the pool is the real ZeroEval sample of
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -23,12 +24,13 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from typer.testing import CliRunner
 
+from xrouter.backends.build import router_backend
 from xrouter.cli import train  # noqa: F401  (registers the sub-commands)
 from xrouter.cli.app import app
 from xrouter.cli.train import router_settings
 from xrouter.core.catalog import load_catalog
 from xrouter.core.errors import ConfigError
-from xrouter.core.types import Message
+from xrouter.core.types import ChatRequest, Message, Usage
 from xrouter.evaluate.episodes import sample_items
 from xrouter.evaluate.runner import evaluate_policy
 from xrouter.evaluate.suites import Suite
@@ -39,6 +41,7 @@ from xrouter.policies.embedding import Embedder, routing_text
 from xrouter.policies.knn import NearestNeighbour
 from xrouter.policies.learned import LearnedPolicy, LiveRouter
 from xrouter.records.splits import split_mask
+from xrouter.train import router_run
 from xrouter.train.curves import write_curves
 from xrouter.train.env import load_training_data
 from xrouter.train.grpo import GRPOConfig, train_policy
@@ -475,6 +478,70 @@ def test_resuming_restores_step_weights_and_optimizer(
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
 
 
+def test_a_resumed_run_logs_each_step_once_and_keeps_its_settings(
+    zeroeval_store: Any,
+    tiny_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    catalog = load_catalog()
+    config = _config(tiny_dir, checkpoint_every=1)
+    save = router_run.save_router_checkpoint
+
+    def interrupted(*args: Any, **kwargs: Any) -> Path:
+        if kwargs["step"] == 2:  # step 2 is logged, then the run stops
+            raise KeyboardInterrupt
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(router_run, "save_router_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_router(zeroeval_store, SUITE, catalog, config, tmp_path)
+    logged = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in logged] == [1, 2]
+    monkeypatch.setattr(router_run, "save_router_checkpoint", save)
+
+    with pytest.raises(ConfigError) as info:
+        train_router(
+            zeroeval_store, SUITE, catalog, _config(tiny_dir, group_size=3), tmp_path,
+            resume=True,
+        )  # fmt: skip
+    assert str(info.value) == (
+        f"the run in {tmp_path} was trained otherwise: group_size 2 -> 3. Resume it "
+        "with its own settings (only the step counts, evaluation, checkpointing "
+        "and threads may change), or choose another --out"
+    )
+    train_router(zeroeval_store, SUITE, catalog, config, tmp_path, resume=True)
+    lines = [
+        json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [(x["phase"], x["step"]) for x in lines] == [("sft", 1), ("sft", 2)]
+    # The step-2 line is the resumed run's: its loss is the interrupted one's.
+    assert lines[1]["loss"] == pytest.approx(json.loads(logged[1])["loss"], abs=1e-6)
+
+
+def test_a_trained_router_is_named_by_its_checkpoint_directory(
+    zeroeval_store: Any, task: RouterTask, tiny_dir: Path, tmp_path: Path
+) -> None:
+    """`route --router DIR` and `eval --llm-router DIR` take a checkpoint of this
+    command: its own weights answer, billed at its router card."""
+    config = _config(tiny_dir, sft_steps=1)
+    train_router(zeroeval_store, SUITE, load_catalog(), config, tmp_path)
+    found = latest_checkpoint(tmp_path)
+    assert found is not None
+    backend = router_backend(str(found.path), load_catalog())
+    assert backend.card.id == "smollm2-135m"
+    messages = (Message("user", task.messages(int(task.train[0]))[-1].content),)
+    done = asyncio.run(backend.complete(ChatRequest(messages, max_tokens=8)))
+    model, tokenizer = load_router_model(found.path)
+    prompt = encode(tokenizer, chat_text(tokenizer, messages, generation_prompt=True))
+    stop = {int(tokenizer.eos_token_id)}
+    ((ids, _),) = sample_batch(
+        model, prompt, 1, max_new_tokens=8, temperature=0.0, stop_ids=stop
+    )
+    assert done.usage == Usage(len(prompt), len(ids))
+    assert done.text == tokenizer.decode(ids, skip_special_tokens=True)
+
+
 def test_each_evaluation_is_logged_at_every_lambda(
     zeroeval_store: Any, tiny_dir: Path, tmp_path: Path
 ) -> None:
@@ -523,6 +590,43 @@ def run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"group_size": "four"},
+            "router training setting group_size: Input should be a valid integer, "
+            "unable to parse string as an integer (got 'four')",
+        ),
+        (
+            {"eval_lambdas": 5},
+            "router training setting eval_lambdas: Input should be a valid tuple "
+            "(got 5)",
+        ),
+        (
+            {"lambda_min": None},
+            "router training setting lambda_min: Input should be a valid number "
+            "(got None)",
+        ),
+        ({"sft_batch": 0}, "sft_batch must be >= 1, got 0"),
+        ({"micro_batch": 0}, "micro_batch must be >= 1, got 0"),
+        ({"threads": -2}, "threads must be >= 1 (or null: torch's default), got -2"),
+        ({"full_pool": 2}, "full_pool must be a share from 0 to 1, got 2.0"),
+        (
+            {"vllm": True},
+            "the setting vllm: true is not supported yet: episodes are sampled with "
+            "the trained model itself; drop it",
+        ),
+    ],
+)
+def test_bad_settings_in_a_config_file_are_refused_before_any_work(
+    settings: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        RouterTrainConfig.from_mapping(settings)
+    assert str(info.value) == message
+
+
 def test_help_names_lambda_group_and_clip() -> None:
     code, output = run("--help")
     assert code == 0
@@ -566,6 +670,12 @@ def test_the_shipped_7b_config_holds_the_papers_settings() -> None:
         (["--items", "0"], "--items 0 leaves an empty training set"),
         (["--base", "no-such-model"], "no local model 'no-such-model'"),
         (["--teacher", "/no/such/policy"], "no checkpoint at /no/such/policy"),
+        (["--sft-lr", "nan"], "--sft-lr must be a finite learning rate > 0, got nan"),
+        (["--lr", "-1"], "--lr must be a finite learning rate > 0, got -1.0"),
+        (["--prompts-per-step", "0"], "prompts_per_step must be >= 1, got 0"),
+        (["--checkpoint-every", "0"], "checkpoint_every must be >= 1, got 0"),
+        (["--temperature", "nan"], "--temperature must be a finite number > 0"),
+        (["--clip-high", "inf"], "and a finite --clip-high > 0, got 0.2 and inf"),
     ],
 )
 def test_bad_input_gives_one_clear_line(

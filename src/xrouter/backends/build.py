@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +14,9 @@ from xrouter.core.catalog import Catalog, ModelCard
 from xrouter.core.errors import ConfigError
 from xrouter.records.store import Store
 
-__all__ = ["backend_for", "build_pool", "replay_pool"]
+__all__ = ["backend_for", "build_pool", "replay_pool", "router_backend"]
+
+_TRAINED_ROUTER_CARD = "smollm2-135m"  # bills a router directory's tokens by default
 
 
 def backend_for(
@@ -44,6 +48,21 @@ def backend_for(
     raise ConfigError(
         f"backend {kind!r} of {card.id} is not one of local, http, litellm, replay"
     )
+
+
+def router_backend(name: str, catalog: Catalog) -> Backend:
+    """The backend of an LLM router named by a model card, or by the path of a
+    transformers chat model directory (a checkpoint of ``xrouter train router``
+    among them), run in-process and billed at the card its manifest names
+    (``settings.router_card``), else at smollm2-135m's."""
+    folder = Path(name).expanduser()
+    if not (folder / "config.json").is_file():
+        return backend_for(catalog.get(name))
+    card = _TRAINED_ROUTER_CARD
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        card = str(manifest["settings"]["router_card"])
+    return backend_for(catalog.get(card), "local", model_dir=folder)
 
 
 def replay_pool(

@@ -80,7 +80,7 @@ def local_model_dir(name: str = _MODEL_ID, *, home: Path | None = None) -> Path:
         raise ConfigError(
             f"no local model {name!r}: xrouter converts only {_MODEL_ID!r} by itself, "
             "and no transformers model directory (with a config.json) is at that "
-            f"path. Use {_MODEL_ID!r}, or pass a chat model directory as model_dir."
+            f"path. Use {_MODEL_ID!r}, or give the path of a chat model directory."
         )
     target = (home or default_store_path().parent) / "models" / _MODEL_ID
     with _CONVERTING:

@@ -62,9 +62,10 @@ def eval_command(
         str | None,
         typer.Option(
             "--llm-router",
-            help="Model card of a tool-calling LLM router (e.g. smollm2-135m) to "
-            "evaluate on a sample of the test split: of the suites given by "
-            "--suite, or of zeroeval.",
+            help="A tool-calling LLM router to evaluate on a sample of the test "
+            "split (of the suites given by --suite, or of zeroeval): a model card "
+            "(e.g. smollm2-135m) or a model directory, such as a checkpoint of "
+            "`xrouter train router`.",
             show_default=False,
         ),
     ] = None,
@@ -202,13 +203,13 @@ def _llm_factory(
     episode to ``OUT/episodes-SUITE.json``."""
     import json
 
-    from xrouter.backends.build import backend_for
+    from xrouter.backends.build import router_backend
     from xrouter.evaluate.episodes import evaluate_episodes, sample_items
     from xrouter.policies.llm_router import LLMRouter
 
     if sample < 1:
         raise ConfigError(f"--llm-sample must be at least 1, got {sample}")
-    router = LLMRouter(backend_for(cards.get(model)))
+    router = LLMRouter(router_backend(model, cards))
 
     def run(records: ReplayPool, test: NDArray[np.int64]) -> PolicyResult:
         rows = sample_items(records, test, sample)

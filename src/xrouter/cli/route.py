@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from xrouter.backends.build import backend_for, build_pool, replay_pool
+from xrouter.backends.build import build_pool, replay_pool, router_backend
 from xrouter.backends.pool import Pool, load_pool_spec
 from xrouter.cli.app import CatalogFiles, StorePath, app, console, guarded
 from xrouter.cli.data import open_store
@@ -93,7 +93,12 @@ def route_command(
         ),
     ] = None,
     router: Annotated[
-        str, typer.Option("--router", help="Model card of the router model.")
+        str,
+        typer.Option(
+            "--router",
+            help="The router model: a model card, or a transformers model directory "
+            "such as a checkpoint of `xrouter train router`.",
+        ),
     ] = DEFAULT_ROUTER,
     policy: Annotated[
         Path | None,
@@ -154,7 +159,7 @@ def route_command(
         chosen = PolicyRouter(load_checkpoint(policy), cards, pool.ids, None)
         chosen.check(lam)
     else:
-        chosen = LLMRouter(backend_for(cards.get(router)), max_tokens=router_tokens)
+        chosen = LLMRouter(router_backend(router, cards), max_tokens=router_tokens)
     orchestrator = Orchestrator(pool, Limits(max_turns=max_turns))
     started = time.monotonic()
     result = asyncio.run(

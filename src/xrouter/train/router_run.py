@@ -10,7 +10,7 @@ lambda (``phase`` ``eval``, ``stage`` ``base``, ``sft`` or ``rl``, ``lambda``).
 
 from __future__ import annotations
 
-import importlib.util
+import itertools
 import json
 import logging
 import math
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from pydantic import TypeAdapter, ValidationError
 
 from xrouter.backends.local import local_model_dir
 from xrouter.core.catalog import Catalog
@@ -121,13 +122,40 @@ class RouterTrainConfig:
             raise ConfigError(
                 f"--items {self.items} leaves an empty training set; give at least 1"
             )
-        if not (0 < self.clip_low < 1 and self.clip_high > 0):
+        for name in ("lr", "sft_lr"):
+            if not 0 < getattr(self, name) < math.inf:
+                flag = name.replace("_", "-")
+                raise ConfigError(
+                    f"--{flag} must be a finite learning rate > 0, got "
+                    f"{getattr(self, name)}"
+                )
+        for name in (
+            "prompts_per_step",
+            "minibatches",
+            "sft_batch",
+            "micro_batch",
+            "checkpoint_every",
+            "max_new_tokens",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
             raise ConfigError(
-                f"clip bounds need 0 < --clip-low < 1 and --clip-high > 0, got "
-                f"{self.clip_low:g} and {self.clip_high:g}"
+                f"threads must be >= 1 (or null: torch's default), got {self.threads}"
             )
-        if self.temperature <= 0:
-            raise ConfigError(f"--temperature must be > 0, got {self.temperature:g}")
+        if not 0 <= self.full_pool <= 1:
+            raise ConfigError(
+                f"full_pool must be a share from 0 to 1, got {self.full_pool}"
+            )
+        if not (0 < self.clip_low < 1 and 0 < self.clip_high < math.inf):
+            raise ConfigError(
+                "clip bounds need 0 < --clip-low < 1 and a finite --clip-high > 0, "
+                f"got {self.clip_low:g} and {self.clip_high:g}"
+            )
+        if not 0 < self.temperature < math.inf:
+            raise ConfigError(
+                f"--temperature must be a finite number > 0, got {self.temperature:g}"
+            )
         if self.sft_batch % self.micro_batch:
             raise ConfigError(
                 f"sft_batch ({self.sft_batch}) must be a multiple of micro_batch "
@@ -153,13 +181,9 @@ class RouterTrainConfig:
                 f"dtype {self.dtype!r} is not one of {', '.join(_DTYPES)}"
             )
         if self.vllm:
-            if importlib.util.find_spec("vllm") is None:
-                raise ConfigError(
-                    "--vllm needs vLLM: `pip install vllm` on the GPU host"
-                )
-            raise NotImplementedError(
-                "vLLM generation is not wired in yet; run without --vllm (the "
-                "trainer then samples with the model itself)"
+            raise ConfigError(
+                "the setting vllm: true is not supported yet: episodes are sampled "
+                "with the trained model itself; drop it"
             )
 
     @classmethod
@@ -172,7 +196,48 @@ class RouterTrainConfig:
                 f"unknown router training setting(s) {', '.join(unknown)}; the "
                 f"settings are {', '.join(sorted(known))}"
             )
-        return cls(**values)
+        try:
+            typed = TypeAdapter(cls).validate_python(values)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise ConfigError(
+                f"router training setting {where}: {error['msg']} (got "
+                f"{error['input']!r})"
+            ) from None
+        return typed
+
+
+# Settings that may change when a run is resumed: how long it runs, how it is
+# evaluated and saved, and how it uses the machine.
+_RESUMABLE_CHANGES = frozenset(
+    {"sft_steps", "rl_steps", "eval_items", "eval_lambdas", "parse_items"}
+    | {"checkpoint_every", "threads"}
+)
+
+
+def _check_resumable(
+    manifest: dict[str, Any], config: RouterTrainConfig, task: RouterTask, out: Path
+) -> None:
+    """Refuse to resume a run with another suite, data or training settings."""
+    then = manifest.get("settings", {})
+    now = asdict(config)
+    changed = [
+        f"{name} {then.get(name)!r} -> {value!r}"
+        for name, value in now.items()
+        if name not in _RESUMABLE_CHANGES
+        and json.loads(json.dumps(then.get(name))) != json.loads(json.dumps(value))
+    ]
+    if manifest.get("suite") != task.suite.name:
+        changed.insert(0, f"suite {manifest.get('suite')!r} -> {task.suite.name!r}")
+    elif manifest.get("data_fingerprint") != task.fingerprint:
+        changed.insert(0, "the suite's records (their fingerprint)")
+    if changed:
+        raise ConfigError(
+            f"the run in {out} was trained otherwise: {'; '.join(changed)}. Resume "
+            "it with its own settings (only the step counts, evaluation, "
+            "checkpointing and threads may change), or choose another --out"
+        )
 
 
 def _peak_memory_mb() -> float:
@@ -187,6 +252,25 @@ class _Log:
     def __init__(self, path: Path, on_line: Callable[[dict[str, Any]], None]) -> None:
         self.path, self.on_line = path, on_line
         self.last: dict[str, dict[str, Any]] = {}
+
+    def keep_until(self, phase: str, step: int) -> None:
+        """Drop the lines logged after the checkpoint a run resumes from (phase
+        ``phase``, step ``step``), and the evaluations just after it; the
+        resumed run logs its steps again from there."""
+        if not self.path.is_file():
+            return
+        kept = []
+        lines = [json.loads(x) for x in self.path.read_text().splitlines() if x]
+        for k, line in enumerate(lines):
+            kept.append(line)
+            if (line["phase"], line.get("step")) == (phase, step):
+                after = lines[k + 1 :]
+                kept += itertools.takewhile(lambda x: x["phase"] == "eval", after)
+                break
+        text = "".join(json.dumps(line) + "\n" for line in kept)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.path)
 
     def write(self, line: dict[str, Any]) -> None:
         with self.path.open("a") as file:
@@ -423,6 +507,10 @@ def train_router(
             "--resume to continue from it, or choose another --out"
         )
     checkpoint = found if resume else None
+    if checkpoint is not None:
+        _check_resumable(checkpoint.manifest, config, task, out)
+    elif resume:
+        logger.warning("nothing to resume in %s: training starts afresh", out)
     torch.manual_seed(config.seed)
     if config.threads is not None:
         # One thread: on a shared machine, OpenMP threads that wait for a busy
@@ -436,6 +524,10 @@ def train_router(
     )
     out.mkdir(parents=True, exist_ok=True)
     log = _Log(out / METRICS_FILE, on_metrics or (lambda line: None))
+    if checkpoint is not None:
+        log.keep_until(checkpoint.phase, checkpoint.step)
+    elif (out / METRICS_FILE).exists():
+        (out / METRICS_FILE).unlink()  # a fresh run's log starts empty
     run = _Run(
         config,
         task,
@@ -471,5 +563,6 @@ def train_router(
             checkpoint.load_optimizer(optimizer)
         _run_rl(run, step, accelerator.prepare_optimizer(optimizer))
         run.evaluate("rl")
-    write_curves(out / METRICS_FILE, out / CURVES_FILE)
+    if (out / METRICS_FILE).is_file():  # nothing is logged when nothing ran
+        write_curves(out / METRICS_FILE, out / CURVES_FILE)
     return run.manifest()
