@@ -46,6 +46,7 @@ from xrouter.train.curves import write_curves
 from xrouter.train.env import load_training_data
 from xrouter.train.grpo import GRPOConfig, train_policy
 from xrouter.train.router_checkpoint import latest_checkpoint
+from xrouter.train.router_config import RouterTrainConfig
 from xrouter.train.router_data import (
     PolicyTeacher,
     RouterExample,
@@ -74,7 +75,7 @@ from xrouter.train.router_rl import (
     play_episode,
     turn_logps,
 )
-from xrouter.train.router_run import RouterTrainConfig, train_router
+from xrouter.train.router_run import train_router
 from xrouter.train.router_sft import sft_loss, sft_step, sft_traces
 from xrouter.train.run import checkpoint_manifest
 

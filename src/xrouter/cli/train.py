@@ -27,7 +27,7 @@ from xrouter.core.yamlfile import read_settings_text
 if TYPE_CHECKING:
     from xrouter.train.env import TrainingData
     from xrouter.train.grpo import TrainResult
-    from xrouter.train.router_run import RouterTrainConfig
+    from xrouter.train.router_config import RouterTrainConfig
 
 train_app = typer.Typer(help="Train router policies on the recorded outputs.")
 app.add_typer(train_app, name="train")
@@ -280,7 +280,7 @@ def router_command(
         raise ConfigError(
             "training the LLM router needs trl: install `xrouter-rl[train]`"
         )
-    from xrouter.train.router_run import RouterTrainConfig
+    from xrouter.train.router_config import RouterTrainConfig
 
     given = {
         "base": base,

@@ -13,11 +13,10 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import math
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from pydantic import TypeAdapter, ValidationError
 
 from xrouter.backends.local import local_model_dir
 from xrouter.core.catalog import Catalog
@@ -37,6 +35,7 @@ from xrouter.policies.embedding import Embedder
 from xrouter.records.store import Store
 from xrouter.train.curves import CURVES_FILE, write_curves
 from xrouter.train.router_checkpoint import latest_checkpoint, save_router_checkpoint
+from xrouter.train.router_config import DTYPES, RouterTrainConfig, check_resumable
 from xrouter.train.router_data import (
     PolicyTeacher,
     RouterExample,
@@ -56,188 +55,11 @@ from xrouter.train.router_rl import (
 )
 from xrouter.train.router_sft import sft_step, sft_traces
 
-__all__ = ["METRICS_FILE", "RouterTrainConfig", "train_router"]
+__all__ = ["METRICS_FILE", "train_router"]
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
-_DTYPES = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
-
-
-@dataclass(frozen=True)
-class RouterTrainConfig:
-    """Settings of a router training run (saved in every checkpoint's manifest)."""
-
-    base: str = "smollm2-135m"  # model card id or transformers model directory
-    router_card: str = "smollm2-135m"  # card whose prices bill the router's tokens
-    items: int | None = None  # cap on train items (seeded subset); None: all
-    sft_steps: int = 40  # warm-start optimizer steps
-    sft_batch: int = 4  # traces per warm-start step
-    micro_batch: int = 1  # traces per forward pass (accumulated to sft_batch)
-    sft_lr: float = 5e-5  # warm-start learning rate (AdamW)
-    teacher: str = "oracle"  # warm-start choices: oracle, or a policy checkpoint
-    rl_steps: int = 10  # GRPO steps
-    prompts_per_step: int = 2  # examples (groups) per GRPO step
-    group_size: int = 4  # G: episodes per example
-    minibatches: int = 2  # optimizer steps per GRPO batch
-    refill_rounds: int = 2  # extra rounds that replace groups of equal rewards
-    lr: float = 1e-6  # GRPO learning rate (AdamW)
-    clip_low: float = 0.2  # ratio clip below 1 (DAPO)
-    clip_high: float = 0.28  # ratio clip above 1 (DAPO's clip-higher)
-    temperature: float = 1.0  # sampling temperature of GRPO episodes
-    lambda_min: float = 0.1  # lambda range drawn per example (log-uniform)
-    lambda_max: float = 1000.0
-    full_pool: float = 0.5  # share of examples offered the whole pool
-    cost_max: float = 0.6  # the reward's cap on the cost penalty
-    max_new_tokens: int = 96  # longest router turn
-    max_grad_norm: float = 1.0
-    checkpoint_every: int = 20  # steps between periodic checkpoints
-    eval_items: int = 0  # test items evaluated before and after each phase
-    eval_lambdas: tuple[float, ...] = (1.0, 100.0)  # each evaluated at these
-    parse_items: int = 0  # dev items of a separate first-turn parse check
-    threads: int | None = 1  # torch CPU threads (None: torch's default)
-    dtype: str = "float32"  # weights' dtype: float32, bfloat16 (GPUs) or float16
-    vllm: bool = False  # generate with vLLM (not implemented)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.group_size < 2:
-            raise ConfigError(
-                f"--group-size must be at least 2 (GRPO compares the episodes of a "
-                f"group), got {self.group_size}"
-            )
-        if not 0 <= self.lambda_min <= self.lambda_max < math.inf:
-            raise ConfigError(
-                f"the lambda range is inverted, negative or unbounded: --lambda-min "
-                f"{self.lambda_min:g}, --lambda-max {self.lambda_max:g}; give "
-                "0 <= lambda-min <= lambda-max, both finite"
-            )
-        if not 0 <= self.seed < 2**63:
-            raise ConfigError(f"--seed must be from 0 to 2**63 - 1, got {self.seed}")
-        if self.items is not None and self.items < 1:
-            raise ConfigError(
-                f"--items {self.items} leaves an empty training set; give at least 1"
-            )
-        for name in ("lr", "sft_lr"):
-            if not 0 < getattr(self, name) < math.inf:
-                flag = name.replace("_", "-")
-                raise ConfigError(
-                    f"--{flag} must be a finite learning rate > 0, got "
-                    f"{getattr(self, name)}"
-                )
-        for name in (
-            "prompts_per_step",
-            "minibatches",
-            "sft_batch",
-            "micro_batch",
-            "checkpoint_every",
-            "max_new_tokens",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(
-                f"threads must be >= 1 (or null: torch's default), got {self.threads}"
-            )
-        if not 0 <= self.full_pool <= 1:
-            raise ConfigError(
-                f"full_pool must be a share from 0 to 1, got {self.full_pool}"
-            )
-        if not (0 < self.clip_low < 1 and 0 < self.clip_high < math.inf):
-            raise ConfigError(
-                "clip bounds need 0 < --clip-low < 1 and a finite --clip-high > 0, "
-                f"got {self.clip_low:g} and {self.clip_high:g}"
-            )
-        if not 0 < self.temperature < math.inf:
-            raise ConfigError(
-                f"--temperature must be a finite number > 0, got {self.temperature:g}"
-            )
-        if self.sft_batch % self.micro_batch:
-            raise ConfigError(
-                f"sft_batch ({self.sft_batch}) must be a multiple of micro_batch "
-                f"({self.micro_batch})"
-            )
-        lams = tuple(self.eval_lambdas)
-        if not lams or not all(math.isfinite(lam) and lam >= 0 for lam in lams):
-            raise ConfigError(
-                "eval_lambdas must list one or more lambdas >= 0, got "
-                f"{list(self.eval_lambdas)}"
-            )
-        for name in (
-            "sft_steps",
-            "rl_steps",
-            "eval_items",
-            "parse_items",
-            "refill_rounds",
-        ):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.dtype not in _DTYPES:
-            raise ConfigError(
-                f"dtype {self.dtype!r} is not one of {', '.join(_DTYPES)}"
-            )
-        if self.vllm:
-            raise ConfigError(
-                "the setting vllm: true is not supported yet: episodes are sampled "
-                "with the trained model itself; drop it"
-            )
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> RouterTrainConfig:
-        """A config from a mapping (a YAML file), refusing unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown router training setting(s) {', '.join(unknown)}; the "
-                f"settings are {', '.join(sorted(known))}"
-            )
-        try:
-            typed = TypeAdapter(cls).validate_python(values)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(part) for part in error["loc"])
-            raise ConfigError(
-                f"router training setting {where}: {error['msg']} (got "
-                f"{error['input']!r})"
-            ) from None
-        return typed
-
-
-# Settings that may change when a run is resumed: how long it runs, how it is
-# evaluated and saved, and how it uses the machine.
-_RESUMABLE_CHANGES = frozenset(
-    {"sft_steps", "rl_steps", "eval_items", "eval_lambdas", "parse_items"}
-    | {"checkpoint_every", "threads"}
-)
-
-
-def _check_resumable(
-    manifest: dict[str, Any], config: RouterTrainConfig, task: RouterTask, out: Path
-) -> None:
-    """Refuse to resume a run with another suite, data or training settings."""
-    then = manifest.get("settings", {})
-    now = asdict(config)
-    changed = [
-        f"{name} {then.get(name)!r} -> {value!r}"
-        for name, value in now.items()
-        if name not in _RESUMABLE_CHANGES
-        and json.loads(json.dumps(then.get(name))) != json.loads(json.dumps(value))
-    ]
-    if manifest.get("suite") != task.suite.name:
-        changed.insert(0, f"suite {manifest.get('suite')!r} -> {task.suite.name!r}")
-    elif manifest.get("data_fingerprint") != task.fingerprint:
-        changed.insert(0, "the suite's records (their fingerprint)")
-    if changed:
-        raise ConfigError(
-            f"the run in {out} was trained otherwise: {'; '.join(changed)}. Resume "
-            "it with its own settings (only the step counts, evaluation, "
-            "checkpointing and threads may change), or choose another --out"
-        )
 
 
 def _peak_memory_mb() -> float:
@@ -508,7 +330,7 @@ def train_router(
         )
     checkpoint = found if resume else None
     if checkpoint is not None:
-        _check_resumable(checkpoint.manifest, config, task, out)
+        check_resumable(checkpoint.manifest, config, task, out)
     elif resume:
         logger.warning("nothing to resume in %s: training starts afresh", out)
     torch.manual_seed(config.seed)
@@ -517,7 +339,7 @@ def train_router(
         # core slow every step many times over.
         torch.set_num_threads(config.threads)
     model, tokenizer = load_router_model(
-        checkpoint.path if checkpoint else base_dir, dtype=_DTYPES[config.dtype]
+        checkpoint.path if checkpoint else base_dir, dtype=DTYPES[config.dtype]
     )
     accelerator = Accelerator(
         gradient_accumulation_steps=config.sft_batch // config.micro_batch
