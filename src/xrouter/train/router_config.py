@@ -26,6 +26,15 @@ DTYPES = {
 }
 
 
+# The least value of each count among the settings.
+_LEAST = {
+    **dict.fromkeys(("sft_steps", "rl_steps", "eval_items", "parse_items"), 0),
+    "refill_rounds": 0,
+    **dict.fromkeys(("prompts_per_step", "minibatches", "sft_batch"), 1),
+    **dict.fromkeys(("micro_batch", "checkpoint_every", "max_new_tokens"), 1),
+}
+
+
 @dataclass(frozen=True)
 class RouterTrainConfig:
     """Settings of a router training run (saved in every checkpoint's manifest)."""
@@ -87,16 +96,11 @@ class RouterTrainConfig:
                     f"--{flag} must be a finite learning rate > 0, got "
                     f"{getattr(self, name)}"
                 )
-        for name in (
-            "prompts_per_step",
-            "minibatches",
-            "sft_batch",
-            "micro_batch",
-            "checkpoint_every",
-            "max_new_tokens",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, least in _LEAST.items():
+            if getattr(self, name) < least:
+                raise ConfigError(
+                    f"{name} must be >= {least}, got {getattr(self, name)}"
+                )
         if self.threads is not None and self.threads < 1:
             raise ConfigError(
                 f"threads must be >= 1 (or null: torch's default), got {self.threads}"
@@ -125,15 +129,6 @@ class RouterTrainConfig:
                 "eval_lambdas must list one or more lambdas >= 0, got "
                 f"{list(self.eval_lambdas)}"
             )
-        for name in (
-            "sft_steps",
-            "rl_steps",
-            "eval_items",
-            "parse_items",
-            "refill_rounds",
-        ):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
         if self.vllm:
