@@ -610,6 +610,11 @@ def run(*args: str) -> tuple[int, str]:
             "(got None)",
         ),
         ({"sft_batch": 0}, "sft_batch must be >= 1, got 0"),
+        (
+            {"sft_steps": 0, "rl_steps": 0},
+            "nothing to do: --sft-steps, --rl-steps and --eval-items are all 0; give "
+            "one of them above 0",
+        ),
         ({"micro_batch": 0}, "micro_batch must be >= 1, got 0"),
         ({"threads": -2}, "threads must be >= 1 (or null: torch's default), got -2"),
         ({"full_pool": 2}, "full_pool must be a share from 0 to 1, got 2.0"),

@@ -163,8 +163,8 @@ def _summary(
     console.print(
         f"trained {result.steps} steps in {result.seconds:.1f} s (kept step "
         f"{result.best_step}); wrote {out / 'policy.safetensors'}, "
-        f"{out / 'manifest.json'}, {out / METRICS_FILE} and its curves "
-        f"{out / CURVES_FILE} in {seconds:.1f} s"
+        f"{out / 'manifest.json'}, {out / METRICS_FILE} and {out / CURVES_FILE} "
+        f"(its curves) in {seconds:.1f} s"
     )
 
 
@@ -378,5 +378,5 @@ def _train_router(
         console.print(table)
     console.print(
         f"trained in {time.perf_counter() - started:.1f} s; checkpoints, "
-        f"{METRICS_FILE} and its curves {CURVES_FILE} are in {out}"
+        f"{METRICS_FILE} and {CURVES_FILE} (its curves) are in {out}"
     )

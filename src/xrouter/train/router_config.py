@@ -129,6 +129,11 @@ class RouterTrainConfig:
                 "eval_lambdas must list one or more lambdas >= 0, got "
                 f"{list(self.eval_lambdas)}"
             )
+        if not (self.sft_steps or self.rl_steps or self.eval_items or self.parse_items):
+            raise ConfigError(
+                "nothing to do: --sft-steps, --rl-steps and --eval-items are all 0; "
+                "give one of them above 0"
+            )
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
         if self.vllm:
