@@ -16,16 +16,25 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from xrouter.core.errors import BudgetExceededError, ConfigError
 
-__all__ = ["Budget", "Hold", "Ledger"]
+__all__ = ["Budget", "Hold", "Ledger", "refusing_ledgers"]
 
 _LOCK = threading.Lock()
 logger = logging.getLogger(__name__)
+# A refusal names its ledger, as "... left of the <ledger> (limit $...)".
+_REFUSING = re.compile(r"left of the (.+?) \(limit \$")
+
+
+def refusing_ledgers(text: str) -> set[str]:
+    """The names of the ledgers whose refusals ``text`` reports (a refusal's
+    message, or an episode's failure that quotes several)."""
+    return set(_REFUSING.findall(text))
 
 
 @dataclass

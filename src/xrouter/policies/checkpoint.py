@@ -40,7 +40,7 @@ from pydantic import (
     model_validator,
 )
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from xrouter.core.catalog import Catalog
 from xrouter.core.errors import CheckpointError
@@ -302,7 +302,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
     try:
         with safe_open(str(file), framework="pt") as handle:
             written_with = (handle.metadata() or {}).get(_DIGEST)
-        weights = load_file(str(file))
+            names = handle.keys()  # the handle itself is not iterable
+            weights = {name: handle.get_tensor(name) for name in names}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
             f"{file} is corrupt or truncated; train the policy again"

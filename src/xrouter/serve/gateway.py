@@ -18,7 +18,6 @@ import asyncio
 import itertools
 import logging
 import math
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -36,7 +35,7 @@ from xrouter.core.errors import (
     ConfigError,
 )
 from xrouter.core.types import CallerOptions, CallRecord, ChatRequest, Message, Trace
-from xrouter.orchestrator.budget import Budget
+from xrouter.orchestrator.budget import Budget, refusing_ledgers
 from xrouter.orchestrator.calls import Limits
 from xrouter.orchestrator.loop import (
     EpisodeFailedError,
@@ -446,8 +445,7 @@ def failure_of(exc: BackendError | BudgetExceededError) -> RequestError:
     limit did, 504 when the last call timed out, 502 otherwise."""
     text = str(exc)
     if isinstance(exc, BudgetExceededError) or _REFUSED in text:
-        # Each refusal names its ledger: "... left of the <ledger> (limit $...)".
-        if set(re.findall(r"left of the (.+?) \(limit", text)) == {CEILING}:
+        if refusing_ledgers(text) == {CEILING}:
             return RequestError(
                 402,
                 f"over the request's cost ceiling: {text}; raise the "

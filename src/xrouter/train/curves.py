@@ -97,7 +97,7 @@ def _policy_panels(lines: Sequence[dict[str, Any]]) -> dict[str, Series]:
             "groups kept": _series(lines, "groups/kept"),
         },
         "dev AIQ of the greedy policy (dashed: the best baseline's)": {
-            **{suite: _series(lines, f"dev/aiq/{suite}") for suite in suites},
+            **{suite: _series(lines, dev + suite) for suite in suites},
             **{
                 _BASELINE + suite: _series(lines, f"dev/baseline/{suite}")
                 for suite in suites

@@ -33,7 +33,7 @@ from xrouter.evaluate.suites import Suite
 from xrouter.policies.checkpoint import check_pool, load_checkpoint
 from xrouter.policies.embedding import Embedder
 from xrouter.records.store import Store
-from xrouter.train.curves import CURVES_FILE, write_curves
+from xrouter.train.curves import CURVES_FILE, read_metrics, write_curves
 from xrouter.train.router_checkpoint import latest_checkpoint, save_router_checkpoint
 from xrouter.train.router_config import DTYPES, RouterTrainConfig, check_resumable
 from xrouter.train.router_data import (
@@ -82,7 +82,7 @@ class _Log:
         if not self.path.is_file():
             return
         kept = []
-        lines = [json.loads(x) for x in self.path.read_text().splitlines() if x]
+        lines = read_metrics(self.path)
         for k, line in enumerate(lines):
             kept.append(line)
             if (line["phase"], line.get("step")) == (phase, step):
