@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ from xrouter.train.router_rl import (
     turn_logps,
 )
 from xrouter.train.router_run import train_router
-from xrouter.train.router_sft import sft_loss, sft_step, sft_traces
+from xrouter.train.router_sft import sft_loss, sft_step, sft_traces, with_contrasts
 from xrouter.train.run import checkpoint_manifest
 
 POOL = ("gpt-4o-mini-2024-07-18", "claude-3-haiku-20240307", "gemma-2-2b-it")
@@ -226,6 +227,36 @@ def test_a_policy_teacher_plays_the_networks_first_choice(
         f"the teacher policy at {path} was trained for lambda 0.1 to 30000; the "
         "examples draw 0.01 to 100. Narrow --lambda-min/--lambda-max to its range"
     )
+
+
+def test_a_policy_teachers_contrast_is_the_request_at_a_lambda_it_routes_otherwise(
+    task: RouterTask, policy_dir: tuple[Path, Path]
+) -> None:
+    path, vectors = policy_dir
+    teacher = PolicyTeacher(task, load_checkpoint(path), StandInEmbedder(vectors))
+    grid = np.geomspace(0.1, 3000.0, 13).tolist()
+    paired = 0
+    for example in _examples(task, 8, seed=5):
+        rng = np.random.default_rng(0)
+        other = teacher.contrast(example, rng, 0.1, 3000.0)
+        choices = {teacher(replace(example, lam=lam)) for lam in grid}
+        if other is None:
+            # The network makes the same choice at every lambda of the grid.
+            assert choices == {teacher(example)}
+            continue
+        paired += 1
+        assert (other.row, other.models) == (example.row, example.models)
+        assert other.lam in grid
+        assert teacher(other) != teacher(example)
+    assert paired > 0
+
+    # Each example is followed by its contrast where it has one; the batch keeps
+    # its size, so the later examples make room.
+    a, b, c, d = _examples(task, 4, seed=6)
+    flipped = {a.row: replace(a, lam=7.0), c.row: replace(c, lam=9.0)}
+    batch = with_contrasts([a, b, c, d], lambda ex: flipped.get(ex.row))
+    assert batch == [a, flipped[a.row], b, c]
+    assert with_contrasts([a, b], lambda ex: None) == [a, b]
 
 
 def test_an_sft_step_lowers_the_loss_on_the_traces(
@@ -631,6 +662,21 @@ def test_bad_settings_in_a_config_file_are_refused_before_any_work(
     with pytest.raises(ConfigError) as info:
         RouterTrainConfig.from_mapping(settings)
     assert str(info.value) == message
+
+
+def test_a_misspelt_settings_section_is_named() -> None:
+    with pytest.raises(ConfigError) as info:
+        RouterTrainConfig.from_mapping({"settingz": {"sft_steps": 2}})
+    assert str(info.value).startswith(
+        "unknown router training setting(s) settingz (settingz holds a mapping: "
+        "settings go under settings: or at the top level of the file); the "
+        "settings are base, checkpoint_every, "
+    )
+    with pytest.raises(ConfigError) as info:
+        RouterTrainConfig.from_mapping({"sft_stepz": 2})
+    assert str(info.value).startswith(
+        "unknown router training setting(s) sft_stepz; the settings are base, "
+    )
 
 
 def test_help_names_lambda_group_and_clip() -> None:

@@ -240,7 +240,10 @@ def router_command(
         _opt(
             "--teacher",
             "Whose choices the warm start imitates: oracle (the cheapest right "
-            "model; default) or a policy checkpoint dir (`xrouter train policy`).",
+            "model; default) or a policy checkpoint dir (`xrouter train policy`), "
+            "whose traces come in pairs: the same request at two lambdas where "
+            "the policy chooses differently (sft_contrast: false in --config "
+            "turns that off).",
         ),
     ] = None,
     eval_items: Annotated[

@@ -47,6 +47,7 @@ class RouterTrainConfig:
     micro_batch: int = 1  # traces per forward pass (accumulated to sft_batch)
     sft_lr: float = 5e-5  # warm-start learning rate (AdamW)
     teacher: str = "oracle"  # warm-start choices: oracle, or a policy checkpoint
+    sft_contrast: bool = True  # pair traces with a policy teacher's other lambda
     rl_steps: int = 10  # GRPO steps
     prompts_per_step: int = 2  # examples (groups) per GRPO step
     group_size: int = 4  # G: episodes per example
@@ -148,9 +149,16 @@ class RouterTrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
+            nested = [name for name in unknown if isinstance(values[name], dict)]
+            where = (
+                f" ({nested[0]} holds a mapping: settings go under settings: or at "
+                "the top level of the file)"
+                if nested
+                else ""
+            )
             raise ConfigError(
-                f"unknown router training setting(s) {', '.join(unknown)}; the "
-                f"settings are {', '.join(sorted(known))}"
+                f"unknown router training setting(s) {', '.join(unknown)}{where}; "
+                f"the settings are {', '.join(sorted(known))}"
             )
         try:
             typed = TypeAdapter(cls).validate_python(values)

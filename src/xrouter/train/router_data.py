@@ -38,7 +38,7 @@ import json
 import math
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -227,6 +227,30 @@ class PolicyTeacher:
                 f"lambda {lo:g} to {hi:g}; the examples draw {lam_min:g} to "
                 f"{lam_max:g}. Narrow --lambda-min/--lambda-max to its range"
             )
+
+    def contrast(
+        self,
+        example: RouterExample,
+        rng: np.random.Generator,
+        lam_min: float,
+        lam_max: float,
+    ) -> RouterExample | None:
+        """The example at another lambda of the range, one of those where the
+        network chooses another model (None where it chooses the same at all).
+
+        Paired with the example in one warm-start batch, it shows the router the
+        same request and pool twice, with only lambda and the call differing.
+        """
+        if lam_max <= 0:
+            return None
+        grid = np.geomspace(max(lam_min, lam_max * 1e-6), lam_max, 13)
+        chosen = self(example)
+        others = [
+            other
+            for lam in grid.tolist()
+            if self(other := replace(example, lam=lam)) != chosen
+        ]
+        return others[int(rng.integers(len(others)))] if others else None
 
     def __call__(self, example: RouterExample) -> str:
         router = self._routers.get(example.models)

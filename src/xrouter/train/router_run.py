@@ -53,7 +53,7 @@ from xrouter.train.router_rl import (
     fill_groups,
     grpo_update,
 )
-from xrouter.train.router_sft import sft_step, sft_traces
+from xrouter.train.router_sft import sft_step, sft_traces, with_contrasts
 
 __all__ = ["METRICS_FILE", "train_router"]
 
@@ -201,6 +201,14 @@ def _run_sft(run: _Run, start: int, optimizer: Any) -> None:
         started = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, 1, step])
         examples = _examples(run, rng, cfg.sft_batch)
+        if cfg.sft_contrast and isinstance(run.teacher, PolicyTeacher):
+            contrast = partial(
+                run.teacher.contrast,
+                rng=rng,
+                lam_min=cfg.lambda_min,
+                lam_max=cfg.lambda_max,
+            )
+            examples = with_contrasts(examples, contrast)
         traces = sft_traces(task, examples, run.tokenizer, card, run.teacher)
         loss = sft_step(
             run.model,

@@ -17,7 +17,7 @@ accumulation are ``accelerate``'s, as in trl.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,25 @@ from xrouter.train.router_data import (
     tokenize_conversation,
 )
 
-__all__ = ["sft_loss", "sft_step", "sft_traces"]
+__all__ = ["sft_loss", "sft_step", "sft_traces", "with_contrasts"]
+
+
+def with_contrasts(
+    examples: Sequence[RouterExample],
+    contrast: Callable[[RouterExample], RouterExample | None],
+) -> list[RouterExample]:
+    """As many examples as given, each followed by its contrast (the same request
+    at a lambda where the teacher chooses otherwise) where it has one; the later
+    examples make room for the contrasts."""
+    batch: list[RouterExample] = []
+    for example in examples:
+        if len(batch) == len(examples):
+            break
+        batch.append(example)
+        other = contrast(example)
+        if other is not None and len(batch) < len(examples):
+            batch.append(other)
+    return batch
 
 
 def sft_traces(
