@@ -122,6 +122,22 @@ def test_a_gateway_that_cannot_load_its_pool_exits_with_the_reason(
     )
 
 
+def test_a_log_path_that_cannot_hold_a_log_stops_serve_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    config = _gateway_yaml(tmp_path, monkeypatch, f"log: {{path: {folder}}}\n")
+    code, output = _serve("--config", str(config), "--port", "18932")
+    assert (code, output.splitlines()) == (
+        1,
+        [
+            f"error: request log path {folder} is a directory; give the path of a "
+            f"file, such as {folder / 'requests.sqlite'}"
+        ],
+    )
+
+
 def test_a_named_checkpoint_that_is_missing_is_not_trained_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

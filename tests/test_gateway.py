@@ -32,6 +32,7 @@ from gateway_server import (
 )
 from upstream import UpstreamServer
 
+from xrouter.records.tokens import count_tokens
 from xrouter.serve.config import GatewayConfig, load_gateway_config
 from xrouter.serve.keys import hash_key
 from xrouter.serve.requestlog import RequestEntry, RequestLog, default_log_path
@@ -237,6 +238,113 @@ def test_the_official_client_does_not_retry_a_request_over_its_ceiling(
         log.close()
     ids = [e.request_id for e in entries]
     assert ids[1] == before  # one request logged: the client asked once
+
+
+def test_sampling_settings_and_a_response_format_reach_the_model(
+    client: openai.OpenAI, upstream: UpstreamServer
+) -> None:
+    schema = {"name": "fact", "schema": FACT}
+    passed = {
+        "top_p": 0.5,
+        "seed": 7,
+        "frequency_penalty": 0.25,
+        "presence_penalty": -0.5,
+        "logit_bias": {"1734": -100.0},
+        "response_format": {"type": "json_schema", "json_schema": schema},
+    }
+    for model in (GPT, "xrouter"):
+        client.chat.completions.create(
+            model=model,
+            messages=USER,
+            top_p=0.5,
+            seed=7,
+            frequency_penalty=0.25,
+            presence_penalty=-0.5,
+            logit_bias={"1734": -100},
+            response_format={"type": "json_schema", "json_schema": schema},  # type: ignore[typeddict-item]
+        )
+        sent = upstream.requests[-1]
+        assert {k: sent.get(k) for k in passed} == passed
+
+
+def test_log_probabilities_are_refused_by_name(
+    client: openai.OpenAI, upstream: UpstreamServer
+) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model=GPT, messages=USER, logprobs=True)
+    error = refused.value.body
+    assert isinstance(error, dict) and error["param"] == "logprobs"
+    assert error["message"] == (
+        "logprobs: the gateway returns no log-probabilities (the models it routes "
+        "between give them differently or not at all); leave it out"
+    )
+    assert upstream.attempts == 0
+
+
+@pytest.mark.parametrize("model", [GPT, "xrouter"])
+def test_a_request_every_model_rejects_gets_400_and_no_retry(
+    client: openai.OpenAI, upstream: UpstreamServer, model: str
+) -> None:
+    upstream.mode = "400"
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model=model, messages=USER)
+    error = refused.value.body
+    assert isinstance(error, dict)
+    assert (error["type"], error["code"]) == (
+        "invalid_request_error",
+        "upstream_rejected_request",
+    )
+    assert error["message"].startswith("the model rejected the request: ")
+    assert (
+        "rejected the request (HTTP 400: upstream fault: bad request)"
+        in (error["message"])
+    )
+    entry = last_logged()
+    assert (entry.status, entry.outcome, entry.cost_usd) == (
+        400,
+        "upstream_rejected_request",
+        0,
+    )
+    # No call is retried, as a rejected request would be rejected again; a direct
+    # one goes to its fallback, once.
+    tried = [c.model for c in entry.calls if not c.by_router]
+    assert upstream.attempts == len(tried)
+    if model == GPT:
+        assert tried == [GPT, CLAUDE]
+
+
+def test_a_call_larger_than_a_whole_daily_limit_gets_402_not_429(
+    make_config: MakeConfig, home: Path
+) -> None:
+    tight = make_config(
+        "tight", daily_limit_usd=2e-5, log={"path": str(home / "tight.sqlite")}
+    )
+    chat = "/v1/chat/completions"
+    with GatewayServer(tight) as gateway, httpx.Client(base_url=gateway.url) as http:
+        large = http.post(
+            chat, json={"model": GPT, "messages": USER, "max_tokens": 100}
+        )
+        assert large.status_code == 402, large.text
+        error = large.json()["error"]
+        assert (error["type"], error["code"]) == (
+            "insufficient_quota",
+            "request_over_limit",
+        )
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        assert error["message"] == (
+            f"over budget: a call to {GPT} may cost up to $0.000067, more than the "
+            f"$0.000020 left of the gateway's daily limit on {day} UTC (limit "
+            "$0.000020); that is more than the whole limit, so no retry can pass "
+            "it: ask for less (a lower max_tokens)"
+        )
+        small = {"model": GPT, "messages": USER, "max_tokens": 5}
+        served = 0
+        while (reply := http.post(chat, json=small)).status_code == 200:
+            served += 1
+    # Small calls fit until the day's spend leaves too little: a call that would
+    # fit an empty day waits for one, 429.
+    assert served >= 1 and reply.status_code == 429
+    assert reply.json()["error"]["code"] == "budget_exceeded"
 
 
 @pytest.mark.parametrize(
@@ -489,6 +597,32 @@ def test_a_stream_cut_midway_ends_with_an_error_event(
     assert (entry.status, entry.outcome, entry.stream) == (200, "upstream_error", True)
 
 
+def test_a_stream_ends_at_the_episodes_time_limit(
+    client: openai.OpenAI, upstream: UpstreamServer
+) -> None:
+    # Each piece comes within the call's timeout (0.3 s < 0.5 s), but the whole
+    # answer would take 2.4 s, past the episode's 1.5 s.
+    upstream.script(["drip"])
+    texts = []
+    started = time.monotonic()
+    with (
+        pytest.raises(openai.APIError, match=r"ran past the episode's time limit"),
+        client.chat.completions.create(model=GPT, messages=USER, stream=True) as stream,
+    ):
+        for chunk in stream:
+            texts.append(chunk.choices[0].delta.content or "")
+    took = time.monotonic() - started
+    assert LIMITS["episode_timeout_s"] <= took < LIMITS["episode_timeout_s"] + 0.5
+    assert ECHO.startswith("".join(texts)) and len("".join(texts)) > 0
+    entry = last_logged()
+    assert (entry.status, entry.outcome, entry.stream) == (
+        200,
+        "upstream_timeout",
+        True,
+    )
+    assert entry.output_tokens == count_tokens("".join(texts))
+
+
 def test_a_client_that_leaves_a_stream_is_logged(gateway: GatewayServer) -> None:
     received = gateway.leave_stream({"model": GPT, "messages": USER, "stream": True})
     assert received[0].startswith(b"data: ")
@@ -499,6 +633,92 @@ def test_a_client_that_leaves_a_stream_is_logged(gateway: GatewayServer) -> None
     # the interrupted call is booked with the text it had streamed
     assert [c.model for c in entry.calls if not c.by_router] == [GPT]
     assert entry.calls[-1].error == "upstream: the reader left the stream"
+
+
+def test_a_client_that_hangs_up_while_the_upstream_is_between_pieces_is_logged(
+    http: httpx.Client, upstream: UpstreamServer
+) -> None:
+    # The upstream pauses before each piece, so the gateway is waiting on the
+    # next one when the client closes its connection.
+    upstream.script(["drip"])
+    ask = {"model": GPT, "messages": USER, "stream": True}
+    with http.stream("POST", "/v1/chat/completions", json=ask) as reply:
+        request_id = reply.headers["x-xrouter-request-id"]
+        for line in reply.iter_lines():
+            if '"content": "echo:"' in line:
+                break
+        # Until it ends, the request is logged as in flight.
+        running = last_logged()
+        assert (running.request_id, running.status, running.outcome) == (
+            request_id,
+            0,
+            "in_flight",
+        )
+    deadline = time.monotonic() + 5
+    while (entry := last_logged()).request_id != request_id:
+        assert time.monotonic() < deadline, "the request was never logged"
+        time.sleep(0.02)
+    assert (entry.request_id, entry.status, entry.outcome) == (
+        request_id,
+        499,
+        "client_closed",
+    )
+    assert entry.calls[-1].error == "upstream: the reader left the stream"
+    assert entry.output_tokens == count_tokens("echo:")
+
+
+def test_an_upstreams_negative_usage_is_counted_not_billed(
+    client: openai.OpenAI, upstream: UpstreamServer
+) -> None:
+    for stream in (False, True):
+        upstream.script(["negative_usage"])
+        if stream:
+            with client.chat.completions.create(
+                model=GPT, messages=USER, stream=True
+            ) as chunks:
+                text = "".join(c.choices[0].delta.content or "" for c in chunks)
+        else:
+            reply = client.chat.completions.create(model=GPT, messages=USER)
+            text = reply.choices[0].message.content or ""
+        assert text == ECHO
+        entry = last_logged()
+        assert (entry.status, entry.answered_by) == (200, (GPT,))
+        call = entry.calls[-1]
+        assert (call.error, call.output_tokens) == (None, count_tokens(ECHO))
+        assert call.input_tokens > 0
+        prices = PRICES[GPT]
+        expected = (
+            call.input_tokens * prices[0] + call.output_tokens * prices[1]
+        ) / 1e6
+        assert entry.cost_usd == pytest.approx(expected)
+
+
+def test_the_callers_tools_count_towards_a_calls_worst_case(
+    http: httpx.Client, upstream: UpstreamServer
+) -> None:
+    # Eight tools of about 2,700 tokens each go upstream with the prompt and are
+    # billed as its input: about $0.0032 at gpt-4o-mini's $0.15 per 1M.
+    about = "Look up one fact in the company wiki and return it verbatim. " * 220
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": f"lookup_{k}",
+                "description": about,
+                "parameters": FACT,
+            },
+        }
+        for k in range(8)
+    ]
+    ask = {"model": GPT, "messages": USER, "max_tokens": 10, "tools": tools}
+    chat, ceiling = "/v1/chat/completions", {"x-xrouter-max-cost": "0.001"}
+    assert http.post(chat, json=ask | {"tools": tools[:1]}, headers=ceiling).is_success
+    over = http.post(chat, json=ask, headers=ceiling)
+    assert over.status_code == 402, over.text
+    message = over.json()["error"]["message"]
+    worst = float(message.split("may cost up to $")[1].split(",")[0])
+    assert 0.0032 < worst < 0.0045
+    assert upstream.attempts == 1  # the refused request never went upstream
 
 
 def test_a_client_that_leaves_midway_through_its_body_is_counted(

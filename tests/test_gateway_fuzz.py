@@ -330,6 +330,7 @@ VALID = st.fixed_dictionaries(
 )
 FIELDS = ["model", "messages", "max_tokens", "max_completion_tokens", "temperature"]
 FIELDS += ["stop", "stream", "stream_options", "tools", "tool_choice", "n", "user"]
+FIELDS += ["top_p", "seed", "logit_bias", "response_format", "logprobs"]
 MESSAGE_FIELDS = ["role", "content", "name", "tool_calls", "tool_call_id"]
 JUNK = JSON | st.sampled_from([[], {}, "", 0, -1, 10**6 + 1, 2**64, "required"])
 

@@ -19,6 +19,7 @@ from xrouter.backends.base import Backend
 from xrouter.backends.http import HttpBackend
 from xrouter.core.catalog import ModelCard
 from xrouter.core.errors import (
+    AccessDeniedError,
     BackendError,
     BackendTimeoutError,
     BadRequestError,
@@ -325,7 +326,7 @@ def test_stream_stall_times_out(server: UpstreamServer) -> None:
         ),
         (
             "401",
-            BadRequestError,
+            AccessDeniedError,
             "refused the API key (HTTP 401: upstream fault: invali",
         ),
         ("drop", UpstreamError, "could not be reached or closed the connection ("),
@@ -341,7 +342,7 @@ def test_complete_fault_maps_to_typed_error(
     error = _fails(kind, lambda: _complete(server))
     assert says in str(error)
     assert str(error).startswith(f"model 'echo-7b' at {server.base_url} ")
-    assert error.retryable is (kind not in (BadRequestError,))
+    assert error.retryable is (kind not in (BadRequestError, AccessDeniedError))
     assert server.attempts == 1  # the backend never retries
 
 
@@ -363,7 +364,7 @@ def test_refused_key_names_the_key_variable(
     monkeypatch.setenv(KEY_VAR, "sk-wrong")
     server.mode = "401"
     error = _fails(
-        BadRequestError, lambda: _complete(server, card=_card(api_key_env=KEY_VAR))
+        AccessDeniedError, lambda: _complete(server, card=_card(api_key_env=KEY_VAR))
     )
     assert error.retryable is False
     assert f"check the key in ${KEY_VAR}." in str(error)

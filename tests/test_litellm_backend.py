@@ -11,6 +11,7 @@ from upstream import UpstreamServer
 from xrouter.backends.litellm import LiteLLMBackend
 from xrouter.core.catalog import ModelCard, load_catalog
 from xrouter.core.errors import (
+    AccessDeniedError,
     BackendError,
     BackendTimeoutError,
     BadRequestError,
@@ -55,6 +56,7 @@ def test_a_call_returns_text_usage_and_the_route(server: UpstreamServer) -> None
     ("fault", "kind", "retryable"),
     [
         ("400", BadRequestError, False),
+        ("401", AccessDeniedError, False),
         ("429", RateLimitError, True),
         ("500", UpstreamError, True),
     ],

@@ -359,6 +359,15 @@ def test_requests_the_model_cannot_serve_are_bad_requests(
     with pytest.raises(BadRequestError, match="without function calling"):
         _complete(backend, ChatRequest(QUESTION.messages, tools=(tool,)))
 
+    json_mode = {"response_format": {"type": "json_object"}}
+    with pytest.raises(BadRequestError) as caught:
+        _complete(backend, ChatRequest(QUESTION.messages, extra=json_mode))
+    assert str(caught.value) == (
+        "smollm2-135m runs in-process and cannot hold its answer to the "
+        "response_format asked for (json_object). Route such requests to a model "
+        "behind an API that follows it."
+    )
+
 
 @pytest.mark.slow
 def test_a_caller_that_gives_up_frees_the_model_at_once(backend: LocalBackend) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,9 @@ import pytest
 
 from xrouter.backends.replay import ReplayPool
 from xrouter.core.catalog import load_catalog
-from xrouter.core.errors import ReplayMissError, StoreError
+from xrouter.core.errors import BadRequestError, ReplayMissError, StoreError
+from xrouter.core.types import ChatRequest, Message
+from xrouter.evaluate.episodes import replay_entries
 from xrouter.evaluate.metrics import aiq_of
 from xrouter.evaluate.runner import evaluate_policy
 from xrouter.policies.base import Routing, outcome
@@ -21,6 +25,7 @@ from xrouter.records.store import Store
 
 MODELS = ["gpt-4o-mini-2024-07-18", "claude-3-haiku-20240307", "gemma-2-2b-it"]
 DUCKS = "zeroeval/gsm8k/gsm8k-main-test-#0"
+MINI = "gpt-4o-mini-2024-07-18"
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +45,24 @@ def test_replay_answers_with_the_recorded_response_usage_and_cost(
     assert call.cost_usd == pytest.approx(
         card.cost(call.usage.input_tokens, call.usage.output_tokens), rel=1e-12
     )
+
+
+def test_replay_refuses_an_output_format_its_records_were_not_written_to(
+    pool: ReplayPool,
+) -> None:
+    (entry,) = [e for e in replay_entries(pool, load_catalog()) if e.card.id == MINI]
+    json_mode = {"response_format": {"type": "json_object"}}
+    asked = ChatRequest((Message("user", "Janet's ducks"),), item_id=DUCKS)
+    with pytest.raises(BadRequestError) as refused:
+        asyncio.run(entry.backend.complete(replace(asked, extra=json_mode)))
+    assert str(refused.value) == (
+        f"{MINI} is replayed from recorded answers, which were not written to the "
+        "response_format asked for (json_object); give the model a live backend in "
+        "a pool file"
+    )
+    # Text, and settings that shape no format, are answered from the record.
+    done = asyncio.run(entry.backend.complete(replace(asked, extra={"seed": 3})))
+    assert done.text == pool.call(MINI, DUCKS).response
 
 
 def test_replay_refuses_unknown_items_and_models(pool: ReplayPool) -> None:

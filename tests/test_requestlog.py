@@ -5,6 +5,7 @@ durability across a SIGKILL, concurrent appends, refusals of bad files, and the
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -23,7 +24,13 @@ from typer.testing import CliRunner
 from xrouter.cli import logs  # noqa: F401  (registers the sub-commands)
 from xrouter.cli.app import app
 from xrouter.core.errors import ConfigError
-from xrouter.serve.requestlog import CallEntry, RequestEntry, RequestLog
+from xrouter.serve.requestlog import (
+    IN_FLIGHT,
+    INTERRUPTED,
+    CallEntry,
+    RequestEntry,
+    RequestLog,
+)
 
 runner = CliRunner()
 MAY_9 = datetime(2026, 5, 9, tzinfo=UTC).timestamp()
@@ -183,7 +190,13 @@ def test_the_file_is_in_wal_mode_with_normal_sync(log: RequestLog) -> None:
 CHILD = """
 import sys
 from pathlib import Path
-from xrouter.serve.requestlog import CallEntry, RequestEntry, RequestLog
+from xrouter.serve.requestlog import (
+    IN_FLIGHT,
+    INTERRUPTED,
+    CallEntry,
+    RequestEntry,
+    RequestLog,
+)
 
 log = RequestLog(Path(sys.argv[1]))
 for n in range(int(sys.argv[2])):
@@ -214,6 +227,54 @@ def test_acknowledged_appends_survive_a_sigkill(tmp_path: Path) -> None:
         assert found == [f"r{n}" for n in reversed(range(count))]
         assert log.spend(0) == count * 0.25
         assert log.summary(0, "model")[0]["requests"] == count
+
+
+def test_one_gateway_at_a_time_owns_a_log(tmp_path: Path) -> None:
+    path = tmp_path / "requests.sqlite"
+    first = RequestLog(path, owner=True)
+    try:
+        with pytest.raises(ConfigError) as info:
+            RequestLog(path, owner=True)
+        assert str(info.value) == (
+            f"another gateway (pid {os.getpid()}) is writing the request log {path}; "
+            "two gateways on one log would each spend the whole daily limits. Give "
+            "this one its own log.path, or stop the other"
+        )
+        with closing(RequestLog(path)) as reader:  # reading needs no ownership
+            assert reader.recent(1) == []
+    finally:
+        first.close()
+    with closing(RequestLog(path, owner=True)):  # free again once closed
+        pass
+
+
+def test_a_request_in_flight_is_replaced_when_it_ends_or_marked_if_never(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "requests.sqlite"
+    started = dict(status=0, outcome=IN_FLIGHT, calls=(), cost_usd=0.0)
+    with closing(RequestLog(path, owner=True)) as log:
+        log.append(entry("done", **started))
+        log.append(entry("left", **started, ts=MAY_9 + 2 * HOUR))
+        log.append(entry("done"))  # its trace takes the in-flight row's place
+        assert [(e.request_id, e.outcome) for e in log.recent(5)] == [
+            ("left", IN_FLIGHT),
+            ("done", "ok"),
+        ]
+        with pytest.raises(ValueError, match="'done' is already in the request log"):
+            log.append(entry("done"))
+    # Read by someone else, the row is as it was left.
+    with closing(RequestLog(path)) as reader:
+        assert reader.recent(1)[0].outcome == IN_FLIGHT
+    # The next gateway to own the log knows the one that left it stopped.
+    with closing(RequestLog(path, owner=True)) as log:
+        left = log.recent(1)[0]
+        assert (left.request_id, left.status, left.outcome) == ("left", 0, INTERRUPTED)
+        assert left.error == (
+            "the gateway stopped (killed or crashed) before this request ended; the "
+            "upstreams may have billed calls that this log has no record of"
+        )
+        assert log.spend(0) == 0.25  # the finished request's cost, once
 
 
 def test_concurrent_appends_and_reads_lose_nothing(log: RequestLog) -> None:

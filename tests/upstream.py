@@ -49,6 +49,8 @@ is used up (``"ok"`` unless set). Faults (names in ``FAULTS``):
 - ``error_event``: a stream sends one chunk then an SSE ``{"error": ...}`` event; a
   plain answer is HTTP 200 with an error body and no choices.
 - ``no_usage``: the answer, with no usage in it (none in a stream either).
+- ``drip``: a stream waits ``DRIP_S`` seconds before each text chunk.
+- ``negative_usage``: the answer, with a usage of -1000 prompt tokens.
 """
 
 from __future__ import annotations
@@ -80,7 +82,10 @@ FAULTS: Final[tuple[str, ...]] = (
     "garbage",
     "error_event",
     "no_usage",
+    "drip",
+    "negative_usage",
 )
+DRIP_S: Final = 0.3
 MODEL: Final = "upstream-echo"
 _CONN = "upstream.connection"  # scope key: uvicorn's request cycle, to cut it
 
@@ -336,7 +341,10 @@ def _app(upstream: UpstreamServer) -> FastAPI:
             return StreamingResponse(events, media_type="text/event-stream")
         if fault == "error_event":
             return _error(200, "upstream fault: error in a 200 body", "server_error")
-        reply = json.dumps(_completion(body, usage=fault != "no_usage"))
+        completion = _completion(body, usage=fault != "no_usage")
+        if fault == "negative_usage":
+            completion["usage"]["prompt_tokens"] = -1000
+        reply = json.dumps(completion)
         if fault == "cut":
             return StreamingResponse(
                 _cut_after(reply[: len(reply) // 3], request),
@@ -401,6 +409,8 @@ async def _events(
     keep = {"cut": 2, "error_event": 1}.get(fault, len(pieces))
     yield delta({"role": "assistant", "content": ""})
     for piece in pieces[:keep]:
+        if fault == "drip":
+            await asyncio.sleep(DRIP_S)
         yield delta({"content": piece})
     if fault == "cut":
         await _cut(request)
@@ -415,5 +425,8 @@ async def _events(
     yield delta({}, finish)
     options = body.get("stream_options") or {}
     if options.get("include_usage") and fault != "no_usage":
-        yield event([], usage=_usage(prompt_tokens, text))
+        usage = _usage(prompt_tokens, text)
+        if fault == "negative_usage":
+            usage["prompt_tokens"] = -1000
+        yield event([], usage=usage)
     yield b"data: [DONE]\n\n"

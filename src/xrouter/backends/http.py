@@ -7,12 +7,14 @@ a ``stream``. Every failure comes out as a typed :mod:`xrouter.core.errors` erro
 naming the model, the URL and what went wrong: a timeout as ``BackendTimeoutError``, a
 429 as ``RateLimitError`` (with ``Retry-After``), a 5xx, refused or cut connection or
 malformed reply as ``UpstreamError``, and any other 4xx as ``BadRequestError``. When the
-server reports no token usage, it is counted with the o200k tokenizer.
+server reports no token usage, or a negative one, it is counted with the o200k
+tokenizer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import time
@@ -27,6 +29,7 @@ from openai.types.chat import ChatCompletion
 
 from xrouter.core.catalog import ModelCard
 from xrouter.core.errors import (
+    AccessDeniedError,
     BackendError,
     BackendTimeoutError,
     BadRequestError,
@@ -35,9 +38,11 @@ from xrouter.core.errors import (
     UpstreamError,
 )
 from xrouter.core.types import ChatRequest, Completion, StreamDelta, Usage
-from xrouter.records.tokens import count_message_tokens, count_tokens
+from xrouter.records.tokens import count_request_tokens, count_tokens
 
 __all__ = ["HttpBackend"]
+
+_log = logging.getLogger(__name__)
 
 NO_KEY: Final = "not-needed"  # sent when the card names no key variable
 # What a call may raise: the client's errors, the transport's, and for a reply that
@@ -188,6 +193,7 @@ class HttpBackend:
             "user": request.user,
         }
         params.update({k: v for k, v in optional.items() if v is not None})
+        params.update(request.extra)
         return params
 
     def _typed(self, exc: BaseException, *, mid_stream: bool = False) -> BackendError:
@@ -234,10 +240,9 @@ class HttpBackend:
         if status in (401, 403):
             var = self._card.api_key_env
             fix = f"check the key in ${var}" if var else "set api_key_env in its card"
-            return BadRequestError(
+            return AccessDeniedError(
                 f"{where} refused the API key (HTTP {status}: {detail}); {fix}.",
                 model=model,
-                retryable=False,
             )
         if 400 <= status < 500:
             text = f"{where} rejected the request (HTTP {status}: {detail})."
@@ -253,14 +258,13 @@ def _key_from_env(card: ModelCard, url: str) -> str:
     if not key:
         raise ConfigError(
             f"model {card.id!r} at {url} needs an API key in ${card.api_key_env}, "
-            f"which is not set; export {card.api_key_env}=... or pass api_key."
+            f"which is not set; export {card.api_key_env}=... before starting."
         )
     return key
 
 
 def _counted(request: ChatRequest, text: str) -> Usage:
-    prompt: list[tuple[str, str]] = [(m.role, m.content) for m in request.messages]
-    return Usage(count_message_tokens(prompt), count_tokens(text))
+    return Usage(count_request_tokens(request), count_tokens(text))
 
 
 def _describe(exc: BaseException) -> str:
@@ -279,7 +283,14 @@ def _usage(reported: object) -> Usage | None:
     prompt = getattr(reported, "prompt_tokens", None)
     output = getattr(reported, "completion_tokens", None)
     if isinstance(prompt, int) and isinstance(output, int):
-        return Usage(prompt, output)
+        if prompt >= 0 and output >= 0:
+            return Usage(prompt, output)
+        _log.warning(
+            "an upstream reported negative token usage (prompt_tokens %d, "
+            "completion_tokens %d); the call's tokens are counted instead",
+            prompt,
+            output,
+        )
     return None
 
 

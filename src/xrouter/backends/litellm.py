@@ -16,6 +16,7 @@ from typing import Any
 from xrouter.backends.base import stream_from_complete
 from xrouter.core.catalog import ModelCard
 from xrouter.core.errors import (
+    AccessDeniedError,
     BackendError,
     BackendTimeoutError,
     BadRequestError,
@@ -24,18 +25,17 @@ from xrouter.core.errors import (
     UpstreamError,
 )
 from xrouter.core.types import ChatRequest, Completion, StreamDelta, Usage
-from xrouter.records.tokens import count_message_tokens, count_tokens
+from xrouter.records.tokens import count_request_tokens, count_tokens
 
 __all__ = ["LiteLLMBackend", "map_litellm_error"]
 
 _BAD_REQUEST = {
-    "AuthenticationError",
     "BadRequestError",
     "ContextWindowExceededError",
     "NotFoundError",
-    "PermissionDeniedError",
     "UnprocessableEntityError",
 }
+_ACCESS_DENIED = {"AuthenticationError", "PermissionDeniedError"}
 
 
 def map_litellm_error(exc: Exception, model: str) -> BackendError:
@@ -46,6 +46,8 @@ def map_litellm_error(exc: Exception, model: str) -> BackendError:
         return BackendTimeoutError(text, model=model)
     if "RateLimitError" in names:
         return RateLimitError(text, model=model)
+    if names & _ACCESS_DENIED:
+        return AccessDeniedError(text, model=model)
     if names & _BAD_REQUEST:
         return BadRequestError(text, model=model)
     return UpstreamError(text, model=model)
@@ -98,6 +100,7 @@ class LiteLLMBackend:
             options["stop"] = list(request.stop)
         if request.tools:
             options["tools"] = list(request.tools)
+        options.update(request.extra)
         started = time.monotonic()
         try:
             reply = await self._litellm.acompletion(
@@ -111,8 +114,7 @@ class LiteLLMBackend:
         text = choice.message.content or ""
         usage = getattr(reply, "usage", None)
         counted = Usage(
-            getattr(usage, "prompt_tokens", None)
-            or count_message_tokens([(m.role, m.content) for m in request.messages]),
+            getattr(usage, "prompt_tokens", None) or count_request_tokens(request),
             getattr(usage, "completion_tokens", None) or count_tokens(text),
         )
         calls = tuple(call.model_dump() for call in (choice.message.tool_calls or ()))

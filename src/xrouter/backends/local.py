@@ -456,6 +456,13 @@ class LocalBackend:
                 "whose card lists the 'tools' capability.",
                 model=model,
             )
+        if request.output_format() != "text":
+            raise BadRequestError(
+                f"{model} runs in-process and cannot hold its answer to the "
+                f"response_format asked for ({request.output_format()}). Route such "
+                "requests to a model behind an API that follows it.",
+                model=model,
+            )
         low_max = request.max_tokens is not None and request.max_tokens < 1
         if low_max or (request.temperature or 0) < 0:
             raise BadRequestError(

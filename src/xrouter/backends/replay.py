@@ -19,7 +19,12 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from xrouter.core.catalog import ModelCard
-from xrouter.core.errors import ReplayMissError, StoreError, UpstreamError
+from xrouter.core.errors import (
+    BadRequestError,
+    ReplayMissError,
+    StoreError,
+    UpstreamError,
+)
 from xrouter.core.types import (
     CallRecord,
     ChatRequest,
@@ -304,6 +309,14 @@ class ReplayBackend:
         return float(self._pool.cost[i, self._pool.model_index(self._model)])
 
     async def complete(self, request: ChatRequest) -> Completion:
+        if request.output_format() != "text":
+            raise BadRequestError(
+                f"{self._card.id} is replayed from recorded answers, which were not "
+                f"written to the response_format asked for "
+                f"({request.output_format()}); give the model a live backend in a "
+                "pool file",
+                model=self._card.id,
+            )
         item_id = self._item(request)
         try:
             record = self._pool.call(self._model, item_id)

@@ -42,6 +42,7 @@ def serve_command(
     from xrouter.serve.app import create_app
     from xrouter.serve.config import load_gateway_config
     from xrouter.serve.gateway import Gateway
+    from xrouter.serve.requestlog import RequestLog
 
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be from 1 to 65535, got {port}")
@@ -51,6 +52,9 @@ def serve_command(
             f"--log-level must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}"
         )
     config = load_gateway_config(config_file)
+    # The log is opened (and its lock taken) at startup; trying it here first
+    # turns a bad log.path, or another gateway on it, into one line.
+    RequestLog(config.log_path, owner=True).close()
     _check_free(host, port)
     _one_blas_thread()
     gateway = Gateway(config)

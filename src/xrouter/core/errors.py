@@ -20,13 +20,15 @@ and what to do about it.
     |   |-- BackendTimeoutError      no answer in time (retryable)
     |   |-- RateLimitError           the upstream said 429 (retryable after a wait)
     |   |-- UpstreamError            5xx, a cut connection, no record (retryable or not)
-    |   `-- BadRequestError          the upstream refused the request (not retryable)
+    |   |-- BadRequestError          the upstream refused the request (not retryable)
+    |   `-- AccessDeniedError        the upstream refused its key (not retryable)
     `-- BudgetExceededError          a call or request that would spend past a limit
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AccessDeniedError",
     "BackendError",
     "BackendTimeoutError",
     "BadRequestError",
@@ -143,7 +145,13 @@ class UpstreamError(BackendError):
 
 
 class BadRequestError(BackendError):
-    """The upstream refused the request as given (4xx other than 429)."""
+    """The upstream refused the request as given (4xx other than 401, 403, 429)."""
+
+    default_retryable = False
+
+
+class AccessDeniedError(BackendError):
+    """The upstream refused the credentials it was called with (HTTP 401, 403)."""
 
     default_retryable = False
 
@@ -154,6 +162,7 @@ _KINDS: dict[type[BackendError], str] = {
     RateLimitError: "rate_limit",
     UpstreamError: "upstream",
     BadRequestError: "bad_request",
+    AccessDeniedError: "access_denied",
 }
 
 

@@ -72,7 +72,10 @@ class ChatRequest:
     ``tools`` and ``tool_choice`` are the caller's own function definitions, passed
     through unchanged. ``item_id`` tells the replay backend which recorded item is
     being asked when the caller knows it (evaluation, training); live backends
-    ignore it.
+    ignore it. ``extra`` holds the caller's other OpenAI parameters (``top_p``,
+    ``seed``, penalties, ``logit_bias``, ``response_format``), sent as given by
+    the backends that call an API; a backend that cannot follow a
+    ``response_format`` refuses the request.
     """
 
     messages: tuple[Message, ...]
@@ -83,6 +86,12 @@ class ChatRequest:
     tool_choice: str | dict[str, Any] | None = None
     item_id: str | None = None
     user: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def output_format(self) -> str:
+        """The ``response_format`` type asked for: ``text`` unless one is given."""
+        format_ = self.extra.get("response_format") or {}
+        return str(format_.get("type", "text"))
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,7 @@ class CallerOptions:
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: str | dict[str, Any] | None = None
     user: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,23 @@
 """One model call under the orchestrator's guard: budget, timeout, retries, fallback.
 
 Before a call starts, its worst case is held on the budget: a replayed call's known
-cost, otherwise its prompt tokens (counted with one tokenizer for every model, plus a
+cost, otherwise its prompt tokens (everything sent: messages, the caller's tool
+calls and tool definitions, counted with one tokenizer for every model, plus a
 margin for vendors' own counts) and all of its ``max_tokens``, priced by the card.
 A call that does not fit is refused. A call gets ``call_timeout_s`` (and never more
-than the episode has left); a retryable failure (timeout, rate limit, upstream
-error) is retried up to ``retries`` times after an exponential, jittered backoff,
-or after the rate limit's own ``retry_after_s``. A call that still fails goes to its
-pool entry's fallback model, once, under a hold of its own. Failed attempts cost
-nothing; a successful one costs what the backend reports (a replayed record's
-cost) or its usage priced by the card.
+than the episode has left; a stream gets it for each piece, and its whole answer
+never more than ``episode_timeout_s``); a retryable failure (timeout, rate limit,
+upstream error) is retried up to ``retries`` times after an exponential, jittered
+backoff, or after the rate limit's own ``retry_after_s``. A call that still fails
+goes to its pool entry's fallback model, once, under a hold of its own. Failed
+attempts cost nothing; a successful one costs what the backend reports (a replayed
+record's cost) or its usage priced by the card.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -32,7 +35,7 @@ from xrouter.core.errors import (
 )
 from xrouter.core.types import CallRecord, ChatRequest, StreamDelta, Usage
 from xrouter.orchestrator.budget import Budget, Hold
-from xrouter.records.tokens import count_message_tokens, count_tokens
+from xrouter.records.tokens import count_request_tokens, count_tokens
 
 __all__ = ["CallRunner", "Limits"]
 
@@ -74,8 +77,9 @@ class CallRunner:
 
     @staticmethod
     def prompt_allowance(request: ChatRequest) -> int:
-        """The prompt tokens a worst case allows for: counted, plus a margin."""
-        prompt = count_message_tokens([(m.role, m.content) for m in request.messages])
+        """The prompt tokens a worst case allows for: counted, plus a margin.
+        Everything sent is counted: the caller's tools and tool calls too."""
+        prompt = count_request_tokens(request)
         return int(prompt * _TOKEN_MARGIN) + _TOKEN_SLACK
 
     def worst_case(
@@ -166,8 +170,19 @@ class CallRunner:
                 raise
             else:
                 cost = done.cost_usd
-                if cost is None:
+                if (
+                    cost is None
+                    and min(done.usage.input_tokens, done.usage.output_tokens) >= 0
+                ):
                     cost = card.cost(done.usage.input_tokens, done.usage.output_tokens)
+                if cost is None or not 0 <= cost < math.inf:
+                    failure = UpstreamError(
+                        f"{card.id} reported a usage that cannot be billed "
+                        f"({done.usage}, cost {done.cost_usd})",
+                        model=card.id,
+                        retryable=False,
+                    )
+                    break
                 hold.settle(cost)
                 return CallRecord(
                     model=card.id,
@@ -224,6 +239,7 @@ class CallRunner:
         when the first call does not fit the budget.
         """
         entry, tried = self.pool.entry(model), [model]
+        deadline = time.monotonic() + self.limits.episode_timeout_s
         while True:
             try:
                 hold = budget.hold(
@@ -235,7 +251,7 @@ class CallRunner:
                         str(records[-1].error), model=model, retryable=False
                     ) from None
                 raise
-            streamed = _Streamed(entry, request, self.limits, hold, call_id)
+            streamed = _Streamed(entry, request, self.limits, hold, call_id, deadline)
             finished = False
             try:
                 async with aclosing(streamed.run(self._backoff)) as pieces:
@@ -271,9 +287,10 @@ class _Streamed:
         limits: Limits,
         hold: Hold,
         call_id: str,
+        deadline: float,
     ) -> None:
         self.entry, self.request, self.limits = entry, request, limits
-        self.hold, self.call_id = hold, call_id
+        self.hold, self.call_id, self.deadline = hold, call_id, deadline
         self.started = False
         self.text: list[str] = []
         self.tool_calls: list[dict[str, Any]] = []
@@ -293,16 +310,25 @@ class _Streamed:
             pieces = self.entry.backend.stream(self.request).__aiter__()
             try:
                 while True:
+                    # The piece is awaited in this task, not in one wait_for would
+                    # make: a reader who leaves cancels this task, and the backend's
+                    # stream must have stopped running before it is closed below.
+                    left = self.deadline - time.monotonic()
+                    wait = min(limits.call_timeout_s, left)
                     try:
-                        delta = await asyncio.wait_for(
-                            anext(pieces), timeout=limits.call_timeout_s
-                        )
+                        async with asyncio.timeout(max(wait, 0.0)):
+                            delta = await anext(pieces)
                     except StopAsyncIteration:
                         break
                     except TimeoutError:
+                        what = (
+                            f"sent nothing for {wait:.1f} s"
+                            if wait == limits.call_timeout_s
+                            else "ran past the episode's time limit "
+                            f"({limits.episode_timeout_s:g} s)"
+                        )
                         raise BackendTimeoutError(
-                            f"{card.id} sent nothing for {limits.call_timeout_s:.1f} s",
-                            model=card.id,
+                            f"{card.id} {what}", model=card.id
                         ) from None
                     self._take(delta)
                     if delta.text or delta.tool_calls or delta.finish_reason:
@@ -335,13 +361,13 @@ class _Streamed:
             self.finish = delta.finish_reason
 
     def _counted(self) -> Usage:
-        if self.usage is not None:
-            return self.usage
+        """The usage reported, or counted where none (or a negative one) was."""
+        usage = self.usage
+        if usage is not None and min(usage.input_tokens, usage.output_tokens) >= 0:
+            return usage
         if not self.started:
             return Usage(0, 0)
-        prompt = count_message_tokens(
-            [(m.role, m.content) for m in self.request.messages]
-        )
+        prompt = count_request_tokens(self.request)
         return Usage(prompt, count_tokens("".join(self.text)))
 
     def settle(self) -> None:

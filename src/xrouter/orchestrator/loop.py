@@ -269,6 +269,8 @@ class Orchestrator:
         request = ChatRequest(
             messages=tuple(messages),
             max_tokens=caller.max_tokens or self.limits.default_max_tokens,
+            tools=caller.tools,
+            tool_choice=caller.tool_choice,
             item_id=item_id,
         )
         prompt = self.calls.prompt_allowance(request)  # counted once for all
@@ -418,6 +420,7 @@ class Orchestrator:
             tool_choice=caller.tool_choice,
             item_id=view.item_id,
             user=caller.user,
+            extra=caller.extra,
         )
         try:
             return await self.calls.run(

@@ -8,9 +8,20 @@ counted this way is flagged ``counted`` in the store, never ``recorded``.
 from __future__ import annotations
 
 import functools
-from typing import Any
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ENCODING", "count_message_tokens", "count_tokens", "first_tokens"]
+if TYPE_CHECKING:
+    from xrouter.core.types import ChatRequest
+
+__all__ = [
+    "ENCODING",
+    "count_message_tokens",
+    "count_request_tokens",
+    "count_tokens",
+    "first_tokens",
+]
 
 ENCODING = "o200k_base"
 # Chat formats add a few tokens of framing per message (role markers, separators).
@@ -40,6 +51,20 @@ def first_tokens(text: str, n: int) -> str:
     return cut
 
 
-def count_message_tokens(messages: list[tuple[str, str]]) -> int:
+def count_message_tokens(messages: Sequence[tuple[str, str]]) -> int:
     """Input tokens of a chat prompt: the contents plus per-message framing."""
     return sum(count_tokens(content) + _PER_MESSAGE_OVERHEAD for _, content in messages)
+
+
+def count_request_tokens(request: ChatRequest) -> int:
+    """Input tokens of everything a chat request sends: its messages, the tool
+    calls in them, and its tool definitions and tool choice (as JSON text)."""
+    messages = [
+        (m.role, m.content + _json_text(*m.tool_calls)) for m in request.messages
+    ]
+    tools = _json_text(*request.tools, request.tool_choice)
+    return count_message_tokens(messages) + count_tokens(tools)
+
+
+def _json_text(*parts: Any) -> str:
+    return "".join(json.dumps(part) for part in parts if part)

@@ -51,7 +51,8 @@ from starlette.requests import ClientDisconnect
 from xrouter.core.errors import BackendError, BudgetExceededError
 from xrouter.orchestrator.budget import Budget, Ledger
 from xrouter.serve.config import GatewayConfig
-from xrouter.serve.gateway import CEILING, Gateway, RequestError, failure_of
+from xrouter.serve.failures import CEILING, RequestError, failure_of
+from xrouter.serve.gateway import Gateway
 from xrouter.serve.metrics import CONTENT_TYPE_LATEST, Metrics
 from xrouter.serve.schema import ChatRequestBody, error_body, validation_message
 from xrouter.serve.service import Service, error_response
@@ -158,6 +159,7 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
         budget = Budget(
             [*service.ledgers(key), *_ceiling(request, config.request_limit_header)]
         )
+        service.begin(outcome, body, key)
         if body.stream:
             mode = _stream_mode(request, config.router.stream)
             return await service.stream(
@@ -169,6 +171,9 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
             failure = failure_of(exc)
             service.finish(outcome, body, key, failure.status, failure)
             return error_response(failure, outcome.request_id)
+        except Exception:
+            logger.exception("unexpected error on request %s", outcome.request_id)
+            return service.crashed(outcome, body, key)
         service.finish(outcome, body, key, 200)
         return JSONResponse(
             service.completion_body(outcome), headers=service.headers(outcome)

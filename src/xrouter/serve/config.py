@@ -16,7 +16,10 @@ replayed from their recorded answers, behind the RL-trained policy::
                                   # tokens as they come; no escalation) or episode
                                   # (the whole episode, then its answer in pieces);
                                   # per request: header x-xrouter-stream
-    limits: {max_turns: 3, call_timeout_s: 60, episode_timeout_s: 120, retries: 2}
+    limits: {max_turns: 3, call_timeout_s: 60, episode_timeout_s: 120, retries: 2,
+             default_max_tokens: 1024}   # the output a request without max_tokens
+                                  # is given (and its worst case held for); longer
+                                  # answers end with finish_reason "length"
     keys:                         # none: the gateway checks no keys
       - {name: team-a, sha256: <hex of the key>, daily_limit_usd: 5}
       - {name: ci, key_env: XROUTER_CI_KEY}
@@ -58,6 +61,7 @@ class LimitsSpec(BaseModel):
     call_timeout_s: float = Field(default=60.0, gt=0)
     episode_timeout_s: float = Field(default=120.0, gt=0)
     retries: int = Field(default=2, ge=0)
+    default_max_tokens: int = Field(default=1024, ge=1)
 
 
 class KeySpec(BaseModel):

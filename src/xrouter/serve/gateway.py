@@ -28,14 +28,11 @@ from xrouter.backends.build import build_pool, replay_pool
 from xrouter.backends.pool import Pool, PoolEntry, load_pool_spec
 from xrouter.core.catalog import Catalog, load_catalog
 from xrouter.core.errors import (
-    BackendError,
-    BackendTimeoutError,
-    BudgetExceededError,
     CatalogError,
     ConfigError,
 )
 from xrouter.core.types import CallerOptions, CallRecord, ChatRequest, Message, Trace
-from xrouter.orchestrator.budget import Budget, refusing_ledgers
+from xrouter.orchestrator.budget import Budget
 from xrouter.orchestrator.calls import Limits
 from xrouter.orchestrator.loop import (
     EpisodeFailedError,
@@ -44,38 +41,19 @@ from xrouter.orchestrator.loop import (
     Router,
 )
 from xrouter.serve.config import GatewayConfig
+from xrouter.serve.failures import RequestError
 from xrouter.serve.startup import prepare
 
 __all__ = [
     "Gateway",
-    "RequestError",
     "Target",
     "aclose",
-    "failure_of",
     "new_request_id",
 ]
 
 logger = logging.getLogger(__name__)
 
 ROUTED = "xrouter"
-# How the orchestrator tells the router that the budget refused a call.
-_REFUSED = ": refused, "
-CEILING = "request's cost ceiling"  # the ledger of the x-xrouter-max-cost header
-
-
-class RequestError(Exception):
-    """A request the gateway refuses: HTTP status, OpenAI error type, message."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        kind: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.kind, self.param, self.code = status, kind, param, code
 
 
 @dataclass(frozen=True)
@@ -439,36 +417,6 @@ async def aclose(iterator: object) -> None:
         await closing()
 
 
-def failure_of(exc: BackendError | BudgetExceededError) -> RequestError:
-    """The HTTP error for a request that no model could answer: 402 when only its
-    own cost ceiling refused its calls (no retry can pass it), 429 when a daily
-    limit did, 504 when the last call timed out, 502 otherwise."""
-    text = str(exc)
-    if isinstance(exc, BudgetExceededError) or _REFUSED in text:
-        if refusing_ledgers(text) == {CEILING}:
-            return RequestError(
-                402,
-                f"over the request's cost ceiling: {text}; raise the "
-                f"x-xrouter-max-cost header or ask for less (a lower max_tokens)",
-                "insufficient_quota",
-                code="cost_ceiling_exceeded",
-            )
-        return RequestError(
-            429, f"over budget: {text}", "insufficient_quota", code="budget_exceeded"
-        )
-    last = ""
-    if isinstance(exc, EpisodeFailedError):
-        tried = [c for c in exc.trace.calls if not c.by_router]
-        last = (tried[-1].error or "") if tried else ""
-    if isinstance(exc, BackendTimeoutError) or last.startswith("timeout:"):
-        return RequestError(
-            504, f"upstream timed out: {text}", "server_error", code="upstream_timeout"
-        )
-    return RequestError(
-        502, f"upstream failed: {text}", "server_error", code="upstream_error"
-    )
-
-
 def _direct_request(
     messages: list[Message], caller: CallerOptions, max_tokens: int
 ) -> ChatRequest:
@@ -482,6 +430,7 @@ def _direct_request(
         tools=caller.tools,
         tool_choice=caller.tool_choice,
         user=caller.user,
+        extra=caller.extra,
     )
 
 

@@ -1,8 +1,12 @@
 """The gateway's durable request log: a SQLite row per request and one per call.
 
-The gateway appends each request's trace before it acknowledges the request; the
+The gateway logs a request as ``in_flight`` before it calls any model, and
+replaces that row with the request's trace before it acknowledges the request; the
 daily limits read the day's spend back from it after a restart, and ``xrouter
-logs`` / ``xrouter spend`` show it to people.
+logs`` / ``xrouter spend`` show it to people. A gateway that opens its log finds
+the rows a stopped one left in flight (it was killed or crashed mid-request) and
+marks them ``interrupted``: their calls may have been billed by the upstreams
+without being logged.
 
 Durability: the file is in WAL mode with ``synchronous=NORMAL``, so a row survives
 a crash or a kill of the gateway process once :meth:`RequestLog.append` has
@@ -19,6 +23,7 @@ delays an append. Any thread may use a log. The tables are in ``_SCHEMA``;
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import math
@@ -29,12 +34,27 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from xrouter.core.errors import ConfigError
 from xrouter.records.store import default_store_path
 
-__all__ = ["CallEntry", "RequestEntry", "RequestLog", "SummaryBy", "default_log_path"]
+__all__ = [
+    "INTERRUPTED",
+    "IN_FLIGHT",
+    "CallEntry",
+    "RequestEntry",
+    "RequestLog",
+    "SummaryBy",
+    "default_log_path",
+]
+
+# The outcome of a request still running, and of one its gateway never finished.
+IN_FLIGHT, INTERRUPTED = "in_flight", "interrupted"
+_INTERRUPTED_ERROR = (
+    "the gateway stopped (killed or crashed) before this request ended; the "
+    "upstreams may have billed calls that this log has no record of"
+)
 
 _SCHEMA_VERSION = 1
 _APPLICATION_ID = 0x78526C67  # "xRlg"
@@ -144,18 +164,36 @@ class RequestLog:
     """The request log in the SQLite file at ``path``, created if missing.
 
     ``ConfigError`` for a directory, an unwritable place, a damaged file, another
-    program's database or the log of a newer xrouter."""
+    program's database or the log of a newer xrouter.
 
-    def __init__(self, path: Path) -> None:
+    A gateway opens its log as its ``owner``, which it stays until it closes it:
+    its daily limits count the spend of the requests it logs, so a second gateway
+    writing the same log would let both spend a whole limit. A second owner is
+    refused (an exclusive ``flock`` on ``<path>.lock`` beside the log).
+    """
+
+    def __init__(self, path: Path, *, owner: bool = False) -> None:
         self.path = Path(path)
         _check_path(self.path)
+        self._owned = _own(self.path) if owner else None
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._writer = _connect(self.path, create=True)
+        try:
+            self._writer = _connect(self.path, create=True)
+        except BaseException:
+            self._release()
+            raise
         try:
             self._reader = _connect(self.path, create=False)
+            if owner:  # no other gateway writes it: what is in flight was left
+                with self._writer:
+                    self._writer.execute(
+                        "UPDATE requests SET outcome = ?, error = ? WHERE outcome = ?",
+                        (INTERRUPTED, _INTERRUPTED_ERROR, IN_FLIGHT),
+                    )
         except BaseException:
             self._writer.close()
+            self._release()
             raise
         # Checkpoints (fsync included) run in a thread; appends do one only when
         # it falls behind by 10,000 pages (SQLite's default would be 1,000).
@@ -171,6 +209,12 @@ class RequestLog:
         with self._write_lock, self._read_lock:
             self._writer.close()
             self._reader.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._owned is not None:
+            self._owned.close()  # releases the lock
+            self._owned = None
 
     def _checkpoints(self) -> None:
         """Copy the WAL into the database file, off the request path."""
@@ -182,9 +226,10 @@ class RequestLog:
                 logger.warning("request log %s: checkpoint failed: %s", self.path, exc)
 
     def append(self, entry: RequestEntry) -> None:
-        """Write ``entry`` and its calls in one transaction, committed on return;
-        ``ValueError`` for a request id already in the log, ``ConfigError`` when
-        the file cannot be written (disk full, removed)."""
+        """Write ``entry`` and its calls in one transaction, committed on return,
+        in place of the request's ``in_flight`` row if it has one; ``ValueError``
+        for a request id already in the log otherwise, ``ConfigError`` when the
+        file cannot be written (disk full, removed)."""
         row = (*_request_values(entry), json.dumps(entry.answered_by))
         numbered = enumerate(entry.calls)
         calls = [(entry.request_id, n, *_call_values(call)) for n, call in numbered]
@@ -192,6 +237,10 @@ class RequestLog:
             conn = self._writer
             try:
                 conn.execute("BEGIN")
+                conn.execute(
+                    "DELETE FROM requests WHERE request_id = ? AND outcome = ?",
+                    (entry.request_id, IN_FLIGHT),
+                )
                 conn.execute(_INSERT_REQUEST, row)
                 if calls:
                     conn.executemany(_INSERT_CALL, calls)
@@ -349,6 +398,29 @@ def _check_path(path: Path) -> None:
             f"cannot write the request log {path} ({problem}); give a path in a "
             "writable folder"
         )
+
+
+def _own(path: Path) -> TextIO:
+    """The lock file of the log at ``path``, locked for this process (its pid
+    written in it); ``ConfigError`` when another process holds it."""
+    lock_path = path.with_name(path.name + ".lock")
+    handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (kept open)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise ConfigError(
+            f"another gateway (pid {holder}) is writing the request log {path}; "
+            "two gateways on one log would each spend the whole daily limits. "
+            "Give this one its own log.path, or stop the other"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def _connect(path: Path, create: bool) -> sqlite3.Connection:

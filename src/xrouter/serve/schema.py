@@ -1,10 +1,13 @@
 """The OpenAI chat-completions request, checked field by field, and error bodies.
 
 Content may be a string or an array of text parts (joined in order); other part
-kinds are refused by name. Fields the gateway does not act on (``top_p``, ``seed``,
-penalties, ``logit_bias``...) are accepted and ignored, as OpenAI-compatible servers
-commonly do; ``n`` other than 1 is refused. A named ``tool_choice`` must name one of
-the request's ``tools``, and ``"required"`` needs some.
+kinds are refused by name. ``top_p``, ``seed``, the penalties, ``logit_bias`` and
+``response_format`` are checked and passed to the model that answers (a model that
+cannot follow a ``response_format``, replayed or run in-process, refuses the call);
+``logprobs`` is refused, as the gateway returns none; ``n`` other than 1 is refused.
+Other fields are accepted and ignored, as OpenAI-compatible servers commonly do.
+A named ``tool_choice`` must name one of the request's ``tools``, and
+``"required"`` needs some.
 
 Every refusal names the field at fault: :func:`validation_message` turns the first
 problem pydantic found into ``"<dotted path>: <reason>"`` and that path.
@@ -122,7 +125,21 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _schema(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type 'json_schema' needs its json_schema")
+        return self
+
+
 _Tokens = Annotated[int, Field(ge=1, le=MAX_TOKENS)]
+_Penalty = Annotated[float, Field(ge=-2, le=2, allow_inf_nan=False)]
+# Passed to the model that answers, as given.
+_PASSED = ("top_p", "seed", "frequency_penalty", "presence_penalty", "logit_bias")
 
 
 class ChatRequestBody(_Strict):
@@ -140,6 +157,14 @@ class ChatRequestBody(_Strict):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     user: str | None = None
     n: int | None = None
+    top_p: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    seed: int | None = None
+    frequency_penalty: _Penalty | None = None
+    presence_penalty: _Penalty | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
     @field_validator("messages")
     @classmethod
@@ -172,6 +197,16 @@ class ChatRequestBody(_Strict):
             raise ValueError(f"the gateway returns one choice; n must be 1, got {n}")
         return n
 
+    @field_validator("logprobs", "top_logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: bool | int | None) -> bool | int | None:
+        if value not in (None, False):
+            raise ValueError(
+                "the gateway returns no log-probabilities (the models it routes "
+                "between give them differently or not at all); leave it out"
+            )
+        return value
+
     def conversation(self) -> list[Message]:
         return [m.as_message() for m in self.messages]
 
@@ -189,7 +224,17 @@ class ChatRequestBody(_Strict):
             tools=tuple(t.model_dump(exclude_none=True) for t in self.tools or ()),
             tool_choice=choice,
             user=self.user,
+            extra=self._passed(),
         )
+
+    def _passed(self) -> dict[str, Any]:
+        """The parameters the answering model is sent as given."""
+        passed = {k: getattr(self, k) for k in _PASSED if getattr(self, k) is not None}
+        if self.response_format is not None:
+            passed["response_format"] = self.response_format.model_dump(
+                exclude_none=True
+            )
+        return passed
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -27,20 +29,16 @@ from starlette.types import Receive, Scope, Send
 from xrouter.core.errors import BackendError, BudgetExceededError
 from xrouter.orchestrator.budget import Budget, Ledger
 from xrouter.serve.config import GatewayConfig
-from xrouter.serve.gateway import (
-    Gateway,
-    Outcome,
-    RequestError,
-    aclose,
-    failure_of,
-    new_request_id,
-)
+from xrouter.serve.failures import RequestError, failure_of
+from xrouter.serve.gateway import Gateway, Outcome, aclose, new_request_id
 from xrouter.serve.keys import ApiKey, DailyLimits, KeyRing
 from xrouter.serve.metrics import Metrics
-from xrouter.serve.requestlog import CallEntry, RequestEntry, RequestLog
+from xrouter.serve.requestlog import IN_FLIGHT, CallEntry, RequestEntry, RequestLog
 from xrouter.serve.schema import ChatRequestBody, error_body
 
 __all__ = ["Service", "error_response"]
+
+logger = logging.getLogger(__name__)
 
 
 class Service:
@@ -57,7 +55,7 @@ class Service:
         self.limits: DailyLimits | None = None
 
     def open(self) -> None:
-        self.log = RequestLog(self.config.log_path)
+        self.log = RequestLog(self.config.log_path, owner=True)
         self.limits = DailyLimits(self.config.daily_limit_usd, self.log)
 
     def close(self) -> None:
@@ -142,6 +140,9 @@ class Service:
             failure = failure_of(exc)
             self.finish(outcome, body, key, failure.status, failure, stream=True)
             return error_response(failure, outcome.request_id)
+        except Exception:
+            logger.exception("unexpected error on request %s", outcome.request_id)
+            return self.crashed(outcome, body, key)
         return _EventStream(
             self._events(outcome, body, key, pieces, first),
             media_type="text/event-stream",
@@ -193,6 +194,20 @@ class Service:
             yield chunks.usage()
         yield "data: [DONE]\n\n"
 
+    def crashed(
+        self, outcome: Outcome, body: ChatRequestBody, key: ApiKey | None
+    ) -> JSONResponse:
+        """A 500 for a request the gateway failed on unexpectedly, logged under
+        its id (the caller logs the exception)."""
+        failure = RequestError(
+            500,
+            "internal error; the gateway log has the details",
+            "server_error",
+            code="server_error",
+        )
+        self.finish(outcome, body, key, 500, failure, stream=body.stream)
+        return error_response(failure, outcome.request_id)
+
     # -- the record of a request ---------------------------------------------------
 
     def refused(
@@ -226,6 +241,16 @@ class Service:
         self.log.append(entry)
         return request_id
 
+    def begin(
+        self, outcome: Outcome, body: ChatRequestBody, key: ApiKey | None
+    ) -> None:
+        """Log the request as in flight, before any model is called: a gateway
+        stopped mid-request leaves the row, which its next start marks
+        interrupted (see ``requestlog``)."""
+        if self.log is not None:
+            entry = self._entry(outcome, body, key, 0, None, body.stream)
+            self.log.append(replace(entry, outcome=IN_FLIGHT, latency_s=0.0))
+
     def finish(
         self,
         outcome: Outcome,
@@ -236,6 +261,26 @@ class Service:
         stream: bool = False,
     ) -> None:
         """Log the request durably and count it in the metrics."""
+        entry = self._entry(outcome, body, key, status, failure, stream)
+        if self.log is not None:
+            self.log.append(entry)
+        self.metrics.observe(
+            outcome.router,
+            status,
+            entry.latency_s,
+            outcome.calls,
+            None if failure is None else str(failure.code or failure.kind),
+        )
+
+    def _entry(
+        self,
+        outcome: Outcome,
+        body: ChatRequestBody,
+        key: ApiKey | None,
+        status: int,
+        failure: RequestError | None,
+        stream: bool,
+    ) -> RequestEntry:
         seconds = time.monotonic() - outcome.started
         usage = _usage(outcome)
         prompt = None
@@ -243,7 +288,7 @@ class Service:
             prompt = json.dumps(
                 [m.model_dump(exclude_none=True) for m in body.messages]
             )
-        entry = RequestEntry(
+        return RequestEntry(
             request_id=outcome.request_id,
             ts=time.time(),
             key_name=key.name if key is not None else None,
@@ -272,15 +317,6 @@ class Service:
             stream=stream,
             prompt=prompt,
             error=None if failure is None else str(failure),
-        )
-        if self.log is not None:
-            self.log.append(entry)
-        self.metrics.observe(
-            outcome.router,
-            status,
-            seconds,
-            outcome.calls,
-            None if failure is None else str(failure.code or failure.kind),
         )
 
 
