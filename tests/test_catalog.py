@@ -29,7 +29,7 @@ REQUIRED = (
     "id, provider, route, input_per_mtok, output_per_mtok, context_window, tier, "
     "description, price_source, price_date"
 )
-FIX = f"Every card needs {REQUIRED}; prices are USD per 1M tokens, >= 0."
+FIX = f"Every card needs {REQUIRED}; prices are USD per 1M tokens, from 0 to 10,000."
 
 # The published xRouter pool: shared/data/prices/xrouter_pool.md (the authors'
 # router_utils.py, October 2025) with the gpt-4.1-nano list price of 0.40 output.
@@ -357,6 +357,45 @@ def test_user_yaml_overrides_a_price_and_adds_a_card(
     assert len(mine) == len(load_catalog()) + 1
     assert load_catalog().get("gpt-4o-mini").input_per_mtok == 0.15
     assert "my-llama" not in load_catalog()
+
+
+def test_an_entry_naming_a_known_card_may_give_only_its_new_prices(
+    write: Callable[[str, str], Path],
+) -> None:
+    text = "- id: gpt-4o-mini\n  input_per_mtok: 1.50\n  output_per_mtok: 6.00\n"
+    path = write("prices.yaml", text)
+    mine = load_catalog([path])
+    card, shipped = mine.get("gpt-4o-mini"), load_catalog().get("gpt-4o-mini")
+    assert (card.id, card.input_per_mtok, card.output_per_mtok) == (
+        "gpt-4o-mini-2024-07-18",
+        1.50,
+        6.00,
+    )
+    assert card.cost(1000, 500) == pytest.approx(0.0045)
+    assert card.price_source == f"override at {path}:1"
+    assert card.price_date == dt.date.today()
+    same = {"aliases", "provider", "route", "context_window", "tier", "description"}
+    assert all(getattr(card, name) == getattr(shipped, name) for name in same)
+    assert len(mine) == len(load_catalog())
+    # An unknown id still needs a whole card.
+    path = write("new.yaml", "- id: my-new-model\n  input_per_mtok: 1.50\n")
+    assert "card 'my-new-model' is invalid: missing field 'provider'" in error_of(path)
+
+
+def test_a_price_beyond_any_published_one_is_refused(
+    write: Callable[[str, str], Path],
+) -> None:
+    path = write("dear.yaml", "- id: gpt-4o-mini\n  input_per_mtok: 1.0e+300\n")
+    assert error_of(path) == (
+        f"{path}:1: card 'gpt-4o-mini-2024-07-18' is invalid: input_per_mtok must be "
+        f"<= 10000, got 1e+300. {FIX}"
+    )
+    path = write("text.yaml", "- id: gpt-4o-mini\n  input_per_mtok: 1e3\n")
+    assert error_of(path) == (
+        f"{path}:1: card 'gpt-4o-mini-2024-07-18' is invalid: input_per_mtok: a "
+        "number written as text, got '1e3'; write it with a decimal point and a "
+        f"signed exponent (1.5e-3 as 1.5e-03, 1e3 as 1.0e+3). {FIX}"
+    )
 
 
 def test_later_user_file_wins_and_override_replaces_aliases(

@@ -39,6 +39,10 @@ def test_eval_writes_report_table_and_plot(
     small_data: Path, math_suite: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
+    out.mkdir()  # holding an earlier report of another suite, and a file of ours
+    (out / "report.json").write_text('{"suites": {"old-suite": {}}}')
+    (out / "old-suite.png").write_bytes(b"\x89PNG")
+    (out / "notes.txt").write_text("kept")
     code, output = run(
         "eval",
         "--from",
@@ -52,6 +56,13 @@ def test_eval_writes_report_table_and_plot(
     )
     assert code == 0, output
     assert "zeroeval-math: " in output and "oracle" in output
+    # The earlier report's plot went with it; nothing else was touched.
+    assert sorted(p.name for p in out.iterdir()) == [
+        "notes.txt",
+        "report.json",
+        "report.md",
+        "zeroeval-math.png",
+    ]
     report = json.loads((out / "report.json").read_text())
     suite = report["suites"]["zeroeval-math"]
     assert suite["pool"] == [

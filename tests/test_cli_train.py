@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from _standin import StandInEmbedder
@@ -12,6 +14,7 @@ from typer.testing import CliRunner
 from xrouter.backends.replay import ReplayPool
 from xrouter.cli import data, evaluate, route, train  # noqa: F401  (registers commands)
 from xrouter.cli.app import app
+from xrouter.cli.evaluate import _other_data
 from xrouter.core.catalog import load_catalog
 from xrouter.core.errors import DataError
 from xrouter.records.ingest import ingest
@@ -112,6 +115,9 @@ def test_train_then_evaluate_the_policy(
     knobs = [point["knob"] for point in learned["curve"]]
     assert min(knobs) == 0.1 and max(knobs) == 3e4 and 2.0 in knobs
     assert "| rl-router |" in (out / "report.md").read_text()
+    # Trained on the records it is evaluated on: no note says otherwise.
+    notes = report["suites"]["zeroeval-math"]["notes"]
+    assert not [n for n in notes if "was trained on other records" in n]
 
     # Two checkpoints in folders of one name are told apart by their parents;
     # the same checkpoint twice is refused.
@@ -272,3 +278,17 @@ def test_suites_without_records_are_named(
     assert code == 0, output
     assert f"suite arena skipped: no routellm folder under {small_data}" in output
     assert "trained 2 steps" in output
+
+
+def test_a_checkpoint_trained_on_other_records_is_noted() -> None:
+    trained = SimpleNamespace(
+        manifest={"data": {"fingerprints": {"zeroeval": "v2-1a2b-3c4d"}}}
+    )
+    learned: Any = [(trained, "rl-router")]
+    assert _other_data(learned, "zeroeval", "v2-1a2b-3c4d") == []
+    assert _other_data(learned, "routerbench", "v3-9f9f-3c4d") == []  # not trained on
+    assert _other_data(learned, "zeroeval", "v3-5e6f-3c4d") == [
+        "rl-router was trained on other records of zeroeval than the store holds now "
+        "(data fingerprint v2-1a2b-3c4d, now v3-5e6f-3c4d); retrain it on these to "
+        "compare like with like"
+    ]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
+import signal
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -211,6 +213,35 @@ def test_a_cancelled_run_keeps_every_call_it_paid_for(
     assert summary.left == 0 and len(journal(store)) == 8
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_new_calls_and_those_in_flight_are_kept(
+    server: UpstreamServer, gsm: list[Item], tmp_path: Path, sig: signal.Signals
+) -> None:
+    store = Store(tmp_path)
+    server.latency_s = 0.3
+
+    async def signalled() -> CollectSummary:
+        task = asyncio.create_task(collecting(store, server, gsm, concurrency=2))
+        while server.attempts < 3:  # two calls answered, the third in flight
+            await asyncio.sleep(0.005)
+        os.kill(os.getpid(), sig)
+        return await task
+
+    summary = asyncio.run(signalled())
+    assert summary.interrupted_by == sig.name
+    assert summary.stopped == f"interrupted by {sig.name}"
+    # Every call the server was sent was answered and journaled: none is paid
+    # for without a record, so none is paid for twice.
+    paid = len(journal(store))
+    assert 3 <= paid < 8 and server.attempts == paid == summary.calls
+    assert store.manifest()[SOURCE].records == paid
+
+    server.reset()
+    again = run(store, server, gsm)
+    assert server.attempts == 8 - paid and again.left == 0
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers given back
+
+
 def test_a_truncated_last_journal_line_is_dropped_with_a_warning(
     server: UpstreamServer,
     gsm: list[Item],
@@ -357,9 +388,14 @@ def test_cli_collects_then_eval_reads_the_collected_source(
     code, output = xrouter(*args, "--task", "gsm8k", "--limit", "25")
     assert code == 1 and server.attempts == 50
     assert "2 calls failed for good; their pairs are journaled as failures" in output
+    flat = " ".join(output.split())  # the console wraps long lines
+    for model in (MINI, BIG):  # why, per model
+        assert f"{model}: 1 failed, the last with bad_request: model '{model}'" in flat
+    assert "rejected the request (HTTP 400: upstream fault: bad request)" in flat
 
+    server.mode = "ok"
     code, output = xrouter(*args, "--task", "gsm8k", "--limit", "30", "--max-cost", "0")
-    assert code == 0, output
+    assert code == 1, output  # stopped with pairs left: not a finished run
     assert "stopped at the cost ceiling of $0: 12 pairs left" in output
     assert server.attempts == 50
 

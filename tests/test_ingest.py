@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import csv
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from xrouter.core.catalog import load_catalog
 from xrouter.core.errors import CatalogError, DataError, SourceFormatError, StoreError
 from xrouter.records.ingest import ensure_ingested, ingest
 from xrouter.records.store import Store
+from xrouter.records.tokens import count_tokens, first_tokens
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +159,125 @@ def test_a_non_numeric_score_names_the_file(small_data: Path, tmp_path: Path) ->
         SourceFormatError, match=f"{scores}: unexpected content \\(ValueError"
     ):
         ingest(data, Store(tmp_path / "s"), load_catalog(), ["llmrouter"])
+
+
+def _edit_first_row(file: Path, column: str, value: str) -> None:
+    with file.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    rows[1][rows[0].index(column)] = value
+    with file.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "says"),
+    [
+        ("claude-v2", "7.0", "has score 7.0, not in [0, 1]"),
+        ("claude-v2", "nan", "has score nan, not in [0, 1]"),
+        ("claude-v2|total_cost", "-0.5", "has cost -0.5 USD, not >= 0"),
+        ("claude-v2|total_cost", "inf", "has cost inf USD, not >= 0"),
+    ],
+)
+def test_a_score_or_cost_no_record_can_have_is_refused_naming_the_file(
+    small_data: Path, tmp_path: Path, column: str, value: str, says: str
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    file = data / "routerbench" / "winograde_test.csv"
+    _edit_first_row(file, column, value)
+    store = Store(tmp_path / "s")
+    with pytest.raises(SourceFormatError) as refused:
+        ingest(data, store, load_catalog(), ["routerbench"])
+    message = str(refused.value)
+    assert message.startswith(
+        f"{file}: unexpected content (ValueError: the record of claude-v2 on "
+        "routerbench/"
+    )
+    assert says in message
+    assert store.sources() == []  # nothing half-written
+
+
+def test_a_file_missing_a_models_column_is_refused_not_read_without_it(
+    small_data: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    file = data / "routerbench" / "winograde_test.csv"
+    with file.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    gone = rows[0].index("claude-v2")
+    with file.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([r[:gone] + r[gone + 1 :] for r in rows])
+    with pytest.raises(SourceFormatError) as refused:
+        ingest(data, Store(tmp_path / "s"), load_catalog(), ["routerbench"])
+    assert str(refused.value) == (
+        f"{file}: the header has a column 'claude-v2|total_cost' but no 'claude-v2', "
+        "so that model's records cannot be read; fetch the file again"
+    )
+
+
+def test_a_missing_mmlu_subject_or_an_empty_answer_file_is_refused(
+    shared_data: Path, small_data: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(shared_data / "routellm", data / "routellm")
+    responses = data / "routellm" / "evals" / "mmlu" / "responses"
+    (responses / "mmlu_virology.csv").unlink()
+    with pytest.raises(SourceFormatError) as refused:
+        ingest(data, Store(tmp_path / "s"), load_catalog(), ["routellm"])
+    assert str(refused.value) == (
+        f"{responses} lacks mmlu_virology.csv of the 57 MMLU subjects: point --from "
+        "at a complete copy of the data (see `xrouter data pull`)"
+    )
+
+    shutil.copytree(small_data / "zeroeval", data / "zeroeval")
+    answers = sorted((data / "zeroeval" / "raw_gz").glob("*.json.gz"))[0]
+    answers.write_bytes(gzip.compress(b"[]"))
+    with pytest.raises(SourceFormatError) as refused:
+        ingest(data, Store(tmp_path / "z"), load_catalog(), ["zeroeval"])
+    assert str(refused.value) == (
+        f"{answers} holds an empty list: no answers of its model; fetch it again or "
+        "remove it"
+    )
+
+
+def test_a_lone_surrogate_in_a_prompt_is_stored_as_a_replacement_character(
+    small_data: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    file = data / "routerbench" / "winograde_test.csv"
+    with file.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    prompt = ast.literal_eval(rows[1][rows[0].index("prompt")])  # a list of turns
+    rows[1][rows[0].index("prompt")] = repr([*prompt[:-1], prompt[-1] + "\ud800"])
+    with file.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+    store = Store(tmp_path / "s")
+    ingest(data, store, load_catalog(), ["routerbench"])
+    sample = rows[1][rows[0].index("sample_id")]
+    items = store.items(["routerbench"])
+    found = [
+        json.loads(m)
+        for i, m in zip(
+            items.column("item_id").to_pylist(),
+            items.column("messages").to_pylist(),
+            strict=True,
+        )
+        if i.endswith(sample)
+    ]
+    assert found and found[0][-1][1].endswith("\ufffd")
+    assert found[0][-1][1].encode("utf-8")  # text UTF-8 can hold
+
+
+def test_texts_longer_than_the_tokenizer_takes_are_counted_in_pieces() -> None:
+    # The encoder refuses a million characters at once; "a" * 8 is one token.
+    assert count_tokens("a" * 1_000_000) == 125_000
+    long = "Janet's ducks lay 16 eggs per day. " * 40_000  # 1.4M characters
+    assert count_tokens(long) == pytest.approx(40 * count_tokens(long[:35_000]), 1e-3)
+    head = first_tokens(long, 300_000)
+    assert long.startswith(head) and count_tokens(head) == 300_000
+    assert first_tokens(long, 10**7) == long
 
 
 def test_a_file_given_as_data_dir_is_named(tmp_path: Path) -> None:

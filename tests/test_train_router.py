@@ -574,6 +574,25 @@ def test_a_trained_router_is_named_by_its_checkpoint_directory(
     assert done.text == tokenizer.decode(ids, skip_special_tokens=True)
 
 
+def test_a_router_folder_that_is_no_language_model_is_named(tmp_path: Path) -> None:
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "policy.safetensors").write_bytes(b"")
+    (policy / "manifest.json").write_text("{}")
+    with pytest.raises(ConfigError) as refused:
+        router_backend(str(policy), load_catalog())
+    assert str(refused.value) == (
+        f"{policy} is a policy checkpoint of `xrouter train policy`, not a language "
+        "model: give it with --policy"
+    )
+    with pytest.raises(ConfigError) as refused:
+        router_backend(str(tmp_path), load_catalog())
+    assert str(refused.value) == (
+        f"{tmp_path} holds no transformers model (no config.json): give a checkpoint "
+        "of `xrouter train router`, or a model card's id"
+    )
+
+
 def test_each_evaluation_is_logged_at_every_lambda(
     zeroeval_store: Any, tiny_dir: Path, tmp_path: Path
 ) -> None:

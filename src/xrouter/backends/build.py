@@ -56,7 +56,17 @@ def router_backend(name: str, catalog: Catalog) -> Backend:
     among them), run in-process and billed at the card its manifest names
     (``settings.router_card``), else at smollm2-135m's."""
     folder = Path(name).expanduser()
-    if not (folder / "config.json").is_file():
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        if (folder / "policy.safetensors").is_file():
+            raise ConfigError(
+                f"{folder} is a policy checkpoint of `xrouter train policy`, not a "
+                "language model: give it with --policy"
+            )
+        raise ConfigError(
+            f"{folder} holds no transformers model (no config.json): give a "
+            "checkpoint of `xrouter train router`, or a model card's id"
+        )
+    if not folder.is_dir():
         return backend_for(catalog.get(name))
     card = _TRAINED_ROUTER_CARD
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -148,17 +149,13 @@ def collect_command(
             summary = asyncio.run(run(reporter))
     except KeyboardInterrupt:
         err_console.print(
-            Text(f"what was paid for is kept in source {source_name}; rerun to resume")
+            Text(
+                f"what was journaled is kept in source {source_name}; calls abandoned "
+                "in flight may still be billed by their servers; rerun to resume"
+            )
         )
         raise
     console.print(_table(summary))
-    if summary.stopped:
-        console.print(
-            Text(
-                f"stopped at the cost ceiling of ${max_cost:g}: {summary.left} pairs "
-                f"left; rerun with a higher --max-cost to resume ({summary.stopped})"
-            )
-        )
     if summary.failed:
         err_console.print(
             Text(
@@ -166,6 +163,24 @@ def collect_command(
                 "failures and tried again when you rerun"
             )
         )
+        for model, (count, error) in summary.errors.items():
+            err_console.print(Text(f"  {model}: {count} failed, the last with {error}"))
+    if summary.interrupted_by is not None:
+        err_console.print(
+            Text(
+                f"interrupted by {summary.interrupted_by}: the calls in flight were "
+                f"finished and kept; {summary.left} pairs left, rerun to resume"
+            )
+        )
+        raise typer.Exit(128 + signal.Signals[summary.interrupted_by].value)
+    if summary.stopped:
+        err_console.print(
+            Text(
+                f"stopped at the cost ceiling of ${max_cost:g}: {summary.left} pairs "
+                f"left; rerun with a higher --max-cost to resume ({summary.stopped})"
+            )
+        )
+    if summary.failed or summary.stopped:
         raise typer.Exit(1)
 
 

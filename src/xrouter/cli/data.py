@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from xrouter.cli.app import (
@@ -145,7 +145,9 @@ def verify_command(
     with progress_reporter() as reporter:
         ensure_ingested(data_dir, target, cards, reporter, source)
         rows = agreement_rows(target, data_dir, cards, reporter, source)
-    table = Table("source", "task", "model", "n", "ours %", "published %")
+    # A narrow terminal folds model names rather than cutting them to one prefix.
+    model = Column("model", overflow="fold")
+    table = Table("source", "task", model, "n", "ours %", "published %")
     for header in ("source's verdicts %", "diff", "agree %", "own reading %"):
         table.add_column(header)
 
@@ -193,7 +195,8 @@ def models_command(store: StorePath = None) -> None:
             f"the store at {target.path} is empty; run "
             "`xrouter data ingest --from DIR` first"
         )
-    table = Table("source", "model", "records", "mean score", "mean $ / query")
+    model = Column("model", overflow="fold")
+    table = Table("source", model, "records", "mean score", "mean $ / query")
     for source in target.sources():
         records = target.records([source], columns=["model", "score", "cost_usd"])
         grouped = records.group_by("model").aggregate(

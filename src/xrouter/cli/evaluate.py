@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -107,6 +108,7 @@ def eval_command(
     with progress_reporter() as reporter:
         needed = sorted({s.source for s in suites})
         ensure_ingested(data_dir, target, cards, reporter, sources=needed)
+        stored = {name: info.fingerprint for name, info in target.manifest().items()}
         for s in suites:
             extra = [_factory(c, name, s, cards) for c, name in learned]
             episodes = []
@@ -114,17 +116,17 @@ def eval_command(
                 episodes.append(
                     _llm_factory(llm_router, llm_sample, llm_lambda, cards, out, s)
                 )
-            reports.append(
-                evaluate_suite(
-                    target,
-                    s,
-                    embedder,
-                    cards,
-                    extra=extra,
-                    episodes=episodes,
-                    reporter=reporter,
-                )
+            report = evaluate_suite(
+                target,
+                s,
+                embedder,
+                cards,
+                extra=extra,
+                episodes=episodes,
+                reporter=reporter,
             )
+            report.notes += _other_data(learned, s.source, stored.get(s.source))
+            reports.append(report)
     if not reports:
         raise ConfigError(
             f"no suite's source is under {data_dir}; the suites read "
@@ -168,6 +170,23 @@ def _learned_policies(paths: list[Path]) -> list[tuple[Checkpoint, str]]:
     ]
 
 
+def _other_data(
+    learned: list[tuple[Checkpoint, str]], source: str, fingerprint: str | None
+) -> list[str]:
+    """A note for each checkpoint trained on other records of ``source`` than
+    the store holds now (its figures then measure it on data it did not see)."""
+    notes = []
+    for checkpoint, name in learned:
+        trained = checkpoint.manifest.get("data", {}).get("fingerprints", {})
+        if source in trained and trained[source] != fingerprint:
+            notes.append(
+                f"{name} was trained on other records of {source} than the store "
+                f"holds now (data fingerprint {trained[source]}, now {fingerprint}); "
+                "retrain it on these to compare like with like"
+            )
+    return notes
+
+
 def _distinct_names(paths: list[Path]) -> list[str]:
     """Each path's shortest trailing part that no other path ends with: ``a/ckpt``
     and ``b/ckpt`` are told apart by their parents."""
@@ -209,6 +228,8 @@ def _llm_factory(
 
     if sample < 1:
         raise ConfigError(f"--llm-sample must be at least 1, got {sample}")
+    if not 0 <= lam < math.inf:
+        raise ConfigError(f"--llm-lambda must be a number >= 0, got {lam:g}")
     router = LLMRouter(router_backend(model, cards))
 
     def run(records: ReplayPool, test: NDArray[np.int64]) -> PolicyResult:

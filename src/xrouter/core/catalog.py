@@ -50,7 +50,10 @@ _HOW_TO_ADD: Final = (
     "gateway's pool file, or call load_catalog(extra=[path])."
 )
 
-_Price = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
+# USD per 1M tokens; the dearest published price is a few hundred, so a price
+# above this is a slip (a price per token, a misplaced exponent).
+_MAX_PRICE = 10_000.0
+_Price = Annotated[float, Field(ge=0, le=_MAX_PRICE, strict=True, allow_inf_nan=False)]
 _Url = Annotated[str, Field(pattern=r"^https?://\S+$")]
 _EnvVar = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 _Text = Annotated[str, Field(min_length=1, pattern=r"^[^\n]*$")]
@@ -271,14 +274,33 @@ def _describe(error: ErrorDetails) -> str:
         return str(ctx.get("error", error["msg"]))
     if kind == "greater_than_equal":
         return f"{field} must be >= {ctx['ge']:g}, got {error['input']!r}"
-    return f"{field}: {error['msg']}, got {error['input']!r}"
+    if kind == "less_than_equal":
+        return f"{field} must be <= {ctx['le']:g}, got {error['input']!r}"
+    found = error["input"]
+    if isinstance(found, str) and _is_number(found):
+        # YAML takes 1e300 (no dot, no sign in the exponent) for text.
+        return (
+            f"{field}: a number written as text, got {found!r}; write it with a "
+            "decimal point and a signed exponent (1.5e-3 as 1.5e-03, 1e3 as 1.0e+3)"
+        )
+    return f"{field}: {error['msg']}, got {found!r}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _required_fields() -> list[str]:
     return [name for name, info in ModelCard.model_fields.items() if info.is_required()]
 
 
-def _card(path: Path, line: int, node: yaml.Node, value: object) -> ModelCard:
+def _card(
+    path: Path, line: int, node: yaml.Node, value: object, base: Catalog | None
+) -> ModelCard:
     where = f"{path}:{line}"
     if not isinstance(value, dict) or not isinstance(node, yaml.MappingNode):
         raise CatalogError(
@@ -286,6 +308,10 @@ def _card(path: Path, line: int, node: yaml.Node, value: object) -> ModelCard:
             f"{type(value).__name__}. Each list entry must look like '- id: ...'."
         )
     card_id = value.get("id")
+    partial = not set(_required_fields()) <= set(value)
+    if partial and base is not None and isinstance(card_id, str) and card_id in base:
+        value = _over(base.get(card_id), value, where)
+        card_id = value["id"]
     label = f"card {card_id!r}" if isinstance(card_id, str) else "card without an id"
     try:
         return ModelCard.model_validate(value)
@@ -293,11 +319,26 @@ def _card(path: Path, line: int, node: yaml.Node, value: object) -> ModelCard:
         problems = "; ".join(_describe(error) for error in exc.errors())
         raise CatalogError(
             f"{where}: {label} is invalid: {problems}. Every card needs "
-            f"{', '.join(_required_fields())}; prices are USD per 1M tokens, >= 0."
+            f"{', '.join(_required_fields())}; prices are USD per 1M tokens, from "
+            f"0 to {_MAX_PRICE:,.0f}."
         ) from exc
 
 
-def _read_entries(path: Path) -> list[_Entry]:
+def _over(card: ModelCard, fields: dict[str, Any], where: str) -> dict[str, Any]:
+    """The fields of ``card`` with ``fields`` laid over them: an entry naming a
+    known card (by id or alias) need give only what it changes (a whole card
+    replaces it). New prices without a source of their own are sourced to the
+    entry."""
+    merged = card.model_dump(mode="json") | fields | {"id": card.id}
+    repriced = {"input_per_mtok", "output_per_mtok"} & set(fields)
+    if repriced and "price_source" not in fields:
+        merged["price_source"] = f"override at {where}"
+    if repriced and "price_date" not in fields:
+        merged["price_date"] = dt.date.today().isoformat()
+    return merged
+
+
+def _read_entries(path: Path, base: Catalog | None = None) -> list[_Entry]:
     node, data = _compose(path)
     if data is None:
         return []
@@ -309,7 +350,8 @@ def _read_entries(path: Path) -> list[_Entry]:
     entries: list[_Entry] = []
     for item_node, value in zip(node.value, data, strict=True):
         line = item_node.start_mark.line + 1
-        entries.append((_card(path, line, item_node, value), f"{path}:{line}"))
+        card = _card(path, line, item_node, value, base)
+        entries.append((card, f"{path}:{line}"))
     return entries
 
 
@@ -330,10 +372,12 @@ def _shipped_catalog() -> Catalog:
 
 
 def load_catalog(extra: Sequence[Path] = ()) -> Catalog:
-    """The shipped cards, then each file of ``extra`` adding or overriding by id."""
+    """The shipped cards, then each file of ``extra`` adding cards or replacing
+    them by id; an entry that names a card already loaded (by id or alias) but
+    lacks fields a card needs gives only what it changes, such as its prices."""
     if isinstance(extra, str | Path):
         extra = (Path(extra),)
     catalog = _shipped_catalog()
     for path in extra:
-        catalog = catalog.merged(Catalog._of(_read_entries(Path(path))))
+        catalog = catalog.merged(Catalog._of(_read_entries(Path(path), catalog)))
     return catalog

@@ -98,8 +98,15 @@ def _atomic_write(path: Path, text: str) -> None:
 def write_report(
     reports: Sequence[SuiteReport], out: Path, meta: dict[str, Any]
 ) -> list[Path]:
-    """Write the JSON and markdown reports and one PNG per suite into ``out``."""
+    """Write the JSON and markdown reports and one PNG per suite into ``out``.
+
+    The plots of suites that an earlier report in ``out`` had and this one has
+    not are removed, so that every plot beside the report is the report's.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    now = {r.suite.name for r in reports}
+    for name in sorted(_reported_suites(out / "report.json") - now):
+        (out / f"{name}.png").unlink(missing_ok=True)
     body = {**meta, "suites": {r.suite.name: r.as_json() for r in reports}}
     written = [out / "report.json", out / "report.md"]
     _atomic_write(written[0], json.dumps(body, indent=2))
@@ -111,3 +118,13 @@ def write_report(
             )
         )
     return written
+
+
+def _reported_suites(path: Path) -> set[str]:
+    """The suite names of the report at ``path`` (none when there is none, or
+    when it cannot be read as one)."""
+    try:
+        suites = json.loads(path.read_text(encoding="utf-8")).get("suites", {})
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {name for name in suites if isinstance(name, str) and "/" not in name}

@@ -19,6 +19,10 @@ with the o200k tokenizer when a server reports none, which a record cannot show.
 The cost ceiling covers every run of the collection, the journal's earlier spend
 included. When a call's worst case no longer fits, no new call starts; the calls
 in flight finish, and a rerun with a higher ceiling carries on.
+
+A first SIGINT (Ctrl-C) or SIGTERM stops the run the same way: the calls already
+sent upstream, which will be billed, finish and are journaled. A second one
+abandons them (their pairs are called again on the next run).
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ import hashlib
 import json
 import logging
 import re
+import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from xrouter.backends.pool import Pool, PoolEntry
 from xrouter.core.errors import BudgetExceededError, ConfigError, UnknownTaskError
@@ -172,8 +178,11 @@ class CollectSummary:
     left: int  # pairs of this run's items and models still without a record
     seconds: float
     records: int  # records in the store source written
-    stopped: str | None  # why new calls stopped early (the cost ceiling), or None
+    stopped: str | None  # why new calls stopped early (ceiling, signal), or None
     written: SourceInfo | None  # None when there is nothing to write yet
+    interrupted_by: str | None = None  # the signal that stopped the run, if any
+    # Per model, this run's calls that failed for good and the last one's error.
+    errors: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -190,6 +199,8 @@ class _Run:
     failed: int = 0
     spent_usd: float = 0.0
     stopped: str | None = None
+    interrupted_by: str | None = None
+    errors: dict[str, tuple[int, str]] = field(default_factory=dict)
     waiting: set[asyncio.Task[object]] = field(default_factory=set)
 
     async def go(self, todo: list[tuple[Item, str]], concurrency: int) -> None:
@@ -213,7 +224,10 @@ class _Run:
             entry = JournalEntry.of(item.item_id, calls[0])
             self.journal.append(entry)
             self.calls += 1
-            self.failed += entry.error is not None
+            if entry.error is not None:
+                self.failed += 1
+                count = self.errors.get(model, (0, ""))[0]
+                self.errors[model] = (count + 1, entry.error)
             self.spent_usd += entry.cost_usd
             self.reporter.advance()
 
@@ -234,6 +248,42 @@ class _Run:
         self.stopped = reason
         for task in self.waiting:
             task.cancel()
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM during a run: the first stops new calls and lets those
+    in flight finish and be journaled; the second cancels the run. Only the main
+    thread can take signals: elsewhere the process's own handling stands."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.task = asyncio.current_task()
+        self.loop = asyncio.get_running_loop()
+        self.taken: dict[signal.Signals, Any] = {}  # each with its handler before
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.taken[sig] = signal.getsignal(sig)
+                self.loop.add_signal_handler(sig, self._on, sig)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, before in self.taken.items():
+            self.loop.remove_signal_handler(sig)
+            signal.signal(sig, before)
+
+    def _on(self, sig: signal.Signals) -> None:
+        if self.run.interrupted_by is None:
+            self.run.interrupted_by = sig.name
+            logger.warning(
+                "%s: no new calls; finishing the calls in flight, which are paid "
+                "for (again to abandon them)",
+                sig.name,
+            )
+            self.run._stop(f"interrupted by {sig.name}")
+        elif self.task is not None:
+            self.task.cancel()
 
 
 def _checked(items: Sequence[Item], knobs: dict[str, float]) -> None:
@@ -305,7 +355,12 @@ async def collect(
         reporter.start(f"collecting {source_name}", len(todo))
         run = _Run(runner, journal, Budget([ledger]), limiter, request, reporter)
         try:
-            await run.go(todo, concurrency)
+            with _Interrupts(run):
+                await run.go(todo, concurrency)
+        except asyncio.CancelledError:
+            if run.interrupted_by is None:
+                raise
+            raise KeyboardInterrupt from None  # abandoned by a second signal
         finally:
             written = _write_source(store, source_name, items, journal, started)
     finally:
@@ -324,6 +379,8 @@ async def collect(
         records=written.records if written else 0,
         stopped=run.stopped,
         written=written,
+        interrupted_by=run.interrupted_by,
+        errors=run.errors,
     )
 
 

@@ -139,13 +139,15 @@ def _rejudged(store: Store, source: str, reporter: Reporter) -> Iterator[Agreeme
 
     def judge(record: dict[str, Any]) -> bool:
         _, kind, gold = info[record["item_id"]]
-        verdict = _judge(kind, record["response"], gold)
-        reporter.advance()
-        return verdict
+        return _judge(kind, record["response"], gold)
 
-    # Code runs in subprocesses, so two threads keep both cores busy.
+    # Code runs in subprocesses, so two threads keep both cores busy; progress is
+    # counted here, in one thread, as the verdicts come back in order.
+    verdicts = []
     with ThreadPoolExecutor(max_workers=2) as pool:
-        verdicts = list(pool.map(judge, todo))
+        for verdict in pool.map(judge, todo):
+            verdicts.append(verdict)
+            reporter.advance()
     groups: dict[tuple[str, str], list[tuple[bool, float]]] = defaultdict(list)
     for record, verdict in zip(todo, verdicts, strict=True):
         task = info[record["item_id"]][0]

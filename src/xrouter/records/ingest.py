@@ -61,7 +61,7 @@ def _catalog_digest(catalog: Catalog) -> str:
 
 # Bumped whenever ingest would turn the same files into different records (a new
 # column, another verdict rule), so stores written by older code are refreshed.
-INGEST_VERSION = 2
+INGEST_VERSION = 3
 
 
 def source_fingerprint(source: Source, root: Path, catalog: Catalog) -> str:

@@ -16,6 +16,7 @@ and cost, and where each of those came from:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -107,6 +108,20 @@ class Record:
     response: str | None = None
     extracted: str | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse figures no real record can have (a reader turns the ValueError
+        into an error naming the source file)."""
+        where = f"the record of {self.model} on {self.item_id}"
+        if not 0 <= self.score <= 1:  # NaN fails too
+            raise ValueError(f"{where} has score {self.score!r}, not in [0, 1]")
+        if not 0 <= self.cost_usd < math.inf:
+            raise ValueError(f"{where} has cost {self.cost_usd!r} USD, not >= 0")
+        if min(self.input_tokens, self.output_tokens) < 0:
+            raise ValueError(
+                f"{where} has negative token counts ({self.input_tokens} in, "
+                f"{self.output_tokens} out)"
+            )
+
 
 def items_to_table(items: list[Item]) -> pa.Table:
     return pa.Table.from_pylist(
@@ -116,7 +131,7 @@ def items_to_table(items: list[Item]) -> pa.Table:
                 "source": it.source,
                 "task": it.task,
                 "verifier": it.verifier,
-                "messages": json.dumps([list(m) for m in it.messages]),
+                "messages": json.dumps([[r, text(c)] for r, c in it.messages]),
                 "gold": it.gold,
                 "meta": json.dumps(it.meta) if it.meta else None,
             }
@@ -128,10 +143,24 @@ def items_to_table(items: list[Item]) -> pa.Table:
 
 def records_to_table(records: list[Record]) -> pa.Table:
     names = RECORD_SCHEMA.names
-    return pa.Table.from_pylist(
-        [{name: getattr(rec, name) for name in names} for rec in records],
-        schema=RECORD_SCHEMA,
-    )
+    rows = [{name: getattr(rec, name) for name in names} for rec in records]
+    for row in rows:
+        for key in ("response", "extracted"):
+            if row[key] is not None:
+                row[key] = text(row[key])
+    return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+
+
+def text(value: str) -> str:
+    """``value`` with any lone surrogate (half of a UTF-16 pair, which no UTF-8
+    text can hold; some sources escape one in their JSON) made U+FFFD."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
 
 
 def item_from_row(row: dict[str, Any]) -> Item:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,20 +35,33 @@ def _encoder() -> Any:
     return bpe_openai.get_encoding(ENCODING)
 
 
+# The encoder refuses inputs of about a million characters; longer texts are
+# encoded in pieces of this many (a token split at a cut counts twice, which is
+# one token in 200,000 characters).
+_PIECE_CHARS = 200_000
+
+
+def _pieces(text: str) -> Iterator[str]:
+    for start in range(0, len(text), _PIECE_CHARS):
+        yield text[start : start + _PIECE_CHARS]
+
+
 def count_tokens(text: str) -> int:
     """Number of ``o200k_base`` tokens in ``text``."""
-    if not text:
-        return 0
-    return len(_encoder().encode_ordinary(text))
+    return sum(len(_encoder().encode_ordinary(piece)) for piece in _pieces(text))
 
 
 def first_tokens(text: str, n: int) -> str:
     """The text of the first ``n`` ``o200k_base`` tokens of ``text``."""
-    tokens = _encoder().encode_ordinary(text)
-    if len(tokens) <= n:
-        return text
-    cut: str = _encoder().decode(tokens[:n])
-    return cut
+    kept: list[str] = []
+    for piece in _pieces(text):
+        tokens = _encoder().encode_ordinary(piece)
+        if len(tokens) >= n:
+            kept.append(_encoder().decode(tokens[:n]))
+            return "".join(kept)
+        kept.append(piece)
+        n -= len(tokens)
+    return text
 
 
 def count_message_tokens(messages: Sequence[tuple[str, str]]) -> int:

@@ -326,10 +326,10 @@ def train_router(
 ) -> dict[str, Any]:
     """Warm-start then GRPO-train the router; returns the last manifest written
     (also in ``OUT/checkpoint-*/manifest.json``)."""
-    base_dir = local_model_dir(config.base, home=store.path.parent)
     catalog.get(config.router_card)
     task = load_router_task(store, suite, catalog, items=config.items, seed=config.seed)
     teacher = _teacher(config, task, store)  # refused before anything is written
+    base_dir = local_model_dir(config.base, home=store.path.parent)
     found = latest_checkpoint(out)
     if found is not None and not resume:
         raise ConfigError(

@@ -35,6 +35,28 @@ _MT_QUESTIONS = "evals/mt_bench/question.jsonl"
 _MT_JUDGEMENTS = "evals/mt_bench/judgements.jsonl"
 
 
+# The 57 subjects of MMLU (Hendrycks et al. 2021), one response file each.
+_MMLU_SUBJECTS = (
+    "abstract_algebra", "anatomy", "astronomy", "business_ethics", "clinical_knowledge",
+    "college_biology", "college_chemistry", "college_computer_science",
+    "college_mathematics", "college_medicine", "college_physics", "computer_security",
+    "conceptual_physics", "econometrics", "electrical_engineering",
+    "elementary_mathematics", "formal_logic", "global_facts", "high_school_biology",
+    "high_school_chemistry", "high_school_computer_science",
+    "high_school_european_history", "high_school_geography",
+    "high_school_government_and_politics", "high_school_macroeconomics",
+    "high_school_mathematics", "high_school_microeconomics", "high_school_physics",
+    "high_school_psychology", "high_school_statistics", "high_school_us_history",
+    "high_school_world_history", "human_aging", "human_sexuality", "international_law",
+    "jurisprudence", "logical_fallacies", "machine_learning", "management", "marketing",
+    "medical_genetics", "miscellaneous", "moral_disputes", "moral_scenarios",
+    "nutrition", "philosophy", "prehistory", "professional_accounting",
+    "professional_law", "professional_medicine", "professional_psychology",
+    "public_relations", "security_studies", "sociology", "us_foreign_policy",
+    "virology", "world_religions",
+)  # fmt: skip
+
+
 class RouteLLM(Source):
     name = "routellm"
     folder = "routellm"
@@ -53,7 +75,19 @@ class RouteLLM(Source):
     )
 
     def _mmlu_files(self, root: Path) -> list[Path]:
-        return self.glob(root, "evals/mmlu/responses", "mmlu_*.csv")
+        """The MMLU response files, one per subject; a missing subject is named
+        (without it, its items would silently be left out)."""
+        files = self.glob(root, "evals/mmlu/responses", "mmlu_*.csv")
+        found = {f.name.removeprefix("mmlu_").removesuffix(".csv") for f in files}
+        missing = [s for s in _MMLU_SUBJECTS if s not in found]
+        if missing:
+            raise SourceFormatError(
+                f"{files[0].parent} lacks mmlu_{missing[0]}.csv"
+                f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''} of "
+                f"the {len(_MMLU_SUBJECTS)} MMLU subjects: point --from at a complete "
+                "copy of the data (see `xrouter data pull`)"
+            )
+        return files
 
     def files(self, root: Path) -> list[Path]:
         named = [_GSM, _GSM_GOLD, _MT_QUESTIONS, _MT_JUDGEMENTS]

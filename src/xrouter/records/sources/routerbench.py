@@ -83,13 +83,25 @@ class RouterBench(Source):
         return batch
 
 
+# Header columns that are not a model's verdicts.
+_OTHER_COLUMNS = {"", "sample_id", "prompt", "eval_name", "oracle_model_to_route_to"}
+
+
 def _models(row: dict[str, str], file: Path, prices: PriceBook) -> dict[str, str]:
-    """Model column names of the header, mapped to their card ids."""
+    """Model column names of the header, mapped to their card ids; a model whose
+    verdict or cost column is missing is refused (its records would be lost)."""
     models = [h.removesuffix("|total_cost") for h in row if h.endswith("|total_cost")]
     if not models or "prompt" not in row or "sample_id" not in row:
         raise SourceFormatError(
             f"{file}: header lacks sample_id, prompt or <model>|total_cost columns; "
             "fetch the file again"
+        )
+    verdicts = {h for h in row if "|" not in h} - _OTHER_COLUMNS
+    for name in sorted(verdicts.symmetric_difference(models)):
+        has, lacks = (name, f"{name}|total_cost")[:: 1 if name in verdicts else -1]
+        raise SourceFormatError(
+            f"{file}: the header has a column {has!r} but no {lacks!r}, so that "
+            "model's records cannot be read; fetch the file again"
         )
     return {m: prices.model_id(m, file) for m in models}
 

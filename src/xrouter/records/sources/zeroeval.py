@@ -126,6 +126,11 @@ def _load(file: Path) -> list[dict[str, Any]]:
         ) from exc
     if not isinstance(rows, list):
         raise SourceFormatError(f"{file}: expected a JSON list of items")
+    if not rows:
+        raise SourceFormatError(
+            f"{file} holds an empty list: no answers of its model; fetch it again "
+            "or remove it"
+        )
     return rows
 
 
