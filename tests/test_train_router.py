@@ -616,6 +616,8 @@ def test_each_evaluation_is_logged_at_every_lambda(
     assert held_out["knn @ lambda 300"][1] == [x["knn"]["reward"] for x in at_300]
     sft = [x["loss"] for x in lines if x["phase"] == "sft"]
     assert panels["warm start (SFT) loss"]["loss"] == ([1.0], sft)
+    # The oracle's choice does not depend on lambda: no contrasting traces.
+    assert [x["contrasts"] for x in lines if x["phase"] == "sft"] == [0]
     assert {"eval/base@1", "eval/sft@300"} <= set(manifest["metrics"])
     # The same items at both lambdas: the best single model by reward may differ,
     # the oracle's accuracy may not.

@@ -201,6 +201,7 @@ def _run_sft(run: _Run, start: int, optimizer: Any) -> None:
         started = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, 1, step])
         examples = _examples(run, rng, cfg.sft_batch)
+        drawn = set(examples)
         if cfg.sft_contrast and isinstance(run.teacher, PolicyTeacher):
             contrast = partial(
                 run.teacher.contrast,
@@ -225,6 +226,7 @@ def _run_sft(run: _Run, start: int, optimizer: Any) -> None:
                 "step": step + 1,
                 "loss": loss,
                 "tokens": sum(len(t.input_ids) for t in traces),
+                "contrasts": sum(example not in drawn for example in examples),
                 "seconds": time.perf_counter() - started,
                 "peak_memory_mb": _peak_memory_mb(),
             }
