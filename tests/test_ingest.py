@@ -161,12 +161,35 @@ def test_a_non_numeric_score_names_the_file(small_data: Path, tmp_path: Path) ->
         ingest(data, Store(tmp_path / "s"), load_catalog(), ["llmrouter"])
 
 
-def _edit_first_row(file: Path, column: str, value: str) -> None:
+@pytest.fixture
+def copied(small_data: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the small data to edit, and its RouterBench Winogrande file."""
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    return data, data / "routerbench" / "winograde_test.csv"
+
+
+def _refusal(data: Path, store: Path, source: str) -> str:
+    """The message ingesting ``source`` from ``data`` into ``store`` fails with."""
+    with pytest.raises(SourceFormatError) as refused:
+        ingest(data, Store(store), load_catalog(), [source])
+    return str(refused.value)
+
+
+def _rows(file: Path) -> list[list[str]]:
     with file.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
-    rows[1][rows[0].index(column)] = value
+        return list(csv.reader(handle))
+
+
+def _write_rows(file: Path, rows: list[list[str]]) -> None:
     with file.open("w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows(rows)
+
+
+def _edit_first_row(file: Path, column: str, value: str) -> None:
+    rows = _rows(file)
+    rows[1][rows[0].index(column)] = value
+    _write_rows(file, rows)
 
 
 @pytest.mark.parametrize(
@@ -179,38 +202,27 @@ def _edit_first_row(file: Path, column: str, value: str) -> None:
     ],
 )
 def test_a_score_or_cost_no_record_can_have_is_refused_naming_the_file(
-    small_data: Path, tmp_path: Path, column: str, value: str, says: str
+    copied: tuple[Path, Path], tmp_path: Path, column: str, value: str, says: str
 ) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(small_data, data)
-    file = data / "routerbench" / "winograde_test.csv"
+    data, file = copied
     _edit_first_row(file, column, value)
-    store = Store(tmp_path / "s")
-    with pytest.raises(SourceFormatError) as refused:
-        ingest(data, store, load_catalog(), ["routerbench"])
-    message = str(refused.value)
+    message = _refusal(data, tmp_path / "s", "routerbench")
     assert message.startswith(
         f"{file}: unexpected content (ValueError: the record of claude-v2 on "
         "routerbench/"
     )
     assert says in message
-    assert store.sources() == []  # nothing half-written
+    assert Store(tmp_path / "s").sources() == []  # nothing half-written
 
 
 def test_a_file_missing_a_models_column_is_refused_not_read_without_it(
-    small_data: Path, tmp_path: Path
+    copied: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(small_data, data)
-    file = data / "routerbench" / "winograde_test.csv"
-    with file.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
+    data, file = copied
+    rows = _rows(file)
     gone = rows[0].index("claude-v2")
-    with file.open("w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows([r[:gone] + r[gone + 1 :] for r in rows])
-    with pytest.raises(SourceFormatError) as refused:
-        ingest(data, Store(tmp_path / "s"), load_catalog(), ["routerbench"])
-    assert str(refused.value) == (
+    _write_rows(file, [r[:gone] + r[gone + 1 :] for r in rows])
+    assert _refusal(data, tmp_path / "s", "routerbench") == (
         f"{file}: the header has a column 'claude-v2|total_cost' but no 'claude-v2', "
         "so that model's records cannot be read; fetch the file again"
     )
@@ -223,9 +235,7 @@ def test_a_missing_mmlu_subject_or_an_empty_answer_file_is_refused(
     shutil.copytree(shared_data / "routellm", data / "routellm")
     responses = data / "routellm" / "evals" / "mmlu" / "responses"
     (responses / "mmlu_virology.csv").unlink()
-    with pytest.raises(SourceFormatError) as refused:
-        ingest(data, Store(tmp_path / "s"), load_catalog(), ["routellm"])
-    assert str(refused.value) == (
+    assert _refusal(data, tmp_path / "s", "routellm") == (
         f"{responses} lacks mmlu_virology.csv of the 57 MMLU subjects: point --from "
         "at a complete copy of the data (see `xrouter data pull`)"
     )
@@ -233,26 +243,19 @@ def test_a_missing_mmlu_subject_or_an_empty_answer_file_is_refused(
     shutil.copytree(small_data / "zeroeval", data / "zeroeval")
     answers = sorted((data / "zeroeval" / "raw_gz").glob("*.json.gz"))[0]
     answers.write_bytes(gzip.compress(b"[]"))
-    with pytest.raises(SourceFormatError) as refused:
-        ingest(data, Store(tmp_path / "z"), load_catalog(), ["zeroeval"])
-    assert str(refused.value) == (
+    assert _refusal(data, tmp_path / "z", "zeroeval") == (
         f"{answers} holds an empty list: no answers of its model; fetch it again or "
         "remove it"
     )
 
 
 def test_a_lone_surrogate_in_a_prompt_is_stored_as_a_replacement_character(
-    small_data: Path, tmp_path: Path
+    copied: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(small_data, data)
-    file = data / "routerbench" / "winograde_test.csv"
-    with file.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
+    data, file = copied
+    rows = _rows(file)
     prompt = ast.literal_eval(rows[1][rows[0].index("prompt")])  # a list of turns
-    rows[1][rows[0].index("prompt")] = repr([*prompt[:-1], prompt[-1] + "\ud800"])
-    with file.open("w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows(rows)
+    _edit_first_row(file, "prompt", repr([*prompt[:-1], prompt[-1] + "\ud800"]))
     store = Store(tmp_path / "s")
     ingest(data, store, load_catalog(), ["routerbench"])
     sample = rows[1][rows[0].index("sample_id")]
