@@ -363,15 +363,16 @@ def test_the_prompts_examples_parse_into_valid_calls(pool: list[ModelCard]) -> N
 
 
 def test_system_prompt_says_how_much_cost_matters(pool: list[ModelCard]) -> None:
-    assert router_system_prompt(pool, lam=2.0).splitlines()[1] == (
+    # Last, after the tools, nearest where the router chooses.
+    assert router_system_prompt(pool, lam=2.0).splitlines()[-1] == (
         "Cost weight lambda=2: each USD spent takes 2 off the score of a correct "
         "answer (1K tokens in and out of claude-3-opus-20240229 cost $0.0900, "
         "-0.1800)."
     )
-    assert router_system_prompt(pool, lam=0.0).splitlines()[1] == (
+    assert router_system_prompt(pool, lam=0.0).splitlines()[-1] == (
         "Cost does not matter here: only a correct answer counts."
     )
-    assert "Cost" not in router_system_prompt(pool).splitlines()[1]
+    assert "Cost" not in router_system_prompt(pool)
 
 
 def test_system_prompt_without_the_tool_list(pool: list[ModelCard]) -> None:

@@ -196,6 +196,12 @@ def test_sft_trace_masks_exactly_the_router_tokens(
     )
     assert tool in untrained and messages[0].content in untrained
     assert trace.labels().count(-100) == len(trace.mask) - sum(trace.mask)
+    # The decision: the tokens that spell the chosen tool's name in the first call.
+    chosen = [t for t, c in zip(trace.input_ids, trace.choice, strict=True) if c]
+    name = first.split('"name": "')[1].split('"')[0]
+    assert name.startswith("call_") and name in tokenizer.decode(chosen)
+    assert all(m for m, c in zip(trace.mask, trace.choice, strict=True) if c)
+    assert max(k for k, c in enumerate(trace.choice) if c) < starts[1]
 
 
 def test_a_policy_teacher_plays_the_networks_first_choice(
@@ -277,6 +283,33 @@ def test_an_sft_step_lowers_the_loss_on_the_traces(
     with torch.no_grad():
         after = float(sft_loss(model, traces, pad))
     assert after < before - 0.1
+
+
+def test_the_choice_weight_weighs_the_tokens_naming_the_choice(
+    task: RouterTask, tiny_dir: Path
+) -> None:
+    model, tokenizer = load_router_model(tiny_dir)
+    card = load_catalog().get("smollm2-135m")
+    traces = sft_traces(task, _examples(task, 2), tokenizer, card)
+    pad = int(tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = [model(torch.tensor([t.input_ids])).logits[0] for t in traces]
+        per_token = [
+            torch.nn.functional.cross_entropy(
+                out[:-1], torch.tensor(t.labels()[1:]), reduction="none"
+            )
+            for out, t in zip(logits, traces, strict=True)
+        ]
+        losses = torch.cat(per_token)
+        trained = torch.tensor([m for t in traces for m in t.mask[1:]]).bool()
+        chosen = torch.tensor([c for t in traces for c in t.choice[1:]]).float()
+        weights = trained * (1 + 4 * chosen)
+        assert float(sft_loss(model, traces, pad)) == pytest.approx(
+            float(losses[trained].mean()), rel=1e-4
+        )
+        assert float(sft_loss(model, traces, pad, 5.0)) == pytest.approx(
+            float((losses * weights).sum() / weights.sum()), rel=1e-4
+        )
 
 
 def test_clip_bounds_are_applied() -> None:

@@ -246,6 +246,14 @@ def router_command(
             "turns that off).",
         ),
     ] = None,
+    choice_weight: Annotated[
+        float | None,
+        _opt(
+            "--choice-weight",
+            "Warm-start weight of the tokens that name the chosen model, against "
+            "1 for the rest of the router's tokens (default 1).",
+        ),
+    ] = None,
     eval_items: Annotated[
         int | None,
         _opt(
@@ -301,6 +309,7 @@ def router_command(
         "lr": lr,
         "sft_lr": sft_lr,
         "teacher": teacher,
+        "choice_weight": choice_weight,
         "eval_items": eval_items,
         "checkpoint_every": checkpoint_every,
         "seed": seed,

@@ -376,8 +376,6 @@ def router_system_prompt(
         "back with its call id. Then either return one response verbatim with "
         "select_response, or write the final answer yourself from the responses.",
     ]
-    if lam is not None:
-        lines.append(_cost_sentence(cards, lam))
     lines += [
         "Call tools like this, one call per line:",
         f'<tool_call>{{"name": "{names.name_of(cheapest.id)}", "arguments": '
@@ -393,6 +391,9 @@ def router_system_prompt(
             "(0 to 2) and max_tokens (integer).",
             f"{SELECT_TOOL} takes call_id (string, required).",
         ]
+    if lam is not None:
+        # Last, nearest the router's choice, which it should weigh most.
+        lines.append(_cost_sentence(cards, lam))
     return "\n".join(lines)
 
 

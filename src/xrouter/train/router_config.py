@@ -48,6 +48,7 @@ class RouterTrainConfig:
     sft_lr: float = 5e-5  # warm-start learning rate (AdamW)
     teacher: str = "oracle"  # warm-start choices: oracle, or a policy checkpoint
     sft_contrast: bool = True  # pair traces with a policy teacher's other lambda
+    choice_weight: float = 1.0  # warm-start weight of the tokens naming the choice
     rl_steps: int = 10  # GRPO steps
     prompts_per_step: int = 2  # examples (groups) per GRPO step
     group_size: int = 4  # G: episodes per example
@@ -89,6 +90,10 @@ class RouterTrainConfig:
         if self.items is not None and self.items < 1:
             raise ConfigError(
                 f"--items {self.items} leaves an empty training set; give at least 1"
+            )
+        if not 0 < self.choice_weight < math.inf:
+            raise ConfigError(
+                f"--choice-weight must be a finite number > 0, got {self.choice_weight}"
             )
         for name in ("lr", "sft_lr"):
             if not 0 < getattr(self, name) < math.inf:

@@ -342,10 +342,13 @@ def render_trace(
 
 @dataclass(frozen=True)
 class TokenizedTrace:
-    """Token ids of a conversation and the 0/1 mask of the router's own tokens."""
+    """Token ids of a conversation, the 0/1 mask of the router's own tokens, and
+    the 0/1 flags of the tokens that name the model its first call chooses (the
+    decision; empty when it makes none)."""
 
     input_ids: list[int]
     mask: list[int]
+    choice: list[int] = field(default_factory=list)
 
     def labels(self) -> list[int]:
         """Ids where the mask is 1, -100 (ignored by the loss) elsewhere."""
@@ -409,9 +412,24 @@ def tokenize_conversation(
     pieces.append((chat_text(tokenizer, messages)[len(done) :], False))
     ids: list[int] = []
     mask: list[int] = []
+    choice: list[int] = []
     for text, trained in pieces:
-        if text:
-            piece = encode(tokenizer, text)
-            ids += piece
-            mask += [int(trained)] * len(piece)
-    return TokenizedTrace(ids, mask)
+        if not text:
+            continue
+        named = _CHOSEN.search(text) if trained and not any(choice) else None
+        encoded = tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=named is not None
+        )
+        piece = [int(t) for t in encoded["input_ids"]]
+        ids += piece
+        mask += [int(trained)] * len(piece)
+        if named is None:
+            choice += [0] * len(piece)
+        else:
+            lo, hi = named.span(1)
+            choice += [int(a < hi and b > lo) for a, b in encoded["offset_mapping"]]
+    return TokenizedTrace(ids, mask, choice)
+
+
+# The model a router's call names: its decision.
+_CHOSEN = re.compile(r'"name":\s*"(call_[^"]+)"')

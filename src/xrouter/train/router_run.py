@@ -219,6 +219,7 @@ def _run_sft(run: _Run, start: int, optimizer: Any) -> None:
             pad_id=pad_id,
             micro_batch=cfg.micro_batch,
             max_grad_norm=cfg.max_grad_norm,
+            choice_weight=cfg.choice_weight,
         )
         run.log.write(
             {

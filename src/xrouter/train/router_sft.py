@@ -80,9 +80,17 @@ def _collate(
     return {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
 
-def sft_loss(model: Any, traces: Sequence[TokenizedTrace], pad_id: int) -> torch.Tensor:
-    """Mean cross-entropy of the router's tokens of ``traces`` (one batch).
+def sft_loss(
+    model: Any,
+    traces: Sequence[TokenizedTrace],
+    pad_id: int,
+    choice_weight: float = 1.0,
+) -> torch.Tensor:
+    """Mean cross-entropy of the router's tokens of ``traces`` (one batch), each
+    token that names the chosen model weighing ``choice_weight`` times as much.
 
+    A trace's decision is a token or two among a hundred of call syntax that any
+    trace repeats; weighing them up makes what tells traces apart count.
     Only the positions that predict a router token get logits (the vocabulary
     projection of a 2,000-token trace would otherwise dominate memory).
     """
@@ -92,9 +100,15 @@ def sft_loss(model: Any, traces: Sequence[TokenizedTrace], pad_id: int) -> torch
     wanted = (labels[:, 1:] != -100).any(dim=0).nonzero().flatten()  # (K,)
     logits = model(**batch, logits_to_keep=wanted).logits  # (B, K, V)
     targets = labels[:, wanted + 1]  # (B, K)
-    loss: torch.Tensor = torch.nn.functional.cross_entropy(
-        logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100
-    )
+    losses = torch.nn.functional.cross_entropy(
+        logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="none"
+    )  # (B, K), 0 where ignored
+    choice = torch.zeros_like(labels, dtype=torch.float32)
+    for row, trace in enumerate(traces):
+        flags = torch.tensor(trace.choice or [0] * len(trace.input_ids))
+        choice[row, : len(flags)] = flags.to(device)
+    weights = (targets != -100) * (1 + (choice_weight - 1) * choice[:, wanted + 1])
+    loss: torch.Tensor = (losses * weights).sum() / weights.sum()
     return loss
 
 
@@ -107,6 +121,7 @@ def sft_step(
     pad_id: int,
     micro_batch: int = 1,
     max_grad_norm: float = 1.0,
+    choice_weight: float = 1.0,
 ) -> float:
     """One optimizer update over ``traces``, in micro-batches of ``micro_batch``
     accumulated by ``accelerator`` (its ``gradient_accumulation_steps`` should be
@@ -115,7 +130,8 @@ def sft_step(
     losses = []
     for start in range(0, len(traces), micro_batch):
         with accelerator.accumulate(model):
-            loss = sft_loss(model, traces[start : start + micro_batch], pad_id)
+            part = traces[start : start + micro_batch]
+            loss = sft_loss(model, part, pad_id, choice_weight)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
