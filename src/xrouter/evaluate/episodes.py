@@ -26,7 +26,6 @@ from xrouter.backends.pool import Pool, PoolEntry
 from xrouter.backends.replay import PromptIndex, ReplayBackend, ReplayPool
 from xrouter.core.catalog import Catalog
 from xrouter.core.progress import Reporter, Silent
-from xrouter.core.types import Message
 from xrouter.evaluate.results import CurvePoint, PolicyResult
 from xrouter.orchestrator.loop import (
     EpisodeFailedError,
@@ -195,7 +194,7 @@ def evaluate_episodes(
     evaluation = EpisodeEvaluation(router=router.name, lam=lam, episodes=[])
     reporter.start(f"episodes of {router.name}", len(items))
     for row, item in zip(rows, items, strict=True):
-        messages = [Message(role, text) for role, text in item.messages]  # type: ignore[arg-type]
+        messages = list(item.chat())
         started = time.monotonic()
         try:
             result = run_episode(

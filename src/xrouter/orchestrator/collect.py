@@ -44,7 +44,7 @@ from typing import Any, cast
 from xrouter.backends.pool import Pool, PoolEntry
 from xrouter.core.errors import BudgetExceededError, ConfigError, UnknownTaskError
 from xrouter.core.progress import Reporter, Silent
-from xrouter.core.types import ChatRequest, Message, Role
+from xrouter.core.types import ChatRequest, Message
 from xrouter.orchestrator.budget import Budget, Ledger
 from xrouter.orchestrator.calls import CallRunner, Limits
 from xrouter.orchestrator.journal import Journal, JournalEntry
@@ -340,7 +340,7 @@ async def collect(
     prefix = (Message("system", system_prompt),) if system_prompt else ()
 
     def request(item: Item) -> ChatRequest:
-        messages = tuple(Message(cast(Role, r), c) for r, c in item.messages)
+        messages = item.chat()
         return ChatRequest(prefix + messages, max_tokens, item_id=item.item_id)
 
     journal = Journal(journal_path(store, source_name))

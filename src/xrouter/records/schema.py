@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pyarrow as pa
+
+from xrouter.core.types import Message, Role
 
 __all__ = [
     "ITEM_SCHEMA",
@@ -82,6 +84,10 @@ class Item:
     gold: str | None = None
     verifier: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def chat(self) -> tuple[Message, ...]:
+        """The prompt as the chat messages a model is sent."""
+        return tuple(Message(cast(Role, role), text) for role, text in self.messages)
 
     @property
     def prompt(self) -> str:

@@ -108,7 +108,7 @@ class RouterTask:
 
     def messages(self, row: int) -> tuple[Message, ...]:
         item = self.records.items([row])[0]
-        return tuple(Message(role, text) for role, text in item.messages)  # type: ignore[arg-type]
+        return item.chat()
 
     def item_id(self, row: int) -> str:
         return self.records.item_ids[row]
