@@ -251,7 +251,7 @@ def router_command(
         _opt(
             "--choice-weight",
             "Warm-start weight of the tokens that name the chosen model, against "
-            "1 for the rest of the router's tokens (default 1).",
+            "1 for the rest of the router's tokens (default 10).",
         ),
     ] = None,
     eval_items: Annotated[

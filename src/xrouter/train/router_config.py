@@ -48,7 +48,13 @@ class RouterTrainConfig:
     sft_lr: float = 5e-5  # warm-start learning rate (AdamW)
     teacher: str = "oracle"  # warm-start choices: oracle, or a policy checkpoint
     sft_contrast: bool = True  # pair traces with a policy teacher's other lambda
-    choice_weight: float = 1.0  # warm-start weight of the tokens naming the choice
+    # Warm-start weight of the tokens naming the chosen model (1: as any token).
+    # On SmolLM2-135M, 40 steps of a policy teacher's contrasting traces, 20
+    # held-out zeroeval items: at 1, with lambda stated at the top of the prompt,
+    # the router called gpt-4o-mini on every item at lambda 1 and 100 (reward
+    # 0.800, 0.788); at 10, with lambda stated last, it called o1-mini on 3 items
+    # at lambda 1 and on 1 at lambda 100 (0.899, 0.824).
+    choice_weight: float = 10.0
     rl_steps: int = 10  # GRPO steps
     prompts_per_step: int = 2  # examples (groups) per GRPO step
     group_size: int = 4  # G: episodes per example
