@@ -169,8 +169,10 @@ def _write_model(gguf: Path, out: Path) -> None:
     with _quiet_progress():
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         config = AutoConfig.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
-        read = load_gguf_checkpoint(str(gguf), True, model)  # type: ignore[no-untyped-call]
+        from_config: Any = AutoModelForCausalLM.from_config  # untyped in transformers
+        read_gguf: Any = load_gguf_checkpoint
+        model = from_config(config)
+        read = read_gguf(str(gguf), True, model)
         missing, unexpected = model.load_state_dict(read["tensors"], strict=False)
         tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
         if unexpected or set(missing) - tied:

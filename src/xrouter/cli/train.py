@@ -112,16 +112,14 @@ def policy_command(
             f"of {', '.join(KINDS)}"
         )
     started = time.perf_counter()
-    chosen_settings = {
+    chosen_settings: dict[str, Any] = {
         "seed": seed,
         "steps": steps,
         "lam_min": lambda_min,
         "lam_max": lambda_max,
         "default_lambda": default_lambda,
     }
-    config = GRPOConfig(
-        **{k: v for k, v in chosen_settings.items() if v is not None}  # type: ignore[arg-type]
-    )
+    config = GRPOConfig(**{k: v for k, v in chosen_settings.items() if v is not None})
     if (out / MANIFEST).exists() and not force:
         raise ConfigError(
             f"{out} already holds a policy checkpoint; pass --force to replace it "
