@@ -30,7 +30,7 @@ from gateway_server import (
     train_checkpoint,
     write_config,
 )
-from upstream import UpstreamServer
+from upstream import DRIP_S, UpstreamServer
 
 from xrouter.records.tokens import count_tokens
 from xrouter.serve.config import GatewayConfig, load_gateway_config
@@ -612,7 +612,7 @@ def test_a_stream_ends_at_the_episodes_time_limit(
         for chunk in stream:
             texts.append(chunk.choices[0].delta.content or "")
     took = time.monotonic() - started
-    assert LIMITS["episode_timeout_s"] <= took < LIMITS["episode_timeout_s"] + 0.5
+    assert LIMITS["episode_timeout_s"] <= took < 8 * DRIP_S  # before its end
     assert ECHO.startswith("".join(texts)) and len("".join(texts)) > 0
     entry = last_logged()
     assert (entry.status, entry.outcome, entry.stream) == (

@@ -68,7 +68,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-__all__ = ["FAULTS", "MODEL", "UpstreamServer"]
+__all__ = ["DRIP_S", "FAULTS", "MODEL", "UpstreamServer"]
 
 FAULTS: Final[tuple[str, ...]] = (
     "ok",
