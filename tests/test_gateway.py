@@ -10,6 +10,7 @@ here so that a changed card shows up as a failure. Malformed requests are in
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -71,6 +72,20 @@ def meta(reply: Any) -> dict[str, Any]:
     """The ``xrouter`` extension field of a completion or chunk."""
     extra: dict[str, Any] = reply.model_extra or {}
     return dict(extra["xrouter"])
+
+
+def stream_until_error(client: openai.OpenAI, says: str) -> tuple[str, float]:
+    """The text a direct stream to GPT sent before the error event that ends it
+    (whose message must hold ``says``), and the seconds it took."""
+    texts = []
+    started = time.monotonic()
+    with (
+        pytest.raises(openai.APIError, match=re.escape(says)),
+        client.chat.completions.create(model=GPT, messages=USER, stream=True) as stream,
+    ):
+        for chunk in stream:
+            texts.append(chunk.choices[0].delta.content or "")
+    return "".join(texts), time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
@@ -582,16 +597,9 @@ def test_a_stream_cut_midway_ends_with_an_error_event(
     client: openai.OpenAI, upstream: UpstreamServer
 ) -> None:
     upstream.script(["cut"])
-    texts = []
-    started = time.monotonic()
-    with (
-        pytest.raises(openai.APIError, match="cut the stream midway"),
-        client.chat.completions.create(model=GPT, messages=USER, stream=True) as stream,
-    ):
-        for chunk in stream:
-            texts.append(chunk.choices[0].delta.content or "")
-    assert "".join(texts) == "echo: how"  # the two pieces sent before the cut
-    assert time.monotonic() - started < 5
+    text, took = stream_until_error(client, "cut the stream midway")
+    assert text == "echo: how"  # the two pieces sent before the cut
+    assert took < 5
     assert upstream.attempts == 1  # no retry once the caller has seen text
     entry = last_logged()
     assert (entry.status, entry.outcome, entry.stream) == (200, "upstream_error", True)
@@ -603,24 +611,16 @@ def test_a_stream_ends_at_the_episodes_time_limit(
     # Each piece comes within the call's timeout (0.3 s < 0.5 s), but the whole
     # answer would take 2.4 s, past the episode's 1.5 s.
     upstream.script(["drip"])
-    texts = []
-    started = time.monotonic()
-    with (
-        pytest.raises(openai.APIError, match=r"ran past the episode's time limit"),
-        client.chat.completions.create(model=GPT, messages=USER, stream=True) as stream,
-    ):
-        for chunk in stream:
-            texts.append(chunk.choices[0].delta.content or "")
-    took = time.monotonic() - started
+    text, took = stream_until_error(client, "ran past the episode's time limit")
     assert LIMITS["episode_timeout_s"] <= took < 8 * DRIP_S  # before its end
-    assert ECHO.startswith("".join(texts)) and len("".join(texts)) > 0
+    assert ECHO.startswith(text) and len(text) > 0
     entry = last_logged()
     assert (entry.status, entry.outcome, entry.stream) == (
         200,
         "upstream_timeout",
         True,
     )
-    assert entry.output_tokens == count_tokens("".join(texts))
+    assert entry.output_tokens == count_tokens(text)
 
 
 def test_a_client_that_leaves_a_stream_is_logged(gateway: GatewayServer) -> None:

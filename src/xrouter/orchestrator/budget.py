@@ -27,23 +27,26 @@ __all__ = ["Budget", "Hold", "Ledger", "beyond_limits", "refusing_ledgers"]
 
 _LOCK = threading.Lock()
 logger = logging.getLogger(__name__)
-# A refusal names its ledger, as "... left of the <ledger> (limit $...)".
-_REFUSING = re.compile(r"left of the (.+?) \(limit \$")
-# ... and the amount held against the ledger's whole limit.
-_AMOUNTS = re.compile(r"may cost up to \$([0-9.]+), .*? \(limit \$([0-9.]+)\)")
+# A refusal (see Budget.hold) gives the amount asked for, the ledger's name and
+# its whole limit: "... may cost up to $A, more than the $L left of the <ledger>
+# (limit $W)".
+_REFUSAL = re.compile(
+    r"may cost up to \$([0-9.]+), more than the \$[0-9.]+ left of the (.+?) "
+    r"\(limit \$([0-9.]+)\)"
+)
 
 
 def refusing_ledgers(text: str) -> set[str]:
     """The names of the ledgers whose refusals ``text`` reports (a refusal's
     message, or an episode's failure that quotes several)."""
-    return set(_REFUSING.findall(text))
+    return {ledger for _, ledger, _ in _REFUSAL.findall(text)}
 
 
 def beyond_limits(text: str) -> bool:
     """Whether every refusal ``text`` reports asked for more than its ledger's
     whole limit: a call that would not fit even if nothing had been spent."""
-    found = _AMOUNTS.findall(text)
-    return bool(found) and all(float(want) > float(limit) for want, limit in found)
+    found = _REFUSAL.findall(text)
+    return bool(found) and all(float(want) > float(limit) for want, _, limit in found)
 
 
 @dataclass

@@ -196,11 +196,10 @@ class _Run:
     request: Callable[[Item], ChatRequest]
     reporter: Reporter
     calls: int = 0
-    failed: int = 0
     spent_usd: float = 0.0
     stopped: str | None = None
     interrupted_by: str | None = None
-    errors: dict[str, tuple[int, str]] = field(default_factory=dict)
+    errors: dict[str, tuple[int, str]] = field(default_factory=dict)  # per model
     waiting: set[asyncio.Task[object]] = field(default_factory=set)
 
     async def go(self, todo: list[tuple[Item, str]], concurrency: int) -> None:
@@ -219,13 +218,12 @@ class _Run:
                     model, self.request(item), self.budget, call_id=item.item_id
                 )
             except BudgetExceededError as exc:
-                self._stop(str(exc))
+                self.stop(str(exc))
                 return
             entry = JournalEntry.of(item.item_id, calls[0])
             self.journal.append(entry)
             self.calls += 1
             if entry.error is not None:
-                self.failed += 1
                 count = self.errors.get(model, (0, ""))[0]
                 self.errors[model] = (count + 1, entry.error)
             self.spent_usd += entry.cost_usd
@@ -244,7 +242,7 @@ class _Run:
             self.waiting.discard(task)
         return self.stopped is None
 
-    def _stop(self, reason: str) -> None:
+    def stop(self, reason: str) -> None:
         self.stopped = reason
         for task in self.waiting:
             task.cancel()
@@ -281,7 +279,7 @@ class _Interrupts:
                 "for (again to abandon them)",
                 sig.name,
             )
-            self.run._stop(f"interrupted by {sig.name}")
+            self.run.stop(f"interrupted by {sig.name}")
         elif self.task is not None:
             self.task.cancel()
 
@@ -370,7 +368,7 @@ async def collect(
         source=source_name,
         journal=journal.path,
         calls=run.calls,
-        failed=run.failed,
+        failed=sum(count for count, _ in run.errors.values()),
         skipped=skipped,
         spent_usd=run.spent_usd,
         spent_total_usd=sum(e.cost_usd for e in journal.entries),

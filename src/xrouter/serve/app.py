@@ -19,10 +19,11 @@ What the caller learns about routing, on every answer:
 Every error is an OpenAI-style JSON body ``{"error": {"message", "type", "param",
 "code"}}`` with a 4xx status for anything the client sent (its field named in
 ``param`` and the message), 402 when the request's own cost ceiling refuses it
-(a retry cannot succeed), 429 when a daily limit does, 502/504 when
-every upstream failed, 503 before start-up. No input gets a 5xx. A client that
-leaves before its body or its stream ends is counted (and a stream logged) with
-status 499, which nobody receives.
+or a call is larger than a whole limit (a retry cannot succeed), 429 when a daily
+limit refuses it, 400 when the models reject it as given, 502/504 when every
+upstream failed, 503 before start-up (see ``failures``). No input gets a 5xx. A
+client that leaves before its body or its stream ends is counted (and a stream
+logged) with status 499, which nobody receives.
 
 A routed stream from the policy router relays its first choice's tokens as they
 arrive and does not escalate; the header ``x-xrouter-stream: episode`` (or

@@ -14,8 +14,6 @@ from xrouter.orchestrator.loop import EpisodeFailedError
 
 __all__ = ["CEILING", "RequestError", "failure_of"]
 
-# How the orchestrator tells the router that the budget refused a call.
-_REFUSED = ": refused, "
 CEILING = "request's cost ceiling"  # the ledger of the x-xrouter-max-cost header
 
 
@@ -44,8 +42,9 @@ def failure_of(exc: BackendError | BudgetExceededError) -> RequestError:
     would be rejected again), 504 when it timed out, 502 otherwise.
     """
     text = str(exc)
-    if isinstance(exc, BudgetExceededError) or _REFUSED in text:
-        if refusing_ledgers(text) == {CEILING}:
+    refusing = refusing_ledgers(text)  # also those quoted by a failed episode
+    if isinstance(exc, BudgetExceededError) or refusing:
+        if refusing == {CEILING}:
             return RequestError(
                 402,
                 f"over the request's cost ceiling: {text}; raise the "

@@ -4,11 +4,12 @@ The request log row of a request is committed before its answer leaves (for a
 stream: before its last event), so an acknowledged request is never lost.
 
 What the log holds: every request to the chat endpoint, whatever came of it
-(answered; refused by a daily limit, 429, or the request's ceiling, 402; failed
-upstream, 502/504; a stream the client left before its end, 499; refused before
-any model was asked for its API key, body, model name or a header,
-401/400/404/413, under router ``none``). Each error response carries the
-``x-xrouter-request-id`` of its log row.
+(in flight, until it ends; answered; refused by a daily limit, 429, or the
+request's ceiling, 402; rejected by the models, 400; failed upstream, 502/504; a
+stream the client left before its end, 499; refused before any model was asked
+for its API key, body, model name or a header, 401/400/404/413, under router
+``none``). Each error response carries the ``x-xrouter-request-id`` of its log
+row.
 """
 
 from __future__ import annotations
