@@ -1,17 +1,23 @@
-"""Times GRPO rollouts of the LLM router on this CPU: a group's first turns decoded
-together against every episode decoded alone.
+"""Times a GRPO step's two halves for the LLM router on this CPU, each with the
+work its turns share against the same work done turn by turn.
 
-    python benchmarks/router_rollout.py [--base smollm2-135m] [--examples 4] [--group 4]
+    python benchmarks/router_rollout.py [--base NAME|DIR] [--examples 4] [--group 4]
 
 For each of ``examples`` train examples of the zeroeval suite (real prompts, a
-lambda and pool subset drawn as in training), it plays the group's ``group``
-episodes through the orchestrator and the replay pool twice, side by side in one
-run: as training does (``collect_groups``: the first turns share one pass over
-their prompt and are decoded as one batch), and one episode at a time with
-nothing shared. Sampling is at temperature 1.0 with 96 new tokens at most, as in
-training; torch uses one thread. It prints the seconds of each and their ratio,
-and the router turns and tokens generated, which differ between the two only by
-what was drawn.
+lambda and pool subset drawn as in training), it times side by side in one run:
+
+- the rollout: the group's ``group`` episodes played through the orchestrator
+  and the replay pool as training plays them (``collect_groups``: the first turns
+  share one pass over their prompt and are decoded as one batch, and later turns
+  continue that prompt's cache), then one episode at a time with nothing shared;
+- the update's passes over the turns played (forward and backward of each turn's
+  log-probabilities): a group's turns continuing one pass over the prompt prefix
+  they share (``shared_logps``), then a full pass per turn (``turn_logps``).
+
+Sampling is at temperature 1.0 with 96 new tokens at most, as in training; torch
+uses one thread. ``--base`` takes a warm-started checkpoint directory: the base
+model makes no tool calls, so its episodes have a single turn. It prints the
+seconds of each and their ratios, and the router turns and tokens played.
 """
 
 from __future__ import annotations
@@ -28,7 +34,13 @@ from xrouter.evaluate.suites import DEFAULT_SUITES
 from xrouter.records.store import Store, default_store_path
 from xrouter.train.router_data import draw_examples, load_router_task
 from xrouter.train.router_policy import PolicyBackend, load_router_model
-from xrouter.train.router_rl import Episode, collect_groups, play_episode
+from xrouter.train.router_rl import (
+    Episode,
+    collect_groups,
+    play_episode,
+    shared_logps,
+    turn_logps,
+)
 
 
 def _played(groups: list[list[Episode]]) -> str:
@@ -63,14 +75,16 @@ def main() -> None:
         lam_max=1000.0,
     )
 
-    def backend() -> PolicyBackend:
-        return PolicyBackend(model, tokenizer, card, max_new_tokens=96, seed=0)
+    def backend(reuse: bool = True) -> PolicyBackend:
+        return PolicyBackend(
+            model, tokenizer, card, max_new_tokens=96, seed=0, reuse_prompt=reuse
+        )
 
     started = time.perf_counter()
     shared = collect_groups(task, examples, backend(), args.group)
     shared_s = time.perf_counter() - started
 
-    alone = backend()
+    alone = backend(reuse=False)
     started = time.perf_counter()
     single = [
         [play_episode(task, ex, alone) for _ in range(args.group)] for ex in examples
@@ -78,8 +92,23 @@ def main() -> None:
     single_s = time.perf_counter() - started
 
     print(f"{args.examples} examples x {args.group} episodes, router {args.base}")
-    print(f"first turns decoded together: {shared_s:7.1f} s   ({_played(shared)})")
-    print(f"every episode decoded alone:  {single_s:7.1f} s   ({_played(single)})")
+    print(f"rollout, prompts shared:      {shared_s:7.1f} s   ({_played(shared)})")
+    print(f"rollout, episode by episode:  {single_s:7.1f} s   ({_played(single)})")
+    print(f"speed-up: {single_s / shared_s:.2f}x")
+
+    model.train()
+    started = time.perf_counter()
+    for group in shared:
+        turns = [t for e in group for t in e.turns if t.completion_ids]
+        sum(lp.sum() for lp in shared_logps(model, turns, 1.0)).backward()
+    shared_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for group in shared:
+        for turn in (t for e in group for t in e.turns if t.completion_ids):
+            turn_logps(model, turn, 1.0).sum().backward()
+    single_s = time.perf_counter() - started
+    print(f"update passes, prefix shared: {shared_s:7.1f} s   ({_played(shared)})")
+    print(f"update passes, turn by turn:  {single_s:7.1f} s")
     print(f"speed-up: {single_s / shared_s:.2f}x")
 
 

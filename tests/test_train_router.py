@@ -74,6 +74,7 @@ from xrouter.train.router_rl import (
     group_advantages,
     grpo_update,
     play_episode,
+    shared_logps,
     turn_logps,
 )
 from xrouter.train.router_run import train_router
@@ -400,6 +401,93 @@ def test_a_groups_first_turns_share_one_pass_over_their_prompt(
     for group in groups:
         opening = {tuple(e.turns[0].prompt_ids) for e in group}
         assert len(opening) == 1 and len(next(iter(opening))) in prompt_passes
+
+
+def test_a_later_turn_continues_the_first_prompts_cache(
+    task: RouterTask, tiny_dir: Path
+) -> None:
+    """An episode's second turn runs only what its prompt adds to the first (the
+    router's call and the tool's response), and the log-probabilities it records
+    are those of a full pass over its prompt."""
+    model, tokenizer = load_router_model(tiny_dir)
+    passes: list[int] = []
+    forward = model.forward
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        passes.append(kwargs["input_ids"].shape[1])
+        return forward(*args, **kwargs)
+
+    model.forward = counted
+    card = load_catalog().get("smollm2-135m")
+    backend = PolicyBackend(model, tokenizer, card, max_new_tokens=5, seed=2)
+    opening = [*task.messages(int(task.train[0]))]
+    call = '{"name": "call_gemma_2_2b_it", "arguments": {}}'
+    later = [
+        *opening,
+        Message("assistant", call),
+        Message("tool", "The answer is 42.", name="call_gemma_2_2b_it"),
+    ]
+    asyncio.run(backend.complete(ChatRequest(opening)))
+    first_pass = passes[0]
+    passes.clear()
+    asyncio.run(backend.complete(ChatRequest(later)))
+    first, second = backend.take_turns()
+    assert first_pass == len(first.prompt_ids)
+    assert second.prompt_ids[: len(first.prompt_ids)] == first.prompt_ids
+    assert passes[0] == len(second.prompt_ids) - len(first.prompt_ids)
+    full = turn_logps(model, second, 1.0).detach().numpy()
+    np.testing.assert_allclose(full, second.logprobs, atol=1e-4)
+
+
+def test_turns_sharing_a_prefix_get_the_log_probabilities_and_gradients_of_full_passes(
+    task: RouterTask, tiny_dir: Path
+) -> None:
+    """The update runs a group's shared prompt prefix once; its log-probabilities
+    and the gradient of a loss over them are those of a full pass per turn."""
+    model, tokenizer = load_router_model(tiny_dir)
+    prompt = _router_prompt(task, tokenizer)
+    rng = np.random.default_rng(4)
+    vocab = len(tokenizer)
+    turns = [
+        RouterTurnSample(prompt, rng.integers(0, vocab, 7).tolist(), [], ""),
+        RouterTurnSample(
+            prompt + rng.integers(0, vocab, 30).tolist(),
+            rng.integers(0, vocab, 4).tolist(),
+            [],
+            "",
+        ),
+        RouterTurnSample(
+            prompt[:-3] + rng.integers(0, vocab, 9).tolist(),
+            rng.integers(0, vocab, 5).tolist(),
+            [],
+            "",
+        ),
+    ]
+    weights = [torch.linspace(-1.0, 1.0, len(t.completion_ids)) for t in turns]
+
+    def gradients(logps: list[torch.Tensor]) -> list[torch.Tensor]:
+        model.zero_grad()
+        sum((w * lp).sum() for w, lp in zip(weights, logps, strict=True)).backward()
+        return [p.grad.detach().clone() for p in model.parameters()]
+
+    alone = [turn_logps(model, t, 0.7) for t in turns]
+    expected = gradients(alone)
+    passes: list[int] = []
+    forward = model.forward
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        passes.append(kwargs["input_ids"].shape[1])
+        return forward(*args, **kwargs)
+
+    model.forward = counted
+    together = shared_logps(model, turns, 0.7)
+    # The prefix once (the prompt less the three tokens the third turn changes),
+    # then each turn's own tokens.
+    assert passes == [len(prompt) - 3, 3 + 7, 3 + 30 + 4, 9 + 5]
+    for a, b in zip(alone, together, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    for a, b in zip(expected, gradients(together), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)
 
 
 def test_ctrl_c_in_an_episode_stops_it(task: RouterTask, tiny_dir: Path) -> None:

@@ -15,7 +15,9 @@ turns are sampled together (``PolicyBackend.sharing_first_turns``): one pass ove
 the prompt, whose KV cache is then copied per episode, and one batch of G
 sequences decoded in lockstep.
 Each completion is a draw of its own from the same distribution; later turns,
-whose prompts differ by what came back, are sampled one at a time.
+whose prompts differ by what came back, are sampled one at a time, each pass
+starting from the KV cache of the episode's first prompt, which every later
+prompt begins with (:class:`PromptCache`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DynamicCache,
+    PreTrainedTokenizerBase,
+)
 
 from xrouter.backends.base import stream_from_complete
 from xrouter.backends.local import _quiet_progress
@@ -39,8 +46,11 @@ from xrouter.train.router_data import chat_text, encode
 
 __all__ = [
     "PolicyBackend",
+    "PromptCache",
     "RouterTurnSample",
+    "decode",
     "load_router_model",
+    "prefill",
     "sample_batch",
 ]
 
@@ -92,6 +102,66 @@ def eos_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> set[int]:
     return found
 
 
+@dataclass(frozen=True)
+class PromptCache:
+    """The keys and values a pass over a prompt left, per layer: a later prompt
+    that starts with the same tokens continues from them instead of running its
+    shared part again (an episode's later turns open on its first turn's prompt)."""
+
+    ids: tuple[int, ...]
+    layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+    @classmethod
+    def of(cls, cache: Any, ids: Sequence[int]) -> PromptCache | None:
+        """The cache of a pass over ``ids``; None where a layer holds fewer
+        positions than the prompt (a sliding window), which cannot be continued."""
+        layers = tuple((layer.keys, layer.values) for layer in cache.layers)
+        if any(keys.shape[-2] != len(ids) for keys, _ in layers):
+            return None
+        return cls(tuple(ids), layers)
+
+    def reach(self, prompt: Sequence[int]) -> int:
+        """How many leading tokens of ``prompt`` the cache holds, short of its
+        last token (a pass needs at least one token to predict from)."""
+        limit = min(len(self.ids), len(prompt) - 1)
+        n = 0
+        while n < limit and self.ids[n] == prompt[n]:
+            n += 1
+        return n
+
+    def fork(self, model: Any, length: int) -> Any:
+        """A fresh cache of the first ``length`` positions; passes over it leave
+        this one as it is."""
+        return DynamicCache(
+            ddp_cache_data=[
+                (k[..., :length, :], v[..., :length, :]) for k, v in self.layers
+            ],
+            config=model.config,
+        )
+
+
+def prefill(
+    model: Any,
+    prompt_ids: Sequence[int],
+    known: PromptCache | None = None,
+    *,
+    logits_to_keep: int = 1,
+) -> tuple[torch.Tensor, Any, PromptCache | None]:
+    """One pass over ``prompt_ids``, continuing ``known`` where the prompt starts
+    with its tokens: the last ``logits_to_keep`` positions' logits, the cache to
+    decode on, and the prompt's own cache for later prompts."""
+    device = next(model.parameters()).device
+    start = known.reach(prompt_ids) if known is not None else 0
+    cache = known.fork(model, start) if known is not None and start else None
+    out = model(
+        input_ids=torch.tensor([list(prompt_ids[start:])], device=device),
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=logits_to_keep,
+    )
+    return out.logits, out.cache, PromptCache.of(out.cache, prompt_ids)
+
+
 @torch.no_grad()
 def sample_batch(
     model: Any,
@@ -102,18 +172,42 @@ def sample_batch(
     temperature: float,
     stop_ids: set[int],
     generator: torch.Generator | None = None,
+    known: PromptCache | None = None,
 ) -> list[tuple[list[int], list[float]]]:
     """``n`` completions of one prompt, decoded together after a single pass over
-    the prompt (greedy when ``temperature`` is 0). Each comes as its token ids and
-    their log-probabilities under ``softmax(logits / temperature)``."""
-    device = next(model.parameters()).device
-    out = model(
-        input_ids=torch.tensor([list(prompt_ids)], device=device), use_cache=True
+    the prompt (the part of it ``known`` does not hold; greedy when
+    ``temperature`` is 0). Each comes as its token ids and their
+    log-probabilities under ``softmax(logits / temperature)``."""
+    logits, cache, _ = prefill(model, prompt_ids, known)
+    return decode(
+        model,
+        logits,
+        cache,
+        n,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        stop_ids=stop_ids,
+        generator=generator,
     )
-    cache = out.cache
+
+
+@torch.no_grad()
+def decode(
+    model: Any,
+    logits: torch.Tensor,
+    cache: Any,
+    n: int,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    stop_ids: set[int],
+    generator: torch.Generator | None = None,
+) -> list[tuple[list[int], list[float]]]:
+    """``n`` sequences decoded in lockstep from a prompt's last ``logits`` and its
+    ``cache`` (copied per sequence)."""
     if n > 1:
         cache.batch_repeat_interleave(n)
-    logits = out.logits[:, -1].float().expand(n, -1)  # (n, vocab)
+    logits = logits[:, -1].float().expand(n, -1)  # (n, vocab)
     ids: list[list[int]] = [[] for _ in range(n)]
     logps: list[list[float]] = [[] for _ in range(n)]
     live = [True] * n
@@ -156,6 +250,9 @@ class PolicyBackend:
     temperature: float = 1.0
     max_new_tokens: int = 96
     seed: int = 0
+    # False: every turn runs its whole prompt (to measure what continuing the
+    # first prompt's cache saves).
+    reuse_prompt: bool = True
     turns: list[RouterTurnSample] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -165,6 +262,7 @@ class PolicyBackend:
         self._share = 1
         self._opening = True  # the next request opens an episode
         self._queued: dict[tuple[int, ...], list[tuple[list[int], list[float]]]] = {}
+        self._opened: PromptCache | None = None  # the episode's first prompt
 
     @contextmanager
     def sharing_first_turns(self, episodes: int) -> Iterator[None]:
@@ -177,6 +275,7 @@ class PolicyBackend:
         finally:
             self._share = 1
             self._queued.clear()
+            self._opened = None
 
     @property
     def card(self) -> ModelCard:
@@ -194,9 +293,16 @@ class PolicyBackend:
         queued = self._queued.get(tuple(prompt)) if opening else None
         if queued:
             return queued.pop()
-        draws = sample_batch(
+        with torch.no_grad():
+            logits, cache, seen = prefill(
+                self.model, prompt, None if opening else self._opened
+            )
+        if opening and self.reuse_prompt:
+            self._opened = seen
+        draws = decode(
             self.model,
-            prompt,
+            logits,
+            cache,
             self._share if opening else 1,
             max_new_tokens=self.max_new_tokens,
             temperature=self.temperature,

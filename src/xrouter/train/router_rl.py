@@ -53,7 +53,12 @@ from xrouter.orchestrator.reward import RewardConfig, reward
 from xrouter.orchestrator.tools import ToolNames
 from xrouter.policies.llm_router import LLMRouter
 from xrouter.train.router_data import RouterExample, RouterTask
-from xrouter.train.router_policy import PolicyBackend, RouterTurnSample
+from xrouter.train.router_policy import (
+    PolicyBackend,
+    PromptCache,
+    RouterTurnSample,
+    prefill,
+)
 
 __all__ = [
     "Episode",
@@ -67,6 +72,7 @@ __all__ = [
     "grpo_update",
     "informative",
     "play_episode",
+    "shared_logps",
     "turn_logps",
 ]
 
@@ -226,11 +232,43 @@ class UpdateStats:
 
 def turn_logps(model: Any, turn: RouterTurnSample, temperature: float) -> torch.Tensor:
     """Log-probabilities of the turn's completion under the current model."""
+    return _completion_logps(model, turn, 0, None, temperature)
+
+
+def shared_logps(
+    model: Any, turns: Sequence[RouterTurnSample], temperature: float
+) -> list[torch.Tensor]:
+    """:func:`turn_logps` of each turn, the prompt tokens they all begin with run
+    once: a group's turns all open on its example's prompt, which holds the pool's
+    tool list and is most of each turn's length. Each turn's pass continues a
+    copy of that prefix's cache, so the prefix's activations are computed once and
+    the gradients of every turn's loss flow back through them together."""
+    first = turns[0].prompt_ids
+    limit = min(len(t.prompt_ids) for t in turns) - 1
+    shared = 0
+    while shared < limit and all(t.prompt_ids[shared] == first[shared] for t in turns):
+        shared += 1
+    known = prefill(model, first[:shared])[2] if len(turns) > 1 and shared else None
+    if known is None:
+        return [turn_logps(model, turn, temperature) for turn in turns]
+    return [_completion_logps(model, t, shared, known, temperature) for t in turns]
+
+
+def _completion_logps(
+    model: Any,
+    turn: RouterTurnSample,
+    start: int,
+    known: PromptCache | None,
+    temperature: float,
+) -> torch.Tensor:
+    """The completion's log-probabilities from a pass over the turn's tokens from
+    ``start`` on, continuing ``known`` (which holds the ones before)."""
     device = next(model.parameters()).device
-    ids = torch.tensor([turn.prompt_ids + turn.completion_ids], device=device)
+    ids = torch.tensor([turn.prompt_ids[start:] + turn.completion_ids], device=device)
     n = len(turn.completion_ids)
+    cache = known.fork(model, start) if known is not None else None
     # Only the logits that predict the completion: positions -n-1 .. -2.
-    logits = model(input_ids=ids, logits_to_keep=n + 1).logits[:, :-1]  # (1, n, V)
+    logits = model(input_ids=ids, cache=cache, logits_to_keep=n + 1).logits[:, :-1]
     logits = logits.float() / (temperature if temperature > 0 else 1.0)
     completion = torch.tensor([turn.completion_ids], device=device)
     logps: torch.Tensor = selective_log_softmax(logits, completion)[0]  # (n,)
@@ -255,13 +293,14 @@ def grpo_update(
     rewards = np.array([[e.reward for e in g] for g in groups], dtype=np.float64)
     advantages, keep = group_advantages(rewards)
     stats = UpdateStats(int(keep.sum()), int((~keep).sum()))
-    turns = []
+    turns, group_of = [], []
     for g, group in enumerate(groups):
         for e, episode in enumerate(group):
             for turn in episode.turns if keep[g] else []:
                 if turn.completion_ids:
                     turn.advantage = float(advantages[g, e])
                     turns.append(turn)
+                    group_of.append(g)
     if not turns:
         return stats
 
@@ -276,17 +315,24 @@ def grpo_update(
         n_tokens = sum(len(t.completion_ids) for t in batch)
         optimizer.zero_grad()
         total = 0.0
-        for turn in batch:
-            logp = turn_logps(model, turn, temperature)
-            old = torch.tensor(turn.logprobs, device=logp.device)
-            adv = torch.full_like(logp, turn.advantage)
-            per_token, was_clipped = clipped_token_loss(
-                logp, old, adv, clip_low=clip_low, clip_high=clip_high
-            )
-            loss = per_token.sum() / n_tokens  # token mean over the minibatch
+        # One backward pass per group: its turns share their prompt's prefix.
+        by_group: dict[int, list[RouterTurnSample]] = {}
+        for k in chunk:
+            by_group.setdefault(group_of[int(k)], []).append(turns[int(k)])
+        for shared in by_group.values():
+            loss = torch.zeros((), device=accelerator.device)
+            for turn, logp in zip(
+                shared, shared_logps(model, shared, temperature), strict=True
+            ):
+                old = torch.tensor(turn.logprobs, device=logp.device)
+                adv = torch.full_like(logp, turn.advantage)
+                per_token, was_clipped = clipped_token_loss(
+                    logp, old, adv, clip_low=clip_low, clip_high=clip_high
+                )
+                loss = loss + per_token.sum() / n_tokens  # token mean: minibatch
+                clipped += int(was_clipped.sum())
             accelerator.backward(loss)
             total += float(loss.detach())
-            clipped += int(was_clipped.sum())
         accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
         optimizer.zero_grad()
