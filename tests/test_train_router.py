@@ -12,7 +12,9 @@ import asyncio
 import json
 import os
 import signal
-from dataclasses import replace
+import subprocess
+import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import pytest
 import torch
 from _standin import StandInEmbedder
 from accelerate import Accelerator
+from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from typer.testing import CliRunner
@@ -542,6 +545,90 @@ def test_a_grpo_step_changes_parameters_and_drops_flat_groups(
         model, optimizer, accelerator, groups[1:], clip_low=0.2, clip_high=0.28
     )
     assert (flat.kept_groups, flat.dropped_groups, flat.updates) == (0, 2, 0)
+
+
+SHARED_RUN = Path(__file__).with_name("_distributed_router.py")
+
+
+def _torchrun(*args: str) -> None:
+    """``_distributed_router.py`` in two processes on this machine's CPU."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", "2", str(SHARED_RUN), *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+def test_two_processes_take_the_grpo_step_one_process_takes(
+    zeroeval_store: Any, tiny_dir: Path, tmp_path: Path
+) -> None:
+    """Each process plays two of four examples and runs the passes of half the
+    groups; with the gradients summed, both hold the weights one process gets
+    from the same episodes."""
+    saved_path = tmp_path / "update.pt"
+    _torchrun("update", str(zeroeval_store.path), str(tiny_dir), str(saved_path))
+    saved = torch.load(saved_path, weights_only=False)
+    assert len(saved["groups"]) == 4 and saved["checksums"][0] == saved["checksums"][1]
+
+    model, _ = load_router_model(tiny_dir)
+    accelerator = Accelerator()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    stats = grpo_update(
+        model,
+        optimizer,
+        accelerator,
+        saved["groups"],
+        clip_low=0.2,
+        clip_high=0.28,
+        minibatches=2,
+        rng=np.random.default_rng(0),
+    )
+    alone = asdict(stats)
+    assert (alone["kept_groups"], alone["updates"], alone["tokens"]) == (
+        saved["stats"]["kept_groups"],
+        saved["stats"]["updates"],
+        saved["stats"]["tokens"],
+    )
+    assert alone["kept_groups"] == 4
+    assert alone["loss"] == pytest.approx(saved["stats"]["loss"], abs=1e-6)
+    for name, weight in model.state_dict().items():
+        torch.testing.assert_close(weight, saved["weights"][name], atol=1e-6, rtol=1e-5)
+
+
+def test_a_run_in_two_processes_logs_each_step_once_and_warm_starts_as_one(
+    zeroeval_store: Any, tiny_dir: Path, tmp_path: Path
+) -> None:
+    """Under torchrun the warm-start step splits its batch between the processes
+    and is the step one process takes over the whole batch; the first process
+    alone writes the log and checkpoints."""
+    from _distributed_router import RUN
+
+    together, alone = tmp_path / "two", tmp_path / "one"
+    _torchrun("run", str(zeroeval_store.path), str(tiny_dir), str(together))
+    config = RouterTrainConfig(base=str(tiny_dir), **RUN)
+    train_router(zeroeval_store, SUITE, load_catalog(), config, alone)
+
+    def lines(out: Path) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+    two, one = lines(together), lines(alone)
+    assert [(x["phase"], x["step"]) for x in two] == [("sft", 1), ("rl", 1)]
+    assert two[0]["tokens"] == one[0]["tokens"]
+    assert two[0]["loss"] == pytest.approx(one[0]["loss"], abs=1e-6)
+    # The untrained router answers each episode itself and earns 0: both rounds
+    # of two examples are flat, each example played once by one process.
+    rl = two[1]
+    assert (rl["kept_groups"], rl["dropped_groups"], rl["refill_rounds"]) == (0, 4, 1)
+    assert rl["action_mix"] == {"direct": 1.0}
+    assert sorted(p.name for p in together.glob("checkpoint-*")) == [
+        "checkpoint-rl-000001",
+        "checkpoint-sft-000001",
+    ]
+    for name in ("checkpoint-sft-000001", "checkpoint-rl-000001"):
+        mine = load_file(together / name / "model.safetensors")
+        theirs = load_file(alone / name / "model.safetensors")
+        for key, weight in theirs.items():
+            torch.testing.assert_close(mine[key], weight, atol=1e-6, rtol=1e-5)
 
 
 def test_dynamic_sampling_replaces_flat_groups_for_a_bounded_number_of_rounds() -> None:

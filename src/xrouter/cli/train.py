@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -353,7 +354,7 @@ def _train_router(
     from xrouter.evaluate.suites import load_suites
     from xrouter.records.ingest import ensure_ingested
     from xrouter.train.curves import CURVES_FILE
-    from xrouter.train.router_run import METRICS_FILE, train_router
+    from xrouter.train.router_run import METRICS_FILE, process_state, train_router
 
     writable_dir(out, "output directory")
     cards = load_catalog(catalog or ())
@@ -366,11 +367,16 @@ def _train_router(
         )
     target = open_store(store)
     started = time.perf_counter()
-    with progress_reporter() as reporter:
-        ensure_ingested(data_dir, target, cards, reporter, sources=[suite.source])
+    # Under torchrun or accelerate launch: one process ingests, one reports.
+    state = process_state()
+    with progress_reporter() if state.is_main_process else nullcontext() as reporter:
+        with state.main_process_first():
+            ensure_ingested(data_dir, target, cards, reporter, sources=[suite.source])
         manifest = train_router(
             target, suite, cards, config, out, resume=resume, reporter=reporter
         )
+    if not state.is_main_process:
+        return
     table = Table(
         "stage", "lambda", "parse %", "acc %", "$/1k", "reward", title=str(out)
     )

@@ -136,7 +136,7 @@ class PromptCache:
             ddp_cache_data=[
                 (k[..., :length, :], v[..., :length, :]) for k, v in self.layers
             ],
-            config=model.config,
+            config=getattr(model, "module", model).config,  # wrapped under DDP
         )
 
 

@@ -73,6 +73,7 @@ __all__ = [
     "informative",
     "play_episode",
     "shared_logps",
+    "sum_gradients",
     "turn_logps",
 ]
 
@@ -289,7 +290,12 @@ def grpo_update(
     rng: np.random.Generator | None = None,
 ) -> UpdateStats:
     """Advantages per group, then one optimizer step per minibatch of router
-    turns; each minibatch's loss is the mean over its completion tokens."""
+    turns; each minibatch's loss is the mean over its completion tokens.
+
+    Under several processes each holds every group (``groups`` is the same list
+    everywhere) and runs the passes of every ``processes``-th group of a
+    minibatch; the gradients are summed over the processes before the step, so
+    every process takes the step one process would over the whole minibatch."""
     rewards = np.array([[e.reward for e in g] for g in groups], dtype=np.float64)
     advantages, keep = group_advantages(rewards)
     stats = UpdateStats(int(keep.sum()), int((~keep).sum()))
@@ -309,39 +315,57 @@ def grpo_update(
     order = (rng or np.random.default_rng(0)).permutation(len(turns))
     chunks = [c for c in np.array_split(order, min(minibatches, len(turns))) if len(c)]
     model.train()
-    losses, clipped = [], 0
+    rank, processes = accelerator.process_index, accelerator.num_processes
+    losses, clipped = [], torch.zeros((), device=accelerator.device)
     for chunk in chunks:
         batch = [turns[int(k)] for k in chunk]
         n_tokens = sum(len(t.completion_ids) for t in batch)
         optimizer.zero_grad()
-        total = 0.0
+        total = torch.zeros((), device=accelerator.device)
         # One backward pass per group: its turns share their prompt's prefix.
         by_group: dict[int, list[RouterTurnSample]] = {}
         for k in chunk:
             by_group.setdefault(group_of[int(k)], []).append(turns[int(k)])
-        for shared in by_group.values():
-            loss = torch.zeros((), device=accelerator.device)
-            for turn, logp in zip(
-                shared, shared_logps(model, shared, temperature), strict=True
-            ):
-                old = torch.tensor(turn.logprobs, device=logp.device)
-                adv = torch.full_like(logp, turn.advantage)
-                per_token, was_clipped = clipped_token_loss(
-                    logp, old, adv, clip_low=clip_low, clip_high=clip_high
-                )
-                loss = loss + per_token.sum() / n_tokens  # token mean: minibatch
-                clipped += int(was_clipped.sum())
-            accelerator.backward(loss)
-            total += float(loss.detach())
+        with accelerator.no_sync(model):  # summed below, once per minibatch
+            for g, shared in by_group.items():
+                if g % processes != rank:
+                    continue
+                loss = torch.zeros((), device=accelerator.device)
+                for turn, logp in zip(
+                    shared, shared_logps(model, shared, temperature), strict=True
+                ):
+                    old = torch.tensor(turn.logprobs, device=logp.device)
+                    adv = torch.full_like(logp, turn.advantage)
+                    per_token, was_clipped = clipped_token_loss(
+                        logp, old, adv, clip_low=clip_low, clip_high=clip_high
+                    )
+                    loss = loss + per_token.sum() / n_tokens  # token mean
+                    clipped += was_clipped.sum()
+                accelerator.backward(loss)
+                total += loss.detach()
+        sum_gradients(model, accelerator)
         accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(total)
+        losses.append(float(accelerator.reduce(total, reduction="sum")))
         stats.tokens += n_tokens
     stats.loss = float(np.mean(losses))
-    stats.clip_fraction = clipped / max(stats.tokens, 1)
+    clipped = accelerator.reduce(clipped, reduction="sum")
+    stats.clip_fraction = float(clipped) / max(stats.tokens, 1)
     stats.updates = len(chunks)
     return stats
+
+
+def sum_gradients(model: Any, accelerator: Accelerator) -> None:
+    """Sum each trained parameter's gradient over the processes (nothing to do on
+    one); a process that ran no pass contributes zeros."""
+    if accelerator.num_processes == 1:
+        return
+    for param in model.parameters():
+        if param.requires_grad:
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            torch.distributed.all_reduce(param.grad)
 
 
 def episode_metrics(groups: Sequence[Sequence[Episode]]) -> dict[str, Any]:

@@ -2,10 +2,18 @@
 checkpoints, resumption, a metrics log and evaluations between the phases.
 
 ``train_router`` is what ``xrouter train router`` calls. It runs the same on a CPU
-and under ``accelerate launch`` on GPUs (``Accelerator`` places the model and
-accumulates the warm start's gradients). The metrics log (``metrics.jsonl``) has
-one line per step (``phase`` ``sft`` or ``rl``) and one per evaluation and
-lambda (``phase`` ``eval``, ``stage`` ``base``, ``sft`` or ``rl``, ``lambda``).
+and under ``accelerate launch`` or ``torchrun`` (``Accelerator`` places the model
+and accumulates the warm start's gradients). Under several processes the work is
+shared, not repeated: every process draws a step's examples alike, takes every
+``processes``-th warm-start micro-batch or GRPO example, and the gradients are
+averaged (warm start) or summed (GRPO) so that each step is the one a single
+process would take; the episodes played are gathered everywhere for dynamic
+sampling, advantages and the log. The first process alone writes the log,
+checkpoints and progress, and runs the evaluations while the others wait.
+
+The metrics log (``metrics.jsonl``) has one line per step (``phase`` ``sft`` or
+``rl``) and one per evaluation and lambda (``phase`` ``eval``, ``stage`` ``base``,
+``sft`` or ``rl``, ``lambda``).
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
+from accelerate.utils import gather_object
 
 from xrouter.backends.local import local_model_dir
 from xrouter.core.catalog import Catalog
@@ -55,11 +64,19 @@ from xrouter.train.router_rl import (
 )
 from xrouter.train.router_sft import sft_step, sft_traces, with_contrasts
 
-__all__ = ["METRICS_FILE", "train_router"]
+__all__ = ["METRICS_FILE", "process_state", "train_router"]
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+
+
+def process_state() -> PartialState:
+    """This process's place among those ``torchrun`` or ``accelerate launch``
+    started (one, when launched plainly). On a machine without an accelerator the
+    processes share the work over gloo; accelerate would otherwise take each for
+    a lone process, and every one would repeat the whole run."""
+    return PartialState(cpu=not torch.accelerator.is_available())
 
 
 def _peak_memory_mb() -> float:
@@ -71,15 +88,21 @@ def _peak_memory_mb() -> float:
 class _Log:
     """Appends metric lines to ``metrics.jsonl`` and hands them to a callback."""
 
-    def __init__(self, path: Path, on_line: Callable[[dict[str, Any]], None]) -> None:
-        self.path, self.on_line = path, on_line
+    def __init__(
+        self,
+        path: Path,
+        on_line: Callable[[dict[str, Any]], None],
+        *,
+        writes: bool = True,
+    ) -> None:
+        self.path, self.on_line, self.writes = path, on_line, writes
         self.last: dict[str, dict[str, Any]] = {}
 
     def keep_until(self, phase: str, step: int) -> None:
         """Drop the lines logged after the checkpoint a run resumes from (phase
         ``phase``, step ``step``), and the evaluations just after it; the
         resumed run logs its steps again from there."""
-        if not self.path.is_file():
+        if not self.writes or not self.path.is_file():
             return
         kept = []
         lines = read_metrics(self.path)
@@ -95,8 +118,9 @@ class _Log:
         tmp.replace(self.path)
 
     def write(self, line: dict[str, Any]) -> None:
-        with self.path.open("a") as file:
-            file.write(json.dumps(line) + "\n")
+        if self.writes:
+            with self.path.open("a") as file:
+                file.write(json.dumps(line) + "\n")
         key = line["phase"]
         if key == "eval":
             key = f"eval/{line['stage']}@{line['lambda']:g}"
@@ -141,6 +165,7 @@ class _Run:
                 phase_done=done,
                 manifest=self.manifest(),
             )
+        self.accelerator.wait_for_everyone()
 
     @cached_property
     def rivals(self) -> Rivals:
@@ -151,7 +176,15 @@ class _Run:
 
     def evaluate(self, stage: str) -> None:
         """One line per lambda of ``eval_lambdas``: a router that reads the cost
-        weight chooses differently at each; the dev parse rate at the first."""
+        weight chooses differently at each; the dev parse rate at the first. The
+        first process evaluates; the others wait for it."""
+        if not self.accelerator.is_main_process:
+            self.accelerator.wait_for_everyone()
+            return
+        self._evaluate(stage)
+        self.accelerator.wait_for_everyone()
+
+    def _evaluate(self, stage: str) -> None:
         cfg, model = self.config, self.accelerator.unwrap_model(self.model)
         card = self.task.catalog.get(cfg.router_card)
         for k, lam in enumerate(cfg.eval_lambdas):
@@ -215,12 +248,14 @@ def _run_sft(run: _Run, start: int, optimizer: Any) -> None:
             run.model,
             optimizer,
             run.accelerator,
-            traces,
+            _micro_batches_of_this_process(run, traces),
             pad_id=pad_id,
             micro_batch=cfg.micro_batch,
             max_grad_norm=cfg.max_grad_norm,
             choice_weight=cfg.choice_weight,
         )
+        loss_t = torch.tensor(loss, device=run.accelerator.device)
+        loss = float(run.accelerator.reduce(loss_t, reduction="mean"))
         run.log.write(
             {
                 "phase": "sft",
@@ -238,6 +273,16 @@ def _run_sft(run: _Run, start: int, optimizer: Any) -> None:
             run.save(optimizer, "sft", step + 1, done)
 
 
+def _micro_batches_of_this_process(run: _Run, traces: list[Any]) -> list[Any]:
+    """Every ``processes``-th micro-batch of the step's traces, from this
+    process's index on: together the processes cover each micro-batch once."""
+    size, acc = run.config.micro_batch, run.accelerator
+    batches = [traces[k : k + size] for k in range(0, len(traces), size)]
+    return [
+        t for batch in batches[acc.process_index :: acc.num_processes] for t in batch
+    ]
+
+
 def _play_round(
     run: _Run,
     backend: PolicyBackend,
@@ -247,13 +292,16 @@ def _play_round(
     n: int,
 ) -> list[list[Episode]]:
     """The groups of ``n`` fresh examples of a GRPO step: round 0 draws them with
-    the step's generator, each refill round with a generator of its own."""
-    cfg = run.config
+    the step's generator, each refill round with a generator of its own. Each
+    process plays every ``processes``-th example; all get every group played."""
+    cfg, acc = run.config, run.accelerator
     draw = rng if extra == 0 else np.random.default_rng([cfg.seed, 3, step, extra])
-    examples = _examples(run, draw, n)
-    return collect_groups(
+    examples = _examples(run, draw, n)[acc.process_index :: acc.num_processes]
+    groups = collect_groups(
         run.task, examples, backend, cfg.group_size, cost_max=cfg.cost_max
     )
+    played: list[list[Episode]] = gather_object(groups)
+    return played
 
 
 def _run_rl(run: _Run, start: int, optimizer: Any) -> None:
@@ -270,7 +318,9 @@ def _run_rl(run: _Run, start: int, optimizer: Any) -> None:
             card,
             temperature=cfg.temperature,
             max_new_tokens=cfg.max_new_tokens,
-            seed=cfg.seed * 1_000_003 + step,
+            # Each process draws its own sequences.
+            seed=(cfg.seed * 1_000_003 + step) * run.accelerator.num_processes
+            + run.accelerator.process_index,
         )
         play = partial(_play_round, run, backend, step, rng)
         groups, refills = fill_groups(play, cfg.prompts_per_step, cfg.refill_rounds)
@@ -332,7 +382,16 @@ def train_router(
     catalog.get(config.router_card)
     task = load_router_task(store, suite, catalog, items=config.items, seed=config.seed)
     teacher = _teacher(config, task, store)  # refused before anything is written
-    base_dir = local_model_dir(config.base, home=store.path.parent)
+    state = process_state()
+    if config.sft_batch % (config.micro_batch * state.num_processes):
+        raise ConfigError(
+            f"sft_batch ({config.sft_batch}) must be a multiple of micro_batch "
+            f"({config.micro_batch}) times the processes ({state.num_processes}), so "
+            "that each process takes as many micro-batches; change --config's "
+            "sft_batch or micro_batch"
+        )
+    with state.main_process_first():  # the first converts the base model once
+        base_dir = local_model_dir(config.base, home=store.path.parent)
     found = latest_checkpoint(out)
     if found is not None and not resume:
         raise ConfigError(
@@ -353,13 +412,16 @@ def train_router(
         checkpoint.path if checkpoint else base_dir, dtype=DTYPES[config.dtype]
     )
     accelerator = Accelerator(
-        gradient_accumulation_steps=config.sft_batch // config.micro_batch
+        cpu=state.device.type == "cpu",
+        gradient_accumulation_steps=config.sft_batch
+        // (config.micro_batch * state.num_processes),
     )
     out.mkdir(parents=True, exist_ok=True)
-    log = _Log(out / METRICS_FILE, on_metrics or (lambda line: None))
+    main = accelerator.is_main_process
+    log = _Log(out / METRICS_FILE, on_metrics or (lambda line: None), writes=main)
     if checkpoint is not None:
         log.keep_until(checkpoint.phase, checkpoint.step)
-    elif (out / METRICS_FILE).exists():
+    elif main and (out / METRICS_FILE).exists():
         (out / METRICS_FILE).unlink()  # a fresh run's log starts empty
     run = _Run(
         config,
@@ -369,7 +431,7 @@ def train_router(
         accelerator,
         out,
         log,
-        reporter or Silent(),
+        (reporter or Silent()) if main else Silent(),
         teacher,
     )
     phase = checkpoint.phase if checkpoint else "sft"
@@ -396,6 +458,6 @@ def train_router(
             checkpoint.load_optimizer(optimizer)
         _run_rl(run, step, accelerator.prepare_optimizer(optimizer))
         run.evaluate("rl")
-    if (out / METRICS_FILE).is_file():  # nothing is logged when nothing ran
+    if main and (out / METRICS_FILE).is_file():  # nothing logged: nothing ran
         write_curves(out / METRICS_FILE, out / CURVES_FILE)
     return run.manifest()
