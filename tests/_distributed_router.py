@@ -47,6 +47,7 @@ RUN = {
     "group_size": 2,
     "max_new_tokens": 8,
     "sft_lr": 1e-3,
+    "eval_items": 3,
 }
 
 

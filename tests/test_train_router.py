@@ -612,12 +612,27 @@ def test_a_run_in_two_processes_logs_each_step_once_and_warm_starts_as_one(
         return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
     two, one = lines(together), lines(alone)
-    assert [(x["phase"], x["step"]) for x in two] == [("sft", 1), ("rl", 1)]
-    assert two[0]["tokens"] == one[0]["tokens"]
-    assert two[0]["loss"] == pytest.approx(one[0]["loss"], abs=1e-6)
+    assert [(x["phase"], x.get("step", x.get("stage"))) for x in two] == [
+        ("eval", "base"),
+        ("eval", "base"),
+        ("sft", 1),
+        ("eval", "sft"),
+        ("eval", "sft"),
+        ("rl", 1),
+        ("eval", "rl"),
+        ("eval", "rl"),
+    ]
+    # The three held-out items split two and one between the processes: the
+    # same figures as one process playing all three.
+    evals = [x for x in two if x["phase"] == "eval"]
+    assert evals == [x for x in one if x["phase"] == "eval"]
+    assert all(x["items"] == 3 for x in evals)
+    sft_two, sft_one = two[2], one[2]
+    assert sft_two["tokens"] == sft_one["tokens"]
+    assert sft_two["loss"] == pytest.approx(sft_one["loss"], abs=1e-6)
     # The untrained router answers each episode itself and earns 0: both rounds
     # of two examples are flat, each example played once by one process.
-    rl = two[1]
+    rl = two[5]
     assert (rl["kept_groups"], rl["dropped_groups"], rl["refill_rounds"]) == (0, 4, 1)
     assert rl["action_mix"] == {"direct": 1.0}
     assert sorted(p.name for p in together.glob("checkpoint-*")) == [

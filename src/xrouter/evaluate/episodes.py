@@ -41,6 +41,7 @@ __all__ = [
     "EpisodeEvaluation",
     "EpisodeScore",
     "evaluate_episodes",
+    "pool_figures",
     "run_episode",
     "sample_items",
 ]
@@ -229,7 +230,16 @@ def evaluate_episodes(
         if on_episode is not None:
             on_episode(scored)
         reporter.advance()
-    evaluation.singles = {
+    evaluation.singles, evaluation.oracle = pool_figures(records, rows)
+    return evaluation
+
+
+def pool_figures(
+    records: ReplayPool, rows: NDArray[np.int64]
+) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
+    """Accuracy and USD per 1,000 queries of each model alone on ``rows``, and
+    the oracle's (the cheapest right model per item, else the cheapest)."""
+    singles = {
         m: (
             float(records.score[rows, j].mean()),
             float(records.cost[rows, j].mean() * 1000.0),
@@ -245,5 +255,4 @@ def evaluate_episodes(
         cost[np.arange(len(rows)), best],
         records.cost[rows].min(axis=1),
     )
-    evaluation.oracle = (float(any_right.mean()), float(oracle_cost.mean() * 1000.0))
-    return evaluation
+    return singles, (float(any_right.mean()), float(oracle_cost.mean() * 1000.0))

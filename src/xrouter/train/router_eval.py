@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,12 @@ from transformers import PreTrainedTokenizerBase
 
 from xrouter.backends.replay import ReplayPool
 from xrouter.core.catalog import ModelCard
-from xrouter.evaluate.episodes import EpisodeScore, evaluate_episodes, sample_items
+from xrouter.evaluate.episodes import (
+    EpisodeScore,
+    evaluate_episodes,
+    pool_figures,
+    sample_items,
+)
 from xrouter.orchestrator.loop import Limits
 from xrouter.orchestrator.reward import RewardConfig, reward
 from xrouter.policies.base import Policy, outcome
@@ -34,7 +40,15 @@ from xrouter.train.router_data import RouterExample, RouterTask
 from xrouter.train.router_policy import PolicyBackend
 from xrouter.train.router_rl import first_call_ok, play_episode
 
-__all__ = ["Rivals", "evaluate_router", "parse_rate", "pool_rewards"]
+__all__ = [
+    "Rivals",
+    "eval_rows",
+    "evaluate_router",
+    "parse_rate",
+    "play_router",
+    "pool_rewards",
+    "summarize",
+]
 
 
 def parse_rate(
@@ -130,19 +144,43 @@ def evaluate_router(
     """Accuracy, cost and reward of the greedy router on ``items`` sampled test
     items, and the baselines on the same items (``rivals``: by default the
     nearest-neighbour router alone)."""
+    rows = eval_rows(task, items)
+    played = play_router(
+        model, tokenizer, card, task, rows, lam=lam, max_new_tokens=max_new_tokens
+    )
+    return summarize(task, rows, played, lam=lam, cost_max=cost_max, rivals=rivals)
+
+
+def eval_rows(task: RouterTask, items: int) -> NDArray[np.int64]:
+    """The fixed sample of ``items`` test items every evaluation plays."""
+    return sample_items(task.records, task.test, items, seed=0)
+
+
+def play_router(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    card: ModelCard,
+    task: RouterTask,
+    rows: NDArray[np.int64],
+    *,
+    lam: float,
+    max_new_tokens: int = 96,
+) -> list[tuple[EpisodeScore, bool]]:
+    """The greedy router's episode on each of ``rows``, and whether its first turn
+    called a pool model parseably (the items can be split between processes and
+    the plays joined for :func:`summarize`)."""
     model.eval()
     backend = PolicyBackend(
         model, tokenizer, card, temperature=0.0, max_new_tokens=max_new_tokens
     )
-    rows = sample_items(task.records, task.test, items, seed=0)
     models = tuple(task.records.models)
-    parsed: list[bool] = []
+    played: list[tuple[EpisodeScore, bool]] = []
 
-    def first_turn(_: EpisodeScore) -> None:
+    def first_turn(episode: EpisodeScore) -> None:
         turns = backend.take_turns()
-        parsed.append(bool(turns) and first_call_ok(turns[0].text, models))
+        played.append((episode, bool(turns) and first_call_ok(turns[0].text, models)))
 
-    evaluation = evaluate_episodes(
+    evaluate_episodes(
         LLMRouter(backend, max_tokens=max_new_tokens),
         task.records,
         rows,
@@ -150,20 +188,35 @@ def evaluate_router(
         lam=lam,
         on_episode=first_turn,
     )
+    return played
+
+
+def summarize(
+    task: RouterTask,
+    rows: NDArray[np.int64],
+    played: Sequence[tuple[EpisodeScore, bool]],
+    *,
+    lam: float,
+    cost_max: float = RewardConfig().cost_max,
+    rivals: Rivals | None = None,
+) -> dict[str, Any]:
+    """The figures of :func:`evaluate_router` from the episodes played on
+    ``rows``."""
+    episodes = [episode for episode, _ in played]
     config = RewardConfig(lam=lam, cost_max=cost_max)
-    rewards = [reward(e.score, e.cost_usd, config) for e in evaluation.episodes]
+    rewards = [reward(e.score, e.cost_usd, config) for e in episodes]
     singles, oracle_reward = pool_rewards(task.records, rows, config)
-    best_acc = max(evaluation.singles.items(), key=lambda kv: (kv[1][0], -kv[1][1]))
+    figures, oracle = pool_figures(task.records, rows)
+    best_acc = max(figures.items(), key=lambda kv: (kv[1][0], -kv[1][1]))
     best_reward = max(singles.items(), key=lambda kv: kv[1])
-    episodes = evaluation.episodes
     strategies = Counter(e.strategy for e in episodes)
     answered_by = Counter(m for e in episodes for m in e.answered_by)
     return {
         "items": len(rows),
-        "first_turn_parse_rate": float(np.mean(parsed)),
+        "first_turn_parse_rate": float(np.mean([ok for _, ok in played])),
         "lambda": lam,
-        "accuracy": evaluation.accuracy,
-        "cost_per_1k": evaluation.cost_per_1k,
+        "accuracy": float(np.mean([e.score for e in episodes])),
+        "cost_per_1k": float(np.mean([e.cost_usd for e in episodes]) * 1000.0),
         "reward": float(np.mean(rewards)),
         "strategies": dict(strategies),
         "answered_by": dict(sorted(answered_by.items())),
@@ -175,8 +228,8 @@ def evaluate_router(
         },
         "best_single_by_reward": {"model": best_reward[0], "reward": best_reward[1]},
         "oracle": {
-            "accuracy": evaluation.oracle[0],
-            "cost_per_1k": evaluation.oracle[1],
+            "accuracy": oracle[0],
+            "cost_per_1k": oracle[1],
             "reward": oracle_reward,
         },
         **(rivals or Rivals(task)).on(rows, config),

@@ -8,8 +8,8 @@ shared, not repeated: every process draws a step's examples alike, takes every
 ``processes``-th warm-start micro-batch or GRPO example, and the gradients are
 averaged (warm start) or summed (GRPO) so that each step is the one a single
 process would take; the episodes played are gathered everywhere for dynamic
-sampling, advantages and the log. The first process alone writes the log,
-checkpoints and progress, and runs the evaluations while the others wait.
+sampling, advantages and the log; the evaluations' items are shared likewise. The
+first process alone writes the log, checkpoints and progress.
 
 The metrics log (``metrics.jsonl``) has one line per step (``phase`` ``sft`` or
 ``rl``) and one per evaluation and lambda (``phase`` ``eval``, ``stage`` ``base``,
@@ -25,6 +25,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,13 @@ from xrouter.train.router_data import (
     draw_examples,
     load_router_task,
 )
-from xrouter.train.router_eval import Rivals, evaluate_router, parse_rate
+from xrouter.train.router_eval import (
+    Rivals,
+    eval_rows,
+    parse_rate,
+    play_router,
+    summarize,
+)
 from xrouter.train.router_policy import PolicyBackend, load_router_model
 from xrouter.train.router_rl import (
     Episode,
@@ -75,8 +82,12 @@ def process_state() -> PartialState:
     """This process's place among those ``torchrun`` or ``accelerate launch``
     started (one, when launched plainly). On a machine without an accelerator the
     processes share the work over gloo; accelerate would otherwise take each for
-    a lone process, and every one would repeat the whole run."""
-    return PartialState(cpu=not torch.accelerator.is_available())
+    a lone process, and every one would repeat the whole run. The processes wait
+    for each other up to an hour (the first saving a 7B checkpoint, say) rather
+    than the collective's default ten minutes."""
+    return PartialState(
+        cpu=not torch.accelerator.is_available(), timeout=timedelta(hours=1)
+    )
 
 
 def _peak_memory_mb() -> float:
@@ -177,35 +188,39 @@ class _Run:
     def evaluate(self, stage: str) -> None:
         """One line per lambda of ``eval_lambdas``: a router that reads the cost
         weight chooses differently at each; the dev parse rate at the first. The
-        first process evaluates; the others wait for it."""
-        if not self.accelerator.is_main_process:
-            self.accelerator.wait_for_everyone()
-            return
-        self._evaluate(stage)
-        self.accelerator.wait_for_everyone()
-
-    def _evaluate(self, stage: str) -> None:
-        cfg, model = self.config, self.accelerator.unwrap_model(self.model)
+        processes play every ``processes``-th item each; the first sums up."""
+        cfg, acc = self.config, self.accelerator
+        model = acc.unwrap_model(self.model)
         card = self.task.catalog.get(cfg.router_card)
+        share = slice(acc.process_index, None, acc.num_processes)
         for k, lam in enumerate(cfg.eval_lambdas):
             line: dict[str, Any] = {"phase": "eval", "stage": stage, "lambda": lam}
             if cfg.parse_items and k == 0:
-                rows = self.task.dev[: cfg.parse_items]
-                line["parse_rate"] = parse_rate(
-                    model, self.tokenizer, card, self.task, rows, lam
-                )
+                rows = self.task.dev[: cfg.parse_items][share]
+                rate = parse_rate(model, self.tokenizer, card, self.task, rows, lam)
+                rates = gather_object([(rate, len(rows))])
+                line["parse_rate"] = sum(r * n for r, n in rates) / cfg.parse_items
             if cfg.eval_items:
-                line |= evaluate_router(
+                rows = eval_rows(self.task, cfg.eval_items)
+                played = play_router(
                     model,
                     self.tokenizer,
                     card,
                     self.task,
-                    cfg.eval_items,
+                    rows[share],
                     lam=lam,
                     max_new_tokens=cfg.max_new_tokens,
-                    cost_max=cfg.cost_max,
-                    rivals=self.rivals,
                 )
+                played = gather_object(played)
+                if acc.is_main_process:  # the rivals are fitted there alone
+                    line |= summarize(
+                        self.task,
+                        rows,
+                        played,
+                        lam=lam,
+                        cost_max=cfg.cost_max,
+                        rivals=self.rivals,
+                    )
             if len(line) > 3:  # something measured beside phase, stage, lambda
                 self.log.write(line)
 
