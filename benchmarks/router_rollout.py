@@ -12,7 +12,7 @@ lambda and pool subset drawn as in training), it times side by side in one run:
   continue that prompt's cache), then one episode at a time with nothing shared;
 - the update's passes over the turns played (forward and backward of each turn's
   log-probabilities): a group's turns continuing one pass over the prompt prefix
-  they share (``shared_logps``), then a full pass per turn (``turn_logps``).
+  they share (``group_backward``), then a full pass per turn (``turn_logps``).
 
 Sampling is at temperature 1.0 with 96 new tokens at most, as in training; torch
 uses one thread. ``--base`` takes a warm-started checkpoint directory: the base
@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 
 from xrouter.backends.local import local_model_dir
 from xrouter.core.catalog import load_catalog
@@ -37,8 +38,8 @@ from xrouter.train.router_policy import PolicyBackend, load_router_model
 from xrouter.train.router_rl import (
     Episode,
     collect_groups,
+    group_backward,
     play_episode,
-    shared_logps,
     turn_logps,
 )
 
@@ -97,10 +98,11 @@ def main() -> None:
     print(f"speed-up: {single_s / shared_s:.2f}x")
 
     model.train()
+    accelerator = Accelerator()
     started = time.perf_counter()
     for group in shared:
         turns = [t for e in group for t in e.turns if t.completion_ids]
-        sum(lp.sum() for lp in shared_logps(model, turns, 1.0)).backward()
+        group_backward(model, accelerator, turns, lambda _, lp: lp.sum(), 1.0)
     shared_s = time.perf_counter() - started
     started = time.perf_counter()
     for group in shared:

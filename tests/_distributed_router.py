@@ -68,7 +68,8 @@ def update(store: Store, model_dir: Path, out: Path) -> None:
     for g, group in enumerate(groups):
         for e, episode in enumerate(group):
             episode.reward = float((g + e) % 2)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    # Plain SGD: the step is the gradient's, scale included.
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     model, optimizer = accelerator.prepare(model, optimizer)
     stats = grpo_update(
         model,

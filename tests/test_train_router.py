@@ -75,9 +75,9 @@ from xrouter.train.router_rl import (
     collect_groups,
     fill_groups,
     group_advantages,
+    group_backward,
     grpo_update,
     play_episode,
-    shared_logps,
     turn_logps,
 )
 from xrouter.train.router_run import train_router
@@ -442,11 +442,11 @@ def test_a_later_turn_continues_the_first_prompts_cache(
     np.testing.assert_allclose(full, second.logprobs, atol=1e-4)
 
 
-def test_turns_sharing_a_prefix_get_the_log_probabilities_and_gradients_of_full_passes(
+def test_a_groups_backward_pass_runs_their_shared_prefix_once_as_full_passes_would(
     task: RouterTask, tiny_dir: Path
 ) -> None:
-    """The update runs a group's shared prompt prefix once; its log-probabilities
-    and the gradient of a loss over them are those of a full pass per turn."""
+    """The update runs a group's shared prompt prefix once; the gradient of a loss
+    over the turns' log-probabilities is that of a full pass per turn."""
     model, tokenizer = load_router_model(tiny_dir)
     prompt = _router_prompt(task, tokenizer)
     rng = np.random.default_rng(4)
@@ -466,15 +466,15 @@ def test_turns_sharing_a_prefix_get_the_log_probabilities_and_gradients_of_full_
             "",
         ),
     ]
-    weights = [torch.linspace(-1.0, 1.0, len(t.completion_ids)) for t in turns]
+    weights = {id(t): torch.linspace(-1.0, 1.0, len(t.completion_ids)) for t in turns}
 
-    def gradients(logps: list[torch.Tensor]) -> list[torch.Tensor]:
-        model.zero_grad()
-        sum((w * lp).sum() for w, lp in zip(weights, logps, strict=True)).backward()
-        return [p.grad.detach().clone() for p in model.parameters()]
+    def loss_of(turn: RouterTurnSample, logps: torch.Tensor) -> torch.Tensor:
+        return (weights[id(turn)] * logps).sum()
 
-    alone = [turn_logps(model, t, 0.7) for t in turns]
-    expected = gradients(alone)
+    model.zero_grad()
+    alone = sum(loss_of(t, turn_logps(model, t, 0.7)) for t in turns)
+    alone.backward()
+    expected = [p.grad.detach().clone() for p in model.parameters()]
     passes: list[int] = []
     forward = model.forward
 
@@ -483,14 +483,14 @@ def test_turns_sharing_a_prefix_get_the_log_probabilities_and_gradients_of_full_
         return forward(*args, **kwargs)
 
     model.forward = counted
-    together = shared_logps(model, turns, 0.7)
+    model.zero_grad()
+    together = group_backward(model, Accelerator(), turns, loss_of, 0.7)
     # The prefix once (the prompt less the three tokens the third turn changes),
     # then each turn's own tokens.
     assert passes == [len(prompt) - 3, 3 + 7, 3 + 30 + 4, 9 + 5]
-    for a, b in zip(alone, together, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
-    for a, b in zip(expected, gradients(together), strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)
+    assert float(together) == pytest.approx(float(alone.detach()), abs=1e-5)
+    for a, param in zip(expected, model.parameters(), strict=True):
+        torch.testing.assert_close(param.grad, a, atol=1e-5, rtol=1e-3)
 
 
 def test_ctrl_c_in_an_episode_stops_it(task: RouterTask, tiny_dir: Path) -> None:
@@ -570,8 +570,10 @@ def test_two_processes_take_the_grpo_step_one_process_takes(
     assert len(saved["groups"]) == 4 and saved["checksums"][0] == saved["checksums"][1]
 
     model, _ = load_router_model(tiny_dir)
-    accelerator = Accelerator()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    # As after a warm start of four micro-batches: no bearing on a GRPO step.
+    accelerator = Accelerator(gradient_accumulation_steps=4)
+    # Plain SGD: the step is the gradient's, scale included.
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     model, optimizer = accelerator.prepare(model, optimizer)
     stats = grpo_update(
         model,
@@ -593,6 +595,7 @@ def test_two_processes_take_the_grpo_step_one_process_takes(
     assert alone["loss"] == pytest.approx(saved["stats"]["loss"], abs=1e-6)
     for name, weight in model.state_dict().items():
         torch.testing.assert_close(weight, saved["weights"][name], atol=1e-6, rtol=1e-5)
+    assert accelerator.gradient_accumulation_steps == 4
 
 
 def test_a_run_in_two_processes_logs_each_step_once_and_warm_starts_as_one(

@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -69,10 +70,10 @@ __all__ = [
     "fill_groups",
     "first_call_ok",
     "group_advantages",
+    "group_backward",
     "grpo_update",
     "informative",
     "play_episode",
-    "shared_logps",
     "sum_gradients",
     "turn_logps",
 ]
@@ -236,23 +237,57 @@ def turn_logps(model: Any, turn: RouterTurnSample, temperature: float) -> torch.
     return _completion_logps(model, turn, 0, None, temperature)
 
 
-def shared_logps(
-    model: Any, turns: Sequence[RouterTurnSample], temperature: float
-) -> list[torch.Tensor]:
-    """:func:`turn_logps` of each turn, the prompt tokens they all begin with run
-    once: a group's turns all open on its example's prompt, which holds the pool's
-    tool list and is most of each turn's length. Each turn's pass continues a
-    copy of that prefix's cache, so the prefix's activations are computed once and
-    the gradients of every turn's loss flow back through them together."""
+def group_backward(
+    model: Any,
+    accelerator: Accelerator,
+    turns: Sequence[RouterTurnSample],
+    loss_of: Callable[[RouterTurnSample, torch.Tensor], torch.Tensor],
+    temperature: float,
+) -> torch.Tensor:
+    """Backward passes of ``loss_of(turn, logps)`` for each of a group's turns
+    (``logps``: :func:`turn_logps`), the prompt tokens the turns all begin with run
+    once; returns the losses' sum.
+
+    A group's turns all open on its example's prompt, which holds the pool's tool
+    list and is most of each turn's length. The prefix runs once; each turn's
+    pass continues a copy of its keys and values, held as leaves of their own, and
+    goes backward at once (one turn's activations alive at a time). The prefix
+    then goes backward once, with the gradients every turn sent its keys and
+    values."""
     first = turns[0].prompt_ids
     limit = min(len(t.prompt_ids) for t in turns) - 1
     shared = 0
     while shared < limit and all(t.prompt_ids[shared] == first[shared] for t in turns):
         shared += 1
     known = prefill(model, first[:shared])[2] if len(turns) > 1 and shared else None
+    total = torch.zeros((), device=accelerator.device)
     if known is None:
-        return [turn_logps(model, turn, temperature) for turn in turns]
-    return [_completion_logps(model, t, shared, known, temperature) for t in turns]
+        for turn in turns:
+            loss = loss_of(turn, turn_logps(model, turn, temperature))
+            accelerator.backward(loss)
+            total += loss.detach()
+        return total
+    leaves = PromptCache(
+        known.ids,
+        tuple(
+            (keys.detach().requires_grad_(), values.detach().requires_grad_())
+            for keys, values in known.layers
+        ),
+    )
+    for turn in turns:
+        logps = _completion_logps(model, turn, shared, leaves, temperature)
+        loss = loss_of(turn, logps)
+        accelerator.backward(loss)
+        total += loss.detach()
+    sent = [
+        (tensor, leaf.grad)
+        for pair, leaf_pair in zip(known.layers, leaves.layers, strict=True)
+        for tensor, leaf in zip(pair, leaf_pair, strict=True)
+        if leaf.grad is not None
+    ]
+    if sent:
+        torch.autograd.backward([t for t, _ in sent], [g for _, g in sent])
+    return total
 
 
 def _completion_logps(
@@ -315,45 +350,82 @@ def grpo_update(
     order = (rng or np.random.default_rng(0)).permutation(len(turns))
     chunks = [c for c in np.array_split(order, min(minibatches, len(turns))) if len(c)]
     model.train()
-    rank, processes = accelerator.process_index, accelerator.num_processes
-    losses, clipped = [], torch.zeros((), device=accelerator.device)
-    for chunk in chunks:
-        batch = [turns[int(k)] for k in chunk]
-        n_tokens = sum(len(t.completion_ids) for t in batch)
-        optimizer.zero_grad()
-        total = torch.zeros((), device=accelerator.device)
-        # One backward pass per group: its turns share their prompt's prefix.
-        by_group: dict[int, list[RouterTurnSample]] = {}
-        for k in chunk:
-            by_group.setdefault(group_of[int(k)], []).append(turns[int(k)])
-        with accelerator.no_sync(model):  # summed below, once per minibatch
-            for g, shared in by_group.items():
-                if g % processes != rank:
-                    continue
-                loss = torch.zeros((), device=accelerator.device)
-                for turn, logp in zip(
-                    shared, shared_logps(model, shared, temperature), strict=True
-                ):
-                    old = torch.tensor(turn.logprobs, device=logp.device)
-                    adv = torch.full_like(logp, turn.advantage)
-                    per_token, was_clipped = clipped_token_loss(
-                        logp, old, adv, clip_low=clip_low, clip_high=clip_high
-                    )
-                    loss = loss + per_token.sum() / n_tokens  # token mean
-                    clipped += was_clipped.sum()
-                accelerator.backward(loss)
-                total += loss.detach()
-        sum_gradients(model, accelerator)
-        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(float(accelerator.reduce(total, reduction="sum")))
-        stats.tokens += n_tokens
+    clip = _Clip(clip_low, clip_high, torch.zeros((), device=accelerator.device))
+    # ``accelerator.backward`` divides each loss by the accumulation steps set
+    # for the warm start's micro-batches; a GRPO minibatch accumulates nothing.
+    accumulated = accelerator.gradient_accumulation_steps
+    accelerator.gradient_accumulation_steps = 1
+    try:
+        losses = []
+        for chunk in chunks:
+            by_group: dict[int, list[RouterTurnSample]] = {}
+            for k in chunk:
+                by_group.setdefault(group_of[int(k)], []).append(turns[int(k)])
+            n_tokens = sum(len(turns[int(k)].completion_ids) for k in chunk)
+            loss = _minibatch_step(
+                model, optimizer, accelerator, by_group, n_tokens, clip, temperature
+            )
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss)
+            stats.tokens += n_tokens
+    finally:
+        accelerator.gradient_accumulation_steps = accumulated
     stats.loss = float(np.mean(losses))
-    clipped = accelerator.reduce(clipped, reduction="sum")
+    clipped = accelerator.reduce(clip.count, reduction="sum")
     stats.clip_fraction = float(clipped) / max(stats.tokens, 1)
     stats.updates = len(chunks)
     return stats
+
+
+@dataclass
+class _Clip:
+    """The ratio's clip range, and how many tokens it has clipped so far."""
+
+    low: float
+    high: float
+    count: torch.Tensor
+
+    def loss(
+        self, turn: RouterTurnSample, logps: torch.Tensor, n_tokens: int
+    ) -> torch.Tensor:
+        """The turn's share of its minibatch's token-mean loss."""
+        old = torch.tensor(turn.logprobs, device=logps.device)
+        advantage = torch.full_like(logps, turn.advantage)
+        per_token, clipped = clipped_token_loss(
+            logps, old, advantage, clip_low=self.low, clip_high=self.high
+        )
+        self.count = self.count + clipped.sum()
+        return per_token.sum() / n_tokens
+
+
+def _minibatch_step(
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    accelerator: Accelerator,
+    by_group: dict[int, list[RouterTurnSample]],
+    n_tokens: int,
+    clip: _Clip,
+    temperature: float,
+) -> float:
+    """The gradient of a minibatch's loss, summed over the processes, each of
+    which runs every ``processes``-th group's turns; returns the loss."""
+    rank, processes = accelerator.process_index, accelerator.num_processes
+    optimizer.zero_grad()
+    total = torch.zeros((), device=accelerator.device)
+    with accelerator.no_sync(model):  # summed below, once per minibatch
+        for g, group_turns in by_group.items():
+            if g % processes == rank:
+                total += group_backward(
+                    model,
+                    accelerator,
+                    group_turns,
+                    partial(clip.loss, n_tokens=n_tokens),
+                    temperature,
+                )
+    sum_gradients(model, accelerator)
+    return float(accelerator.reduce(total, reduction="sum"))
 
 
 def sum_gradients(model: Any, accelerator: Accelerator) -> None:
