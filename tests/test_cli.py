@@ -264,3 +264,32 @@ def test_models_on_an_empty_store_says_to_ingest(tmp_path: Path) -> None:
     code, output = run("data", "models", "--store", str(tmp_path))
     assert code == 1
     assert "is empty; run `xrouter data ingest --from DIR` first" in output
+
+
+def test_a_suite_without_test_items_is_one_clear_line(
+    small_data: Path,
+    math_suite: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As when a user's data is so small that the id hash puts every item in
+    train: the evaluation says so rather than averaging over nothing."""
+    from xrouter.evaluate import runner as evaluation
+
+    real = evaluation.split_mask
+    monkeypatch.setattr(
+        evaluation,
+        "split_mask",
+        lambda ids, split: real(ids, split) & (split != "test"),
+    )
+    code, output = run(
+        "eval", "--from", str(small_data), "--suites", str(math_suite),
+        "--out", str(tmp_path / "out"), "--store", str(tmp_path / "s"),
+    )  # fmt: skip
+    assert code == 1
+    assert output.splitlines()[-1] == (
+        "error: suite 'zeroeval-math' has no test items: all 721 of its items fall "
+        "in other splits (the split is fixed by a hash of the item id, 60/10/30); "
+        "ingest more of its data, or leave it out of --suites"
+    )
+    assert "Traceback" not in output

@@ -130,3 +130,17 @@ def test_bad_pool_files_and_knobs_are_refused(tmp_path: Path) -> None:
     assert code == 1 and "--lambda must be a finite number >= 0, got inf" in output
     code, output = run("route", "   ")
     assert code == 1 and "the prompt is empty" in output
+    # Bytes that are not UTF-8 reach Python as lone surrogates.
+    code, output = run("route", "caf\udce9 \udcff")
+    assert code == 1
+    assert output == (
+        "error: the prompt is not UTF-8 text (the shell passed bytes that are not); "
+        "give it as UTF-8, or in a --messages file saved as UTF-8\n"
+    )
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'[{"role": "user", "content": "caf\xe9 \xff\xfe"}]')
+    code, output = run("route", "--messages", str(latin))
+    assert code == 1
+    assert output == (
+        f"error: messages file {latin} is not UTF-8 text (byte 33); save it as UTF-8\n"
+    )

@@ -183,6 +183,19 @@ def test_route_one_request_with_the_trained_policy(
         "on (0.1 to 30000); choose a lambda in that range or train a policy over a "
         "wider one"
     )
+    # Without --lambda, a policy routes at its own default lambda, here one of a
+    # range that leaves out 1.
+    narrow = tmp_path / "narrow"
+    code, output = run(
+        "train", "policy", *flags(small_data, setup), "--out", str(narrow),
+        "--steps", "3", "--lambda-min", "2", "--lambda-max", "100",
+        "--default-lambda", "10",
+    )  # fmt: skip
+    assert code == 0, output
+    code, output = run("route", janet, "--policy", str(narrow), "--pool", str(pool),
+                       *store, "--json")  # fmt: skip
+    assert code == 0, output
+    assert json.loads(output)["answered_by"]
 
 
 def test_bad_input_is_one_clear_line(
@@ -193,6 +206,16 @@ def test_bad_input_is_one_clear_line(
     code, output = run("eval", *common, "--out", str(tmp_path), "--policy", str(absent))
     assert code == 1 and "Traceback" not in output
     assert f"error: no checkpoint at {absent}: it does not exist" in output
+    router_run = tmp_path / "router-run"
+    router_run.mkdir()
+    (router_run / "latest.json").write_text('{"checkpoint": "checkpoint-sft-000001"}')
+    for force in ([], ["--force"]):
+        code, output = run("train", "policy", *common, "--out", str(router_run), *force)
+        assert code == 1
+        assert output == (
+            f"error: {router_run} holds a run of `xrouter train router`; give the "
+            "policy an --out of its own (nothing there is replaced, --force or not)\n"
+        )
     code, output = run(
         "train", "policy", *common, "--out", str(tmp_path), "--lambda-min", "0"
     )

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from _standin import StandInEmbedder
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from xrouter.backends.replay import ReplayPool
@@ -399,6 +400,21 @@ def test_damaged_checkpoints_are_refused(checkpoint_dir: Path, tmp_path: Path) -
         load_checkpoint(corrupt)
     assert str(info.value) == (
         f"{weights} is corrupt or truncated; train the policy again"
+    )
+    # Weights rewritten as NaN, the manifest's digest kept: readable, but no
+    # network routes with them.
+    nan = _copy(checkpoint_dir, tmp_path / "nan")
+    weights = nan / "policy.safetensors"
+    with safe_open(str(weights), framework="pt") as handle:
+        stamp = handle.metadata()
+    tensors = load_file(weights)
+    tensors["out.weight"] = torch.full_like(tensors["out.weight"], float("nan"))
+    save_file(tensors, weights, metadata=stamp)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(nan)
+    assert str(info.value) == (
+        f"{weights} holds weights that are not finite numbers (out.weight); the "
+        "checkpoint is damaged, train the policy again"
     )
     broken = _copy(checkpoint_dir, tmp_path / "broken")
     (broken / "manifest.json").write_text("{not json")

@@ -819,6 +819,45 @@ def test_a_router_folder_that_is_no_language_model_is_named(tmp_path: Path) -> N
     )
 
 
+def test_a_policy_checkpoints_folder_is_no_place_for_a_router_run(
+    zeroeval_store: Any, tiny_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "policy.safetensors").write_bytes(b"weights")
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(ConfigError) as refused:
+        train_router(zeroeval_store, SUITE, load_catalog(), _config(tiny_dir), tmp_path)
+    assert str(refused.value) == (
+        f"{tmp_path} holds a policy checkpoint of `xrouter train policy`; give the "
+        "router run an --out of its own (nothing there is replaced)"
+    )
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_a_router_whose_weights_were_cut_short_is_named(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for file in tiny_dir.iterdir():
+        (cut / file.name).write_bytes(file.read_bytes())
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ConfigError) as refused:
+        load_router_model(cut)
+    assert str(refused.value).startswith(f"the weights in {cut} cannot be read (")
+    assert str(refused.value).endswith(
+        "): the file is damaged or was cut short. Copy or train it again, or give "
+        "--base smollm2-135m or a model directory with config.json, weights and a "
+        "tokenizer"
+    )
+    with pytest.raises(ConfigError, match="the file is damaged or was cut short"):
+        asyncio.run(
+            router_backend(str(cut), load_catalog()).complete(
+                ChatRequest((Message("user", "hi"),))
+            )
+        )
+
+
 def test_each_evaluation_is_logged_at_every_lambda(
     zeroeval_store: Any, tiny_dir: Path, tmp_path: Path
 ) -> None:
@@ -896,6 +935,7 @@ def run(*args: str) -> tuple[int, str]:
         ({"micro_batch": 0}, "micro_batch must be >= 1, got 0"),
         ({"threads": -2}, "threads must be >= 1 (or null: torch's default), got -2"),
         ({"full_pool": 2}, "full_pool must be a share from 0 to 1, got 2.0"),
+        ({"cost_max": -1}, "reward cost_max must be a finite number >= 0, got -1.0"),
         (
             {"vllm": True},
             "the setting vllm: true is not supported yet: episodes are sampled with "

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Final, cast
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -223,16 +224,33 @@ class _Loaded:
         return text if isinstance(text, str) else "".join(text)
 
 
-def _load(folder: Path) -> _Loaded:
+def load_chat_model(
+    folder: Path, *, dtype: torch.dtype = torch.float32, instead: str
+) -> tuple[Any, Any]:
+    """A causal LM and its tokenizer from a transformers model directory; what
+    cannot be loaded is a ConfigError that ends with ``instead`` (what to give)."""
     try:
         with _quiet_progress():
             tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    except SafetensorError as exc:
+        raise ConfigError(
+            f"the weights in {folder} cannot be read ({exc}): the file is damaged or "
+            f"was cut short. Copy or train it again, or {instead}"
+        ) from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(
-            f"cannot load a transformers chat model from {folder} ({exc}). Give a "
-            f"directory with config.json, weights and a tokenizer, or {_MODEL_ID!r}."
+            f"cannot load a transformers chat model from {folder} ({exc}); {instead}"
         ) from exc
+    return model, tokenizer
+
+
+def _load(folder: Path) -> _Loaded:
+    model, tokenizer = load_chat_model(
+        folder,
+        instead=f"give a directory with config.json, weights and a tokenizer, or "
+        f"{_MODEL_ID!r}.",
+    )
     if not isinstance(template := tokenizer.chat_template, str):
         raise ConfigError(
             f"the tokenizer in {folder} has no single chat template; use an "

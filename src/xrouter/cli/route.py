@@ -38,6 +38,11 @@ def read_messages(path: Path) -> list[Message]:
         raw: Any = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read messages file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"messages file {path} is not UTF-8 text (byte {exc.start}); save it "
+            "as UTF-8"
+        ) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"messages file {path} is not JSON: {exc}") from None
     if not isinstance(raw, list) or not raw:
@@ -110,8 +115,13 @@ def route_command(
         ),
     ] = None,
     lam: Annotated[
-        float, typer.Option("--lambda", help="Cost weight the router is told.")
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            "--lambda",
+            help="Cost weight the router is told (default: a --policy "
+            "checkpoint's default lambda, else 1).",
+        ),
+    ] = None,
     budget: Annotated[
         float | None,
         typer.Option("--budget", help="Most USD the episode may spend."),
@@ -138,10 +148,15 @@ def route_command(
         raise ConfigError("give the request as PROMPT or as --messages FILE")
     if prompt is not None and messages_file is not None:
         raise ConfigError("give the request as PROMPT or as --messages FILE, not both")
-    if not math.isfinite(lam) or lam < 0:
+    if lam is not None and (not math.isfinite(lam) or lam < 0):
         raise ConfigError(f"--lambda must be a finite number >= 0, got {lam}")
     if prompt is not None and not prompt.strip():
         raise ConfigError("the prompt is empty; give the request text")
+    if prompt is not None and not _is_text(prompt):
+        raise ConfigError(
+            "the prompt is not UTF-8 text (the shell passed bytes that are not); "
+            "give it as UTF-8, or in a --messages file saved as UTF-8"
+        )
     messages = (
         [Message("user", prompt)]
         if prompt is not None
@@ -156,10 +171,13 @@ def route_command(
         pool = build_pool(spec, cards, open_store(store) if needs_store else None)
     chosen: LLMRouter | PolicyRouter
     if policy is not None:
-        chosen = PolicyRouter(load_checkpoint(policy), cards, pool.ids, None)
+        checkpoint = load_checkpoint(policy)
+        chosen = PolicyRouter(checkpoint, cards, pool.ids, None)
+        lam = checkpoint.default_lambda if lam is None else lam
         chosen.check(lam)
     else:
         chosen = LLMRouter(router_backend(router, cards), max_tokens=router_tokens)
+        lam = 1.0 if lam is None else lam
     orchestrator = Orchestrator(pool, Limits(max_turns=max_turns))
     started = time.monotonic()
     result = asyncio.run(
@@ -170,6 +188,16 @@ def route_command(
         console.print_json(json.dumps({**result.as_dict(), "seconds": elapsed}))
         return
     _print(result, elapsed)
+
+
+def _is_text(text: str) -> bool:
+    """Whether ``text`` is valid Unicode: bytes a shell passed that are not UTF-8
+    arrive as lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def _run(

@@ -105,6 +105,7 @@ def policy_command(
     from xrouter.policies.embedding import KINDS
     from xrouter.records.ingest import ensure_ingested, sources_under
     from xrouter.train.grpo import GRPOConfig
+    from xrouter.train.router_checkpoint import LATEST
     from xrouter.train.run import run_training
 
     if embedding not in KINDS:
@@ -121,6 +122,11 @@ def policy_command(
         "default_lambda": default_lambda,
     }
     config = GRPOConfig(**{k: v for k, v in chosen_settings.items() if v is not None})
+    if (out / LATEST).exists() or any(out.glob("checkpoint-*")):
+        raise ConfigError(
+            f"{out} holds a run of `xrouter train router`; give the policy an --out "
+            "of its own (nothing there is replaced, --force or not)"
+        )
     if (out / MANIFEST).exists() and not force:
         raise ConfigError(
             f"{out} already holds a policy checkpoint; pass --force to replace it "

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from xrouter.backends.replay import ReplayPool
 from xrouter.core.catalog import Catalog
+from xrouter.core.errors import DataError
 from xrouter.core.progress import Reporter, Silent
 from xrouter.evaluate import metrics
 from xrouter.evaluate.results import CurvePoint, PolicyResult
@@ -146,6 +147,14 @@ def evaluate_suite(
     pool = suite.replay_pool(store)
     train = np.flatnonzero(split_mask(pool.item_ids, "train"))
     test = np.flatnonzero(split_mask(pool.item_ids, "test"))
+    for split, rows in (("train", train), ("test", test)):
+        if len(rows) == 0:
+            raise DataError(
+                f"suite {suite.name!r} has no {split} items: all "
+                f"{len(pool.item_ids)} of its items fall in other splits (the "
+                "split is fixed by a hash of the item id, 60/10/30); ingest more "
+                "of its data, or leave it out of --suites"
+            )
     notes = []
     if pool.dropped_items:
         notes.append(

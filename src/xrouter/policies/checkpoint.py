@@ -313,6 +313,18 @@ def load_checkpoint(path: Path) -> Checkpoint:
             f"{path / MANIFEST} is not the manifest {file} was written with (edited "
             "or replaced since); the checkpoint is damaged, train the policy again"
         )
+    broken = sorted(  # the network's own (the memory marks gaps with NaN)
+        name
+        for name, tensor in weights.items()
+        if not name.startswith(_MEMORY)
+        and tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor).all())
+    )
+    if broken:
+        raise CheckpointError(
+            f"{file} holds weights that are not finite numbers ({', '.join(broken)}); "
+            "the checkpoint is damaged, train the policy again"
+        )
     counts = manifest["memory"]
     try:
         memory = NeighbourMemory(

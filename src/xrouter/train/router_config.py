@@ -15,6 +15,7 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 
 from xrouter.core.errors import ConfigError
+from xrouter.orchestrator.reward import RewardConfig
 from xrouter.train.router_data import RouterTask
 
 __all__ = ["DTYPES", "RouterTrainConfig", "check_resumable"]
@@ -148,6 +149,7 @@ class RouterTrainConfig:
             )
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        RewardConfig(cost_max=self.cost_max)  # refuses a cost_max it cannot use
         if self.vllm:
             raise ConfigError(
                 "the setting vllm: true is not supported yet: episodes are sampled "

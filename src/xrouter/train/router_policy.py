@@ -31,14 +31,12 @@ from typing import Any
 
 import torch
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     DynamicCache,
     PreTrainedTokenizerBase,
 )
 
 from xrouter.backends.base import stream_from_complete
-from xrouter.backends.local import _quiet_progress
+from xrouter.backends.local import load_chat_model
 from xrouter.core.catalog import ModelCard
 from xrouter.core.errors import ConfigError
 from xrouter.core.types import ChatRequest, Completion, StreamDelta, Usage
@@ -70,16 +68,12 @@ def load_router_model(
     folder: Path, *, dtype: torch.dtype = torch.float32
 ) -> tuple[Any, PreTrainedTokenizerBase]:
     """A causal LM and its tokenizer from a transformers model directory."""
-    try:
-        with _quiet_progress():
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"cannot load a transformers chat model from {folder} ({exc}); give "
-            "--base smollm2-135m or a model directory with config.json, weights and "
-            "a tokenizer"
-        ) from exc
+    model, tokenizer = load_chat_model(
+        folder,
+        dtype=dtype,
+        instead="give --base smollm2-135m or a model directory with config.json, "
+        "weights and a tokenizer",
+    )
     if not isinstance(tokenizer.chat_template, str):
         raise ConfigError(
             f"the tokenizer in {folder} has no chat template; the router needs an "

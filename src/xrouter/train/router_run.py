@@ -40,7 +40,7 @@ from xrouter.core.catalog import Catalog
 from xrouter.core.errors import ConfigError
 from xrouter.core.progress import Reporter, Silent
 from xrouter.evaluate.suites import Suite
-from xrouter.policies.checkpoint import check_pool, load_checkpoint
+from xrouter.policies.checkpoint import WEIGHTS, check_pool, load_checkpoint
 from xrouter.policies.embedding import Embedder
 from xrouter.records.store import Store
 from xrouter.train.curves import CURVES_FILE, read_metrics, write_curves
@@ -407,6 +407,11 @@ def train_router(
         )
     with state.main_process_first():  # the first converts the base model once
         base_dir = local_model_dir(config.base, home=store.path.parent)
+    if (out / WEIGHTS).exists():
+        raise ConfigError(
+            f"{out} holds a policy checkpoint of `xrouter train policy`; give the "
+            "router run an --out of its own (nothing there is replaced)"
+        )
     found = latest_checkpoint(out)
     if found is not None and not resume:
         raise ConfigError(
