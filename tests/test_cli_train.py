@@ -176,6 +176,9 @@ def test_route_one_request_with_the_trained_policy(
     # The policy decides for free: the episode costs what its model calls cost.
     assert result["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in models))
     assert result["cost_usd"] > 0
+    code, output = run("route", janet, *route_flags)
+    assert code == 0, output
+    assert f"over {len(models)} model call(s)," in output
     code, output = run("route", janet, *route_flags, "--lambda", "1e6")
     assert code == 1
     assert output.strip() == (

@@ -768,6 +768,15 @@ def test_a_resumed_run_logs_each_step_once_and_keeps_its_settings(
         "with its own settings (only the step counts, evaluation, checkpointing "
         "and threads may change), or choose another --out"
     )
+    with pytest.raises(ConfigError) as info:
+        train_router(
+            zeroeval_store, SUITE, catalog, _config(tiny_dir, items=30), tmp_path,
+            resume=True,
+        )  # fmt: skip
+    # Other train items are another setting, not other records.
+    assert str(info.value).startswith(
+        f"the run in {tmp_path} was trained otherwise: items 20 -> 30. Resume"
+    )
     train_router(zeroeval_store, SUITE, catalog, config, tmp_path, resume=True)
     lines = [
         json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
@@ -1009,6 +1018,11 @@ def test_the_shipped_7b_config_holds_the_papers_settings() -> None:
         (["--items", "0"], "--items 0 leaves an empty training set"),
         (["--base", "no-such-model"], "no local model 'no-such-model'"),
         (["--teacher", "/no/such/policy"], "no checkpoint at /no/such/policy"),
+        (
+            ["--teacher", "oracel"],
+            "no teacher 'oracel': no such checkpoint folder, and the oracle is spelt "
+            "'oracle'; give --teacher oracle or a policy checkpoint",
+        ),
         (["--sft-lr", "nan"], "--sft-lr must be a finite learning rate > 0, got nan"),
         (["--lr", "-1"], "--lr must be a finite learning rate > 0, got -1.0"),
         (["--prompts-per-step", "0"], "prompts_per_step must be >= 1, got 0"),

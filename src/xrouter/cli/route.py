@@ -242,9 +242,10 @@ def _print(result: EpisodeResult, elapsed: float) -> None:
     )
     console.print(result.answer, markup=False, highlight=False)
     router_cost = sum(c.cost_usd for c in result.trace.calls if c.by_router)
+    model_calls = sum(not c.by_router for c in result.trace.calls)
     console.print(
         f"\ncost: ${result.cost_usd:.6f} = router ${router_cost:.6f} + models "
-        f"${result.cost_usd - router_cost:.6f} over {len(result.trace.calls)} "
-        f"call(s), {result.trace.usage.total_tokens:,} tokens, {elapsed:.1f} s",
+        f"${result.cost_usd - router_cost:.6f} over {model_calls} model call(s), "
+        f"{result.trace.usage.total_tokens:,} tokens, {elapsed:.1f} s",
         markup=False,
     )

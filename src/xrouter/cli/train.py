@@ -228,7 +228,11 @@ def router_command(
     ] = None,
     lambda_min: Annotated[
         float | None,
-        _opt("--lambda-min", "Smallest lambda (cost weight) drawn per example (0.1)."),
+        _opt(
+            "--lambda-min",
+            "Smallest lambda (cost weight) drawn per example (0.1), log-uniformly "
+            "up to --lambda-max; 0 draws uniformly instead.",
+        ),
     ] = None,
     lambda_max: Annotated[
         float | None, _opt("--lambda-max", "Largest lambda drawn (default 1000).")

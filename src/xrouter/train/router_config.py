@@ -193,6 +193,14 @@ _RESUMABLE_CHANGES = frozenset(
 )
 
 
+def _setting(name: str, value: Any) -> Any:
+    """A setting as compared on resuming: JSON's view of it, and a teacher
+    checkpoint by the folder it names however the path was written."""
+    if name == "teacher" and isinstance(value, str) and value != "oracle":
+        return str(Path(value).expanduser().resolve())
+    return json.loads(json.dumps(value))
+
+
 def check_resumable(
     manifest: dict[str, Any], config: RouterTrainConfig, task: RouterTask, out: Path
 ) -> None:
@@ -203,12 +211,17 @@ def check_resumable(
         f"{name} {then.get(name)!r} -> {value!r}"
         for name, value in now.items()
         if name not in _RESUMABLE_CHANGES
-        and json.loads(json.dumps(then.get(name))) != json.loads(json.dumps(value))
+        and _setting(name, then.get(name)) != _setting(name, value)
     ]
+    records, _, items = str(manifest.get("data_fingerprint")).rpartition(":")
     if manifest.get("suite") != task.suite.name:
         changed.insert(0, f"suite {manifest.get('suite')!r} -> {task.suite.name!r}")
-    elif manifest.get("data_fingerprint") != task.fingerprint:
+    elif records != task.fingerprint.rpartition(":")[0]:
         changed.insert(0, "the suite's records (their fingerprint)")
+    elif items != task.fingerprint.rpartition(":")[2] and not any(
+        c.startswith(("items ", "seed ")) for c in changed
+    ):
+        changed.insert(0, "the train items drawn")
     if changed:
         raise ConfigError(
             f"the run in {out} was trained otherwise: {'; '.join(changed)}. Resume "

@@ -18,6 +18,7 @@ The metrics log (``metrics.jsonl``) has one line per step (``phase`` ``sft`` or
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import logging
@@ -374,7 +375,13 @@ def _teacher(
     lambda range before any training)."""
     if config.teacher == "oracle":
         return None
-    checkpoint = load_checkpoint(Path(config.teacher).expanduser())
+    path = Path(config.teacher).expanduser()
+    if not path.exists() and difflib.get_close_matches(config.teacher, ["oracle"]):
+        raise ConfigError(
+            f"no teacher {config.teacher!r}: no such checkpoint folder, and the "
+            "oracle is spelt 'oracle'; give --teacher oracle or a policy checkpoint"
+        )
+    checkpoint = load_checkpoint(path)
     check_pool(checkpoint, task.records.models, task.catalog)
     teacher = PolicyTeacher(task, checkpoint, Embedder(store.path / "embeddings"))
     teacher.check_range(config.lambda_min, config.lambda_max)
