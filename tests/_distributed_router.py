@@ -12,30 +12,22 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from _router_suite import POOL, SUITE
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from xrouter.core.catalog import load_catalog
-from xrouter.evaluate.suites import Suite
 from xrouter.records.store import Store
 from xrouter.train.router_config import RouterTrainConfig
 from xrouter.train.router_data import draw_examples, load_router_task
 from xrouter.train.router_policy import PolicyBackend, load_router_model
-from xrouter.train.router_rl import collect_groups, grpo_update
+from xrouter.train.router_rl import Episode, UpdateStats, collect_groups, grpo_update
 from xrouter.train.router_run import train_router
 
-POOL = ("gpt-4o-mini-2024-07-18", "claude-3-haiku-20240307", "gemma-2-2b-it")
-SUITE = Suite(
-    name="zeroeval3",
-    source="zeroeval",
-    pool=POOL,
-    strong=POOL[0],
-    weak=POOL[2],
-    self_model=POOL[2],
-)
 RUN = {
     "items": 20,
     "sft_steps": 1,
@@ -49,6 +41,26 @@ RUN = {
     "sft_lr": 1e-3,
     "eval_items": 3,
 }
+
+
+def update_step(
+    model: Any, accelerator: Accelerator, groups: list[list[Episode]]
+) -> tuple[Any, UpdateStats]:
+    """The update both sides of the comparison take: plain SGD, so that the
+    step is the gradient's, scale included, and two minibatches."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    stats = grpo_update(
+        model,
+        optimizer,
+        accelerator,
+        groups,
+        clip_low=0.2,
+        clip_high=0.28,
+        minibatches=2,
+        rng=np.random.default_rng(0),
+    )
+    return model, stats
 
 
 def update(store: Store, model_dir: Path, out: Path) -> None:
@@ -68,19 +80,7 @@ def update(store: Store, model_dir: Path, out: Path) -> None:
     for g, group in enumerate(groups):
         for e, episode in enumerate(group):
             episode.reward = float((g + e) % 2)
-    # Plain SGD: the step is the gradient's, scale included.
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    stats = grpo_update(
-        model,
-        optimizer,
-        accelerator,
-        groups,
-        clip_low=0.2,
-        clip_high=0.28,
-        minibatches=2,
-        rng=np.random.default_rng(0),
-    )
+    model, stats = update_step(model, accelerator, groups)
     weights = accelerator.unwrap_model(model).state_dict()
     checksums = gather_object([float(sum(w.double().sum() for w in weights.values()))])
     if accelerator.is_main_process:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _router_suite import POOL, SUITE
 from _standin import StandInEmbedder
 from accelerate import Accelerator
 from safetensors.torch import load_file
@@ -37,7 +38,6 @@ from xrouter.core.errors import ConfigError
 from xrouter.core.types import ChatRequest, Message, Usage
 from xrouter.evaluate.episodes import sample_items
 from xrouter.evaluate.runner import evaluate_policy
-from xrouter.evaluate.suites import Suite
 from xrouter.orchestrator.reward import RewardConfig
 from xrouter.orchestrator.tools import router_system_prompt, tool_name
 from xrouter.policies.checkpoint import load_checkpoint, save_checkpoint
@@ -84,15 +84,6 @@ from xrouter.train.router_run import train_router
 from xrouter.train.router_sft import sft_loss, sft_step, sft_traces, with_contrasts
 from xrouter.train.run import checkpoint_manifest
 
-POOL = ("gpt-4o-mini-2024-07-18", "claude-3-haiku-20240307", "gemma-2-2b-it")
-SUITE = Suite(
-    name="zeroeval3",
-    source="zeroeval",
-    pool=POOL,
-    strong=POOL[0],
-    weak=POOL[2],
-    self_model=POOL[2],
-)
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
@@ -344,6 +335,19 @@ def _router_prompt(task: RouterTask, tokenizer: Any) -> list[int]:
     return encode(tokenizer, chat_text(tokenizer, messages, generation_prompt=True))
 
 
+def _count_passes(model: Any) -> list[int]:
+    """The length of every pass the model runs from now on, in order."""
+    passes: list[int] = []
+    forward = model.forward
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        passes.append(kwargs["input_ids"].shape[1])
+        return forward(*args, **kwargs)
+
+    model.forward = counted
+    return passes
+
+
 def test_completions_decoded_together_are_those_decoded_alone(
     task: RouterTask, tiny_dir: Path
 ) -> None:
@@ -385,21 +389,14 @@ def test_a_groups_first_turns_share_one_pass_over_their_prompt(
     task: RouterTask, tiny_dir: Path
 ) -> None:
     model, tokenizer = load_router_model(tiny_dir)
-    prompt_passes = []
-    forward = model.forward
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        if kwargs["input_ids"].shape[1] > 1:
-            prompt_passes.append(kwargs["input_ids"].shape[1])
-        return forward(*args, **kwargs)
-
-    model.forward = counted
+    passes = _count_passes(model)
     card = load_catalog().get("smollm2-135m")
     backend = PolicyBackend(model, tokenizer, card, max_new_tokens=6, seed=1)
     groups = collect_groups(task, _examples(task, 2), backend, 3)
     # The untrained router answers at once: one turn per episode, and one pass
     # over each example's prompt for its three episodes.
     assert [[len(e.turns) for e in g] for g in groups] == [[1, 1, 1], [1, 1, 1]]
+    prompt_passes = [n for n in passes if n > 1]  # decoding runs one token
     assert len(prompt_passes) == 2
     for group in groups:
         opening = {tuple(e.turns[0].prompt_ids) for e in group}
@@ -413,14 +410,7 @@ def test_a_later_turn_continues_the_first_prompts_cache(
     router's call and the tool's response), and the log-probabilities it records
     are those of a full pass over its prompt."""
     model, tokenizer = load_router_model(tiny_dir)
-    passes: list[int] = []
-    forward = model.forward
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        passes.append(kwargs["input_ids"].shape[1])
-        return forward(*args, **kwargs)
-
-    model.forward = counted
+    passes = _count_passes(model)
     card = load_catalog().get("smollm2-135m")
     backend = PolicyBackend(model, tokenizer, card, max_new_tokens=5, seed=2)
     opening = [*task.messages(int(task.train[0]))]
@@ -475,14 +465,7 @@ def test_a_groups_backward_pass_runs_their_shared_prefix_once_as_full_passes_wou
     alone = sum(loss_of(t, turn_logps(model, t, 0.7)) for t in turns)
     alone.backward()
     expected = [p.grad.detach().clone() for p in model.parameters()]
-    passes: list[int] = []
-    forward = model.forward
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        passes.append(kwargs["input_ids"].shape[1])
-        return forward(*args, **kwargs)
-
-    model.forward = counted
+    passes = _count_passes(model)
     model.zero_grad()
     together = group_backward(model, Accelerator(), turns, loss_of, 0.7)
     # The prefix once (the prompt less the three tokens the third turn changes),
@@ -569,22 +552,12 @@ def test_two_processes_take_the_grpo_step_one_process_takes(
     saved = torch.load(saved_path, weights_only=False)
     assert len(saved["groups"]) == 4 and saved["checksums"][0] == saved["checksums"][1]
 
+    from _distributed_router import update_step
+
     model, _ = load_router_model(tiny_dir)
     # As after a warm start of four micro-batches: no bearing on a GRPO step.
     accelerator = Accelerator(gradient_accumulation_steps=4)
-    # Plain SGD: the step is the gradient's, scale included.
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    stats = grpo_update(
-        model,
-        optimizer,
-        accelerator,
-        saved["groups"],
-        clip_low=0.2,
-        clip_high=0.28,
-        minibatches=2,
-        rng=np.random.default_rng(0),
-    )
+    model, stats = update_step(model, accelerator, saved["groups"])
     alone = asdict(stats)
     assert (alone["kept_groups"], alone["updates"], alone["tokens"]) == (
         saved["stats"]["kept_groups"],
