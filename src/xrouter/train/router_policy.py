@@ -36,7 +36,7 @@ from transformers import (
 )
 
 from xrouter.backends.base import stream_from_complete
-from xrouter.backends.local import load_chat_model
+from xrouter.backends.model_dir import load_chat_model
 from xrouter.core.catalog import ModelCard
 from xrouter.core.errors import ConfigError
 from xrouter.core.types import ChatRequest, Completion, StreamDelta, Usage

@@ -36,7 +36,7 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import gather_object
 
-from xrouter.backends.local import local_model_dir
+from xrouter.backends.model_dir import local_model_dir
 from xrouter.core.catalog import Catalog
 from xrouter.core.errors import ConfigError
 from xrouter.core.progress import Reporter, Silent
