@@ -191,7 +191,15 @@ def _root(
 def main() -> None:
     """Entry point of the ``xrouter`` console script."""
     # Importing each module registers its sub-commands.
-    from xrouter.cli import collect, data, evaluate, logs, route, serve, train  # noqa: F401
+    from xrouter.cli import (  # noqa: F401
+        collect,
+        data,
+        evaluate,
+        logs,
+        route,
+        serve,
+        train,
+    )
 
     try:
         app()
