@@ -840,6 +840,29 @@ def test_a_router_whose_weights_were_cut_short_is_named(
         )
 
 
+def test_the_parse_rate_is_over_the_dev_items_there_are(
+    zeroeval_store: Any,
+    tiny_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Asked for more dev items than the split holds, the rate is over those it
+    holds: a router that always parses scores 1."""
+    asked: list[int] = []
+
+    def always(*args: Any, **kwargs: Any) -> float:
+        asked.append(len(args[4]))
+        return 1.0
+
+    monkeypatch.setattr(router_run, "parse_rate", always)
+    config = _config(tiny_dir, sft_steps=0, parse_items=100_000)
+    train_router(zeroeval_store, SUITE, load_catalog(), config, tmp_path)
+    line = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert line["parse_rate"] == 1.0 and line["lambda"] == 1.0
+    task = load_router_task(zeroeval_store, SUITE, load_catalog(), items=20)
+    assert asked == [len(task.dev)] and 0 < len(task.dev) < 100_000
+
+
 def test_each_evaluation_is_logged_at_every_lambda(
     zeroeval_store: Any, tiny_dir: Path, tmp_path: Path
 ) -> None:

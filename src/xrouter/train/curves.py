@@ -109,7 +109,8 @@ def _policy_panels(lines: Sequence[dict[str, Any]]) -> dict[str, Series]:
 def _router_panels(lines: Sequence[dict[str, Any]]) -> dict[str, Series]:
     sft = [line for line in lines if line.get("phase") == "sft"]
     rl = [line for line in lines if line.get("phase") == "rl"]
-    evals = [line for line in lines if line.get("phase") == "eval"]
+    # Evaluations that played episodes (a parse rate alone has no reward).
+    evals = [line for line in lines if line.get("phase") == "eval" and "reward" in line]
     stages = list(dict.fromkeys(line["stage"] for line in evals))
     held_out: Series = {}
     for lam in sorted({float(line["lambda"]) for line in evals}):

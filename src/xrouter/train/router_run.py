@@ -200,7 +200,8 @@ class _Run:
                 rows = self.task.dev[: cfg.parse_items][share]
                 rate = parse_rate(model, self.tokenizer, card, self.task, rows, lam)
                 rates = gather_object([(rate, len(rows))])
-                line["parse_rate"] = sum(r * n for r, n in rates) / cfg.parse_items
+                asked = sum(n for _, n in rates)
+                line["parse_rate"] = sum(r * n for r, n in rates) / max(asked, 1)
             if cfg.eval_items:
                 rows = eval_rows(self.task, cfg.eval_items)
                 played = play_router(
