@@ -159,6 +159,8 @@ def _draw(panels: dict[str, Series], out: Path, *, title: str) -> None:
 def _panel(ax: Axes, name: str, series: Series) -> None:
     """One panel; a long series of noisy steps is drawn faintly, with its moving
     average over a fortieth of the run on top."""
+    from matplotlib.ticker import MaxNLocator
+
     colours: dict[str, Any] = {}
     for label, (xs, ys) in series.items():
         if not xs:
@@ -176,6 +178,7 @@ def _panel(ax: Axes, name: str, series: Series) -> None:
             (line,) = ax.plot(xs, ys, marker="o", label=label)
             colours[label] = line.get_color()
     drawn = bool(colours)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and stages
     ax.set_title(name, fontsize=9)
     ax.grid(True, linewidth=0.4, alpha=0.5)
     if drawn:
