@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from xrouter.backends.replay import ReplayPool
 from xrouter.core.catalog import ModelCard
 from xrouter.evaluate.episodes import (
+    EpisodeEvaluation,
     EpisodeScore,
     evaluate_episodes,
     pool_figures,
@@ -203,6 +204,7 @@ def summarize(
     """The figures of :func:`evaluate_router` from the episodes played on
     ``rows``."""
     episodes = [episode for episode, _ in played]
+    evaluation = EpisodeEvaluation("router", lam, episodes)
     config = RewardConfig(lam=lam, cost_max=cost_max)
     rewards = [reward(e.score, e.cost_usd, config) for e in episodes]
     singles, oracle_reward = pool_rewards(task.records, rows, config)
@@ -215,8 +217,8 @@ def summarize(
         "items": len(rows),
         "first_turn_parse_rate": float(np.mean([ok for _, ok in played])),
         "lambda": lam,
-        "accuracy": float(np.mean([e.score for e in episodes])),
-        "cost_per_1k": float(np.mean([e.cost_usd for e in episodes]) * 1000.0),
+        "accuracy": evaluation.accuracy,
+        "cost_per_1k": evaluation.cost_per_1k,
         "reward": float(np.mean(rewards)),
         "strategies": dict(strategies),
         "answered_by": dict(sorted(answered_by.items())),

@@ -46,6 +46,7 @@ __all__ = [
     "PolicyBackend",
     "PromptCache",
     "RouterTurnSample",
+    "common_prefix",
     "decode",
     "load_router_model",
     "prefill",
@@ -96,6 +97,15 @@ def eos_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> set[int]:
     return found
 
 
+def common_prefix(sequences: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all of ``sequences`` share."""
+    first, shortest = sequences[0], min(len(s) for s in sequences)
+    n = 0
+    while n < shortest and all(s[n] == first[n] for s in sequences):
+        n += 1
+    return n
+
+
 @dataclass(frozen=True)
 class PromptCache:
     """The keys and values a pass over a prompt left, per layer: a later prompt
@@ -117,11 +127,7 @@ class PromptCache:
     def reach(self, prompt: Sequence[int]) -> int:
         """How many leading tokens of ``prompt`` the cache holds, short of its
         last token (a pass needs at least one token to predict from)."""
-        limit = min(len(self.ids), len(prompt) - 1)
-        n = 0
-        while n < limit and self.ids[n] == prompt[n]:
-            n += 1
-        return n
+        return min(common_prefix([self.ids, prompt]), len(prompt) - 1)
 
     def fork(self, model: Any, length: int) -> Any:
         """A fresh cache of the first ``length`` positions; passes over it leave

@@ -58,6 +58,7 @@ from xrouter.train.router_policy import (
     PolicyBackend,
     PromptCache,
     RouterTurnSample,
+    common_prefix,
     prefill,
 )
 
@@ -254,12 +255,12 @@ def group_backward(
     goes backward at once (one turn's activations alive at a time). The prefix
     then goes backward once, with the gradients every turn sent its keys and
     values."""
-    first = turns[0].prompt_ids
-    limit = min(len(t.prompt_ids) for t in turns) - 1
-    shared = 0
-    while shared < limit and all(t.prompt_ids[shared] == first[shared] for t in turns):
-        shared += 1
-    known = prefill(model, first[:shared])[2] if len(turns) > 1 and shared else None
+    prompts = [turn.prompt_ids for turn in turns]
+    # Each turn keeps at least one prompt token of its own to predict from.
+    shared = min(common_prefix(prompts), min(map(len, prompts)) - 1)
+    known = (
+        prefill(model, prompts[0][:shared])[2] if len(turns) > 1 and shared else None
+    )
     total = torch.zeros((), device=accelerator.device)
     if known is None:
         for turn in turns:

@@ -91,6 +91,12 @@ def process_state() -> PartialState:
     )
 
 
+def _this_process(accelerator: Accelerator) -> slice:
+    """This process's share of a list every process holds alike: every
+    ``processes``-th entry from its index on."""
+    return slice(accelerator.process_index, None, accelerator.num_processes)
+
+
 def _peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
@@ -193,7 +199,7 @@ class _Run:
         cfg, acc = self.config, self.accelerator
         model = acc.unwrap_model(self.model)
         card = self.task.catalog.get(cfg.router_card)
-        share = slice(acc.process_index, None, acc.num_processes)
+        share = _this_process(acc)
         for k, lam in enumerate(cfg.eval_lambdas):
             line: dict[str, Any] = {"phase": "eval", "stage": stage, "lambda": lam}
             if cfg.parse_items and k == 0:
@@ -295,9 +301,7 @@ def _micro_batches_of_this_process(run: _Run, traces: list[Any]) -> list[Any]:
     process's index on: together the processes cover each micro-batch once."""
     size, acc = run.config.micro_batch, run.accelerator
     batches = [traces[k : k + size] for k in range(0, len(traces), size)]
-    return [
-        t for batch in batches[acc.process_index :: acc.num_processes] for t in batch
-    ]
+    return [t for batch in batches[_this_process(acc)] for t in batch]
 
 
 def _play_round(
@@ -313,7 +317,7 @@ def _play_round(
     process plays every ``processes``-th example; all get every group played."""
     cfg, acc = run.config, run.accelerator
     draw = rng if extra == 0 else np.random.default_rng([cfg.seed, 3, step, extra])
-    examples = _examples(run, draw, n)[acc.process_index :: acc.num_processes]
+    examples = _examples(run, draw, n)[_this_process(acc)]
     groups = collect_groups(
         run.task, examples, backend, cfg.group_size, cost_max=cfg.cost_max
     )
