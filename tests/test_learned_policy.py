@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import _router_suite as router_suite
 import numpy as np
 import pytest
 import torch
@@ -22,7 +23,6 @@ from xrouter.core.catalog import load_catalog, read_cards
 from xrouter.core.errors import CheckpointError, ConfigError, DataError
 from xrouter.core.types import CallRecord, Message, Usage
 from xrouter.evaluate.episodes import replay_entries
-from xrouter.evaluate.suites import Suite
 from xrouter.orchestrator import episode as ep
 from xrouter.orchestrator.loop import EpisodeView, Limits, Orchestrator
 from xrouter.orchestrator.reward import RewardConfig
@@ -53,15 +53,8 @@ from xrouter.train.grpo import (
 )
 from xrouter.train.run import checkpoint_manifest
 
-MODELS = ("gpt-4o-mini-2024-07-18", "claude-3-haiku-20240307", "gemma-2-2b-it")
-SUITE = Suite(
-    name="zeroeval-small",
-    source="zeroeval",
-    pool=MODELS,
-    strong=MODELS[0],
-    weak=MODELS[2],
-    self_model=MODELS[2],
-)
+MODELS = router_suite.POOL
+SUITE = router_suite.SUITE.model_copy(update={"name": "zeroeval-small"})
 CONFIG = GRPOConfig(steps=200, prompts_per_step=32, eval_every=1000, seed=3)
 
 
