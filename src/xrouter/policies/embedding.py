@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 
 from xrouter.core.errors import ConfigError
 from xrouter.records.schema import Item
+from xrouter.records.schema import text as unicode_text
 from xrouter.records.store import default_store_path
 
 __all__ = ["DEFAULT_KIND", "DIM", "KINDS", "Embedder", "routing_text"]
@@ -211,7 +212,9 @@ class Embedder:
     def encode(
         self, texts: Sequence[str], progress: Callable[[int], None] | None = None
     ) -> NDArray[np.float32]:
-        """Unit-norm embeddings, ``[len(texts), 384]``, in the order of ``texts``."""
+        """Unit-norm embeddings, ``[len(texts), 384]``, in the order of ``texts``
+        (a lone surrogate, which a JSON request can carry, reads as U+FFFD)."""
+        texts = [unicode_text(t) for t in texts]
         if self.kind == "static":
             return self._encode_static(texts, progress)
         return self._encode_minilm(texts, progress)

@@ -1,12 +1,14 @@
 """Checks of the router between training phases, greedy decoding throughout.
 
 - :func:`parse_rate`: on held-out items, how often the router's first turn holds
-  a parseable tool call naming a pool model (``evaluate_router`` reports the
-  same rate on its test sample, from the episodes it plays).
-- :func:`evaluate_router`: the shared ``evaluate_episodes`` on a fixed sample of
-  test items (``sample_items``, seed 0), with the mean reward at the evaluation's
-  lambda beside the best single model's, the oracle's, the nearest-neighbour
-  router's and (given a checkpoint) the RL policy network's on the same items.
+  a parseable tool call naming a pool model (the evaluation reports the same
+  rate on its test sample, from the episodes it plays).
+- :func:`play_router` then :func:`summarize`: the shared ``evaluate_episodes`` on
+  a fixed sample of test items (:func:`eval_rows`: ``sample_items``, seed 0),
+  played in shares by several processes or whole by one, with the mean reward at
+  the evaluation's lambda beside the best single model's, the oracle's, the
+  nearest-neighbour router's and (given a checkpoint) the RL policy network's on
+  the same items.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from xrouter.train.router_rl import first_call_ok, play_episode
 __all__ = [
     "Rivals",
     "eval_rows",
-    "evaluate_router",
     "parse_rate",
     "play_router",
     "pool_rewards",
@@ -130,28 +131,6 @@ class Rivals:
         return out
 
 
-def evaluate_router(
-    model: Any,
-    tokenizer: PreTrainedTokenizerBase,
-    card: ModelCard,
-    task: RouterTask,
-    items: int,
-    *,
-    lam: float,
-    max_new_tokens: int = 96,
-    cost_max: float = RewardConfig().cost_max,
-    rivals: Rivals | None = None,
-) -> dict[str, Any]:
-    """Accuracy, cost and reward of the greedy router on ``items`` sampled test
-    items, and the baselines on the same items (``rivals``: by default the
-    nearest-neighbour router alone)."""
-    rows = eval_rows(task, items)
-    played = play_router(
-        model, tokenizer, card, task, rows, lam=lam, max_new_tokens=max_new_tokens
-    )
-    return summarize(task, rows, played, lam=lam, cost_max=cost_max, rivals=rivals)
-
-
 def eval_rows(task: RouterTask, items: int) -> NDArray[np.int64]:
     """The fixed sample of ``items`` test items every evaluation plays."""
     return sample_items(task.records, task.test, items, seed=0)
@@ -201,8 +180,9 @@ def summarize(
     cost_max: float = RewardConfig().cost_max,
     rivals: Rivals | None = None,
 ) -> dict[str, Any]:
-    """The figures of :func:`evaluate_router` from the episodes played on
-    ``rows``."""
+    """Accuracy, cost and reward of the greedy router from the episodes played
+    on ``rows``, and the baselines on the same items (``rivals``: by default the
+    nearest-neighbour router alone)."""
     episodes = [episode for episode, _ in played]
     evaluation = EpisodeEvaluation("router", lam, episodes)
     config = RewardConfig(lam=lam, cost_max=cost_max)

@@ -172,13 +172,11 @@ def sample_batch(
     temperature: float,
     stop_ids: set[int],
     generator: torch.Generator | None = None,
-    known: PromptCache | None = None,
 ) -> list[tuple[list[int], list[float]]]:
     """``n`` completions of one prompt, decoded together after a single pass over
-    the prompt (the part of it ``known`` does not hold; greedy when
-    ``temperature`` is 0). Each comes as its token ids and their
-    log-probabilities under ``softmax(logits / temperature)``."""
-    logits, cache, _ = prefill(model, prompt_ids, known)
+    the prompt (greedy when ``temperature`` is 0). Each comes as its token ids and
+    their log-probabilities under ``softmax(logits / temperature)``."""
+    logits, cache, _ = prefill(model, prompt_ids)
     return decode(
         model,
         logits,
