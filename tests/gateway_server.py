@@ -52,6 +52,7 @@ __all__ = [
     "CLAUDE",
     "GEMMA",
     "GPT",
+    "FALLBACKS",
     "MODELS",
     "ROUTES",
     "GatewayServer",

@@ -14,6 +14,7 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterator
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import openai
 import pytest
 from gateway_server import (
     CLAUDE,
+    FALLBACKS,
     GEMMA,
     GPT,
     MODELS,
@@ -576,6 +578,30 @@ def test_a_model_that_fails_for_good_hands_over_to_its_fallback(
     cost = price(CLAUDE, words(ASK), words(ECHO))
     assert info["cost_usd"] == pytest.approx(cost, rel=1e-9)
     assert [c.model for c in last_logged().calls] == [GPT, CLAUDE]
+
+
+def test_a_routed_stream_passes_over_a_choice_that_fails_before_its_first_piece(
+    client: openai.OpenAI, upstream: UpstreamServer
+) -> None:
+    # The policy's first choice fails every attempt, and so does its fallback:
+    # the policy chooses again, among the one model left, which streams the answer.
+    upstream.script(["500"] * 6)
+    with client.chat.completions.create(
+        model="xrouter:lambda=4", messages=USER, stream=True
+    ) as events:
+        chunks = list(events)
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    info = meta(chunks[-1])
+    by_route = {route: model for model, route in ROUTES.items()}
+    blocks = [by_route[route] for route, _ in groupby(r["model"] for r in upstream.requests)]
+    first, rescue, last = blocks
+    assert rescue == FALLBACKS[first] and {first, rescue, last} == set(MODELS)
+    assert text == ECHO and info["models"] == [last]
+    calls = [(c["model"], c["error"] is None) for c in info["calls"]]
+    assert calls == [(first, False), (rescue, False), (last, True)]
+    assert info["cost_usd"] == pytest.approx(price(last, words(ASK), words(ECHO)))
+    assert [c.model for c in last_logged().calls] == blocks
 
 
 def test_a_stalled_upstream_gives_a_504_within_the_time_limits(

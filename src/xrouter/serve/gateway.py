@@ -20,7 +20,8 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,6 +29,7 @@ from xrouter.backends.build import build_pool, replay_pool
 from xrouter.backends.pool import Pool, PoolEntry, load_pool_spec
 from xrouter.core.catalog import Catalog, load_catalog
 from xrouter.core.errors import (
+    BackendError,
     CatalogError,
     ConfigError,
 )
@@ -360,27 +362,67 @@ class Gateway:
             for start in range(0, len(outcome.answer), 64):
                 yield outcome.answer[start : start + 64]
             return
-        if target.routed:
-            assert isinstance(self.router, PolicyRouter)
-            request = _direct_request(messages, caller, self._max_tokens)
-            fits = self.orchestrator.affordable(messages, caller, budget)
-            model = self.router.first_choice(
-                messages, target.lam, [card.id for card in fits]
-            )
-            outcome.strategy = "select"
-        else:
-            assert target.model is not None
-            model = target.model
-            request = _direct_request(messages, caller, self._max_tokens)
-            outcome.strategy = "direct"
+        request = _direct_request(messages, caller, self._max_tokens)
         records: list[CallRecord] = []
+        if not target.routed:
+            assert target.model is not None
+            outcome.strategy = "direct"
+            relay = self._relay(outcome, target.model, request, budget, records)
+            async with aclosing(relay) as pieces:
+                async for text in pieces:
+                    yield text
+            return
+        # The policy's first choice streams live. Until its first piece arrives a
+        # failed choice is passed over, as a whole episode passes over a failed
+        # call: the policy chooses again among the models not yet tried.
+        assert isinstance(self.router, PolicyRouter)
+        outcome.strategy = "select"
+        fits = [
+            card.id for card in self.orchestrator.affordable(messages, caller, budget)
+        ]
+        while True:
+            tried = {record.model for record in records}
+            model = self.router.first_choice(
+                messages, target.lam, [m for m in fits if m not in tried]
+            )
+            before = len(records)
+            try:
+                relay = self._relay(outcome, model, request, budget, records)
+                async with aclosing(relay) as pieces:
+                    async for text in pieces:
+                        yield text
+                return
+            except BackendError:
+                untried = [
+                    m for m in fits if m not in tried | {r.model for r in records}
+                ]
+                if outcome.answer or len(records) == before or not untried:
+                    raise
+                logger.info(
+                    "stream of %s failed before its first piece; the policy "
+                    "chooses again among %d untried models",
+                    model,
+                    len(untried),
+                )
+
+    async def _relay(
+        self,
+        outcome: Outcome,
+        model: str,
+        request: ChatRequest,
+        budget: Budget,
+        records: list[CallRecord],
+    ) -> AsyncGenerator[str, None]:
+        """Stream ``model``'s answer into ``outcome``, its calls into ``records``."""
+        assert self.orchestrator is not None
+        first = len(records)
         deltas = self.orchestrator.calls.stream(
             model, request, budget, records, call_id=f"c{next(self._ids)}"
         )
         try:
             async for delta in deltas:
                 if not outcome.answered_by:
-                    outcome.answered_by = (self._streaming(model, records),)
+                    outcome.answered_by = (self._streaming(model, records[first:]),)
                 if delta.tool_calls:
                     outcome.tool_calls += delta.tool_calls
                 if delta.finish_reason:
@@ -392,8 +434,8 @@ class Gateway:
             # A client that leaves closes this generator: the model's stream
             # stops here too, not whenever the garbage collector finds it.
             await aclose(deltas)
-            outcome.calls = records
-            if records and records[-1].error is None:
+            outcome.calls = list(records)
+            if len(records) > first and records[-1].error is None:
                 outcome.answered_by = (records[-1].model,)
 
     def _streaming(self, model: str, failed: list[CallRecord]) -> str:
