@@ -50,9 +50,9 @@ from xrouter.train.run import checkpoint_manifest
 
 __all__ = [
     "CLAUDE",
+    "FALLBACKS",
     "GEMMA",
     "GPT",
-    "FALLBACKS",
     "MODELS",
     "ROUTES",
     "GatewayServer",

@@ -78,4 +78,4 @@ def test_text_the_router_wrote_is_judged_by_the_verifier(records: ReplayPool) ->
         Scripted('{"answer": "20"}'), records, np.array([janet]), CATALOG
     )
     assert (right.accuracy, wrong.accuracy) == (1.0, 0.0)
-    assert right.episodes[0].strategy == "direct" and right.cost_per_1k == 0.0
+    assert right.episodes[0].strategy == "self" and right.cost_per_1k == 0.0

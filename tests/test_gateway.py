@@ -594,7 +594,9 @@ def test_a_routed_stream_passes_over_a_choice_that_fails_before_its_first_piece(
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     info = meta(chunks[-1])
     by_route = {route: model for model, route in ROUTES.items()}
-    blocks = [by_route[route] for route, _ in groupby(r["model"] for r in upstream.requests)]
+    blocks = [
+        by_route[route] for route, _ in groupby(r["model"] for r in upstream.requests)
+    ]
     first, rescue, last = blocks
     assert rescue == FALLBACKS[first] and {first, rescue, last} == set(MODELS)
     assert text == ECHO and info["models"] == [last]

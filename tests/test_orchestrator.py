@@ -21,7 +21,14 @@ from xrouter.core.errors import (
     RateLimitError,
     UpstreamError,
 )
-from xrouter.core.types import ChatRequest, Completion, Message, StreamDelta, Usage
+from xrouter.core.types import (
+    CallerOptions,
+    ChatRequest,
+    Completion,
+    Message,
+    StreamDelta,
+    Usage,
+)
 from xrouter.orchestrator.budget import Budget, Ledger
 from xrouter.orchestrator.loop import (
     EpisodeFailedError,
@@ -32,6 +39,7 @@ from xrouter.orchestrator.loop import (
     called_messages,
 )
 from xrouter.orchestrator.parsing import ToolCall
+from xrouter.policies.llm_router import LLMRouter
 
 CATALOG = load_catalog()
 MINI = CATALOG.get("gpt-4o-mini-2024-07-18")  # $0.15 / $0.60 per 1M tokens
@@ -46,6 +54,7 @@ class FakeBackend:
     script: list[str | BackendError] = field(default_factory=list)
     delay_s: float = 0.0
     seen: list[ChatRequest] = field(default_factory=list)
+    finish_reason: str = "stop"
 
     async def complete(self, request: ChatRequest) -> Completion:
         self.seen.append(request)
@@ -54,7 +63,7 @@ class FakeBackend:
         step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if isinstance(step, BackendError):
             raise step
-        return Completion(text=step, usage=Usage(100, 50))
+        return Completion(step, Usage(100, 50), finish_reason=self.finish_reason)
 
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         return stream_from_complete(self, request)
@@ -107,12 +116,48 @@ def run(
 FAST = Limits(backoff_s=0.001, max_backoff_s=0.01)
 
 
+def test_the_routers_own_answer_keeps_to_the_callers_max_tokens() -> None:
+    mini = FakeBackend(MINI, ["4"])
+    orchestrator = Orchestrator(pool(mini), FAST)
+    said = "Two plus two is four, as counting on your fingers shows."
+    capped = run(
+        orchestrator,
+        ScriptedRouter([turn(text=said)]),
+        caller=CallerOptions(max_tokens=5),
+    )
+    assert (capped.answer, capped.finish_reason) == ("Two plus two is four", "length")
+    assert capped.strategy == "self"
+    whole = run(orchestrator, ScriptedRouter([turn(text=said)]))
+    assert (whole.answer, whole.finish_reason) == (said, "stop")
+    # A reply the router's own model cut short says so.
+    smol = FakeBackend(
+        CATALOG.get("smollm2-135m"), ["Two plus two is"], finish_reason="length"
+    )
+    cut = run(orchestrator, LLMRouter(smol))  # type: ignore[arg-type]
+    assert (cut.answer, cut.finish_reason, cut.strategy) == (
+        "Two plus two is",
+        "length",
+        "self",
+    )
+
+
+def test_a_router_that_only_writes_empty_replies_fails_in_words_for_the_client() -> (
+    None
+):
+    mini = FakeBackend(MINI, ["4"])
+    with pytest.raises(EpisodeFailedError) as failed:
+        run(Orchestrator(pool(mini), FAST), ScriptedRouter([turn(text=" ")]))
+    assert str(failed.value) == (
+        "no model produced an answer: the router's reply was empty"
+    )
+
+
 def test_router_answering_itself_ends_the_episode_without_calls() -> None:
     mini = FakeBackend(MINI, ["4"])
     result = run(Orchestrator(pool(mini), FAST), ScriptedRouter([turn(text="4")]))
     assert (result.answer, result.strategy, result.answered_by) == (
         "4",
-        "direct",
+        "self",
         ("scripted",),
     )
     assert mini.seen == [] and result.cost_usd == 0.0
@@ -181,7 +226,7 @@ def test_a_call_whose_worst_case_passes_the_budget_is_refused_and_told() -> None
     # 1,000 output tokens of gpt-4o alone are $0.015: more than the $0.01 budget.
     result = run(Orchestrator(pool(big), FAST), router, budget=Budget.limit(0.01))
     assert big.seen == []
-    assert result.strategy == "direct" and result.cost_usd == 0.0
+    assert result.strategy == "self" and result.cost_usd == 0.0
     assert result.tool_errors[0].startswith(
         "call_gpt_4o_2024_05_13: refused, a call to gpt-4o-2024-05-13 "
         "may cost up to $0.015"

@@ -610,7 +610,7 @@ def test_a_run_in_two_processes_logs_each_step_once_and_warm_starts_as_one(
     # of two examples are flat, each example played once by one process.
     rl = two[5]
     assert (rl["kept_groups"], rl["dropped_groups"], rl["refill_rounds"]) == (0, 4, 1)
-    assert rl["action_mix"] == {"direct": 1.0}
+    assert rl["action_mix"] == {"self": 1.0}
     assert sorted(p.name for p in together.glob("checkpoint-*")) == [
         "checkpoint-rl-000001",
         "checkpoint-sft-000001",
@@ -693,7 +693,7 @@ def test_resuming_restores_step_weights_and_optimizer(
     # The untrained router answers every episode itself, wrongly: each group
     # earns 0 throughout, so both refill rounds are played and all dropped.
     rl = next(x for x in sft if x["phase"] == "rl")
-    assert rl["action_mix"] == {"direct": 1.0} and rl["reward"] == 0.0
+    assert rl["action_mix"] == {"self": 1.0} and rl["reward"] == 0.0
     assert (rl["refill_rounds"], rl["kept_groups"], rl["dropped_groups"]) == (2, 0, 3)
     assert [x["step"] for x in sft if x["phase"] == "sft"] == [1, 2]
     assert {

@@ -37,7 +37,6 @@ from typing import Protocol
 from xrouter.backends.pool import Pool
 from xrouter.core.catalog import ModelCard
 from xrouter.core.errors import (
-    BackendError,
     BudgetExceededError,
 )
 from xrouter.core.types import (
@@ -51,7 +50,13 @@ from xrouter.core.types import (
 from xrouter.orchestrator.budget import Budget
 from xrouter.orchestrator.calls import CallRunner, Limits
 from xrouter.orchestrator.parsing import ToolCall
-from xrouter.orchestrator.result import EpisodeResult
+from xrouter.orchestrator.result import (
+    EMPTY_REPLY,
+    EpisodeFailedError,
+    EpisodeResult,
+    own_answer,
+    turn_limit_answer,
+)
 from xrouter.orchestrator.tools import (
     SELECT_TOOL,
     CallArguments,
@@ -77,23 +82,6 @@ _TOKEN_MARGIN = 1.15
 _TOKEN_SLACK = 32
 
 
-class EpisodeFailedError(BackendError):
-    """No model produced an answer: every call failed and the router said nothing.
-
-    ``trace`` holds what was tried (and what it cost: the router's turns).
-    """
-
-    default_retryable = False
-
-    def __init__(self, message: str, trace: Trace) -> None:
-        super().__init__(message)
-        self.trace = trace
-
-    @property
-    def cost_usd(self) -> float:
-        return self.trace.cost_usd
-
-
 @dataclass(frozen=True)
 class RouterTurn:
     """What the router said in one turn: text, tool calls, unreadable calls."""
@@ -103,6 +91,7 @@ class RouterTurn:
     errors: tuple[str, ...] = ()
     usage: Usage = field(default_factory=lambda: Usage(0, 0))
     latency_s: float = 0.0
+    finish_reason: str = "stop"  # "length": the router's reply was cut short
 
 
 @dataclass
@@ -192,7 +181,7 @@ class Orchestrator:
             caller=caller or CallerOptions(),
         )
         trace, errors = Trace(), list[str]()
-        last_text = ""
+        last: RouterTurn | None = None
         # Each model's worst case is priced once; each turn offers those that fit
         # what is left then.
         worst = None
@@ -205,20 +194,17 @@ class Orchestrator:
             decided = await self._router_turn(router, view, budget, trace, deadline)
             if decided is None:
                 break
-            last_text = decided.text
+            last = decided
             view.transcript.append(Message("assistant", _assistant_text(decided)))
             feedback = list(decided.errors)
             if not decided.calls and not decided.errors and decided.text.strip():
-                strategy = "synthesis" if _succeeded(trace) else "direct"
+                strategy = "synthesis" if _succeeded(trace) else "self"
                 who = _router_id(router)
-                trace.answer_from = who
-                return EpisodeResult(
-                    decided.text, trace, (who,), strategy, turn, errors
-                )
+                text, finish = decided.text, decided.finish_reason
+                cap = view.caller.max_tokens
+                return own_answer(text, finish, cap, trace, who, strategy, turn, errors)
             if not decided.calls and not feedback:
-                feedback.append(
-                    "empty reply: answer the user, or call a tool in a <tool_call> tag"
-                )
+                feedback.append(EMPTY_REPLY)
             selected = self._select(decided.calls, trace, feedback)
             if selected is not None:
                 trace.answer_from = selected.model
@@ -241,7 +227,9 @@ class Orchestrator:
             view.transcript.append(Message("user", tool_results(records, feedback)))
             if time.monotonic() >= deadline:
                 break
-        return _turn_limit(trace, last_text, router, view.turn, errors)
+        said = (last.text, last.finish_reason) if last is not None else ("", "stop")
+        who, cap = _router_id(router), view.caller.max_tokens
+        return turn_limit_answer(trace, said, cap, who, view.turn, errors)
 
     def affordable(
         self,
@@ -460,33 +448,3 @@ def _fitting(
     """The models whose worst case fits ``available_usd``; all when none does."""
     fits = [card for card, usd in worst if usd <= available_usd]
     return fits or [card for card, _ in worst]
-
-
-def _turn_limit(
-    trace: Trace, last_text: str, router: Router, turns: int, errors: list[str]
-) -> EpisodeResult:
-    done = [c for c in trace.calls if not c.by_router and c.error is None]
-    if done:
-        last_turn = max(c.turn for c in done)
-        pick = next(c for c in done if c.turn == last_turn)
-        trace.answer_from = pick.model
-        return EpisodeResult(
-            pick.response or "",
-            trace,
-            (pick.model,),
-            "turn_limit",
-            turns,
-            errors,
-            source=pick,
-        )
-    if last_text.strip():
-        who = _router_id(router)
-        trace.answer_from = who
-        return EpisodeResult(last_text, trace, (who,), "turn_limit", turns, errors)
-    # Each reason once: a router may try the same refused call turn after turn.
-    failures = list(dict.fromkeys([c.error for c in trace.calls if c.error] + errors))
-    raise EpisodeFailedError(
-        "no model produced an answer"
-        + (f": {'; '.join(str(f) for f in failures[:4])}" if failures else ""),
-        trace,
-    )

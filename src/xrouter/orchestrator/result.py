@@ -5,16 +5,44 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from xrouter.core.errors import BackendError
 from xrouter.core.types import CallRecord, Trace
+from xrouter.records.tokens import count_tokens, first_tokens
 
-__all__ = ["EpisodeResult"]
+__all__ = [
+    "EMPTY_REPLY",
+    "EpisodeFailedError",
+    "EpisodeResult",
+    "own_answer",
+    "turn_limit_answer",
+]
+
+# What the router is told when it wrote neither an answer nor a tool call.
+EMPTY_REPLY = "empty reply: answer the user, or call a tool in a <tool_call> tag"
+
+
+class EpisodeFailedError(BackendError):
+    """No model produced an answer: every call failed and the router said nothing.
+
+    ``trace`` holds what was tried (and what it cost: the router's turns).
+    """
+
+    default_retryable = False
+
+    def __init__(self, message: str, trace: Trace) -> None:
+        super().__init__(message)
+        self.trace = trace
+
+    @property
+    def cost_usd(self) -> float:
+        return self.trace.cost_usd
 
 
 @dataclass
 class EpisodeResult:
     """The answer of an episode and how it came about.
 
-    ``strategy``: ``direct`` (the router answered itself), ``select`` (an earlier
+    ``strategy``: ``self`` (the router answered itself), ``select`` (an earlier
     response returned verbatim), ``synthesis`` (the router wrote the answer after
     calling models) or ``turn_limit`` (the turn-limit rule picked it).
     """
@@ -26,6 +54,7 @@ class EpisodeResult:
     turns: int
     tool_errors: list[str]
     source: CallRecord | None = None
+    own_finish: str = "stop"  # why the router's own answer ended
 
     @property
     def tool_calls(self) -> tuple[dict[str, Any], ...]:
@@ -34,7 +63,7 @@ class EpisodeResult:
 
     @property
     def finish_reason(self) -> str:
-        return self.source.finish_reason if self.source is not None else "stop"
+        return self.source.finish_reason if self.source is not None else self.own_finish
 
     @property
     def cost_usd(self) -> float:
@@ -70,3 +99,61 @@ class EpisodeResult:
             ],
             "tool_errors": list(self.tool_errors),
         }
+
+
+def own_answer(
+    text: str,
+    finish: str,
+    cap: int | None,
+    trace: Trace,
+    who: str,
+    strategy: str,
+    turns: int,
+    errors: list[str],
+) -> EpisodeResult:
+    """The router ``who``'s own reply as the episode's answer, cut to the
+    caller's ``max_tokens`` (``cap``) as a model's answer would be."""
+    if cap is not None and count_tokens(text) > cap:
+        text, finish = first_tokens(text, cap), "length"
+    trace.answer_from = who
+    return EpisodeResult(
+        text, trace, (who,), strategy, turns, errors, own_finish=finish
+    )
+
+
+def turn_limit_answer(
+    trace: Trace,
+    said: tuple[str, str],
+    cap: int | None,
+    who: str,
+    turns: int,
+    errors: list[str],
+) -> EpisodeResult:
+    """The answer when the turns ran out: the latest successful call's response,
+    else what the router last said (its text and finish reason, ``said``)."""
+    done = [c for c in trace.calls if not c.by_router and c.error is None]
+    if done:
+        last_turn = max(c.turn for c in done)
+        pick = next(c for c in done if c.turn == last_turn)
+        trace.answer_from = pick.model
+        return EpisodeResult(
+            pick.response or "",
+            trace,
+            (pick.model,),
+            "turn_limit",
+            turns,
+            errors,
+            source=pick,
+        )
+    text, finish = said
+    if text.strip():
+        return own_answer(text, finish, cap, trace, who, "turn_limit", turns, errors)
+    # Each reason once: a router may try the same refused call turn after turn.
+    # What the router was told about its empty replies is not for the client.
+    told = ["the router's reply was empty" if e == EMPTY_REPLY else e for e in errors]
+    failures = list(dict.fromkeys([c.error for c in trace.calls if c.error] + told))
+    raise EpisodeFailedError(
+        "no model produced an answer"
+        + (f": {'; '.join(str(f) for f in failures[:4])}" if failures else ""),
+        trace,
+    )

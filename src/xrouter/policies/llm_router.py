@@ -91,6 +91,7 @@ class LLMRouter:
             errors=parsed.errors,
             usage=done.usage,
             latency_s=time.monotonic() - started,
+            finish_reason=done.finish_reason,
         )
 
 
