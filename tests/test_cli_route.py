@@ -125,9 +125,18 @@ def test_bad_pool_files_and_knobs_are_refused(tmp_path: Path) -> None:
         "it once\n"
     )
     code, output = run("route", "hi", "--lambda", "-1")
-    assert code == 1 and "--lambda must be a finite number >= 0, got -1.0" in output
-    code, output = run("route", "hi", "--lambda", "inf")
-    assert code == 1 and "--lambda must be a finite number >= 0, got inf" in output
+    assert (code, output) == (1, "error: --lambda must be >= 0, got -1\n")
+    for loose in ("inf", "1_0", "+4", "\uff14"):  # the last a full-width 4
+        code, output = run("route", "hi", "--lambda", loose)
+        assert (code, output) == (
+            1,
+            "error: --lambda must be a finite number written in ASCII digits, such "
+            f"as 4 or 0.5, got {loose!r}\n",
+        )
+    code, output = run("route", "hi", "--router-tokens", "-5")
+    assert (
+        code == 2 and "Invalid value for '--router-tokens': Input should be" in output
+    )
     code, output = run("route", "   ")
     assert code == 1 and "the prompt is empty" in output
     # Bytes that are not UTF-8 reach Python as lone surrogates.

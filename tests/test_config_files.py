@@ -164,6 +164,13 @@ def test_serve_refuses_a_taken_port_and_a_config_that_is_not_text(
         f"error: cannot listen on 127.0.0.1:{port} (Address already in use); "
         "choose another --port, or stop what holds it"
     )
+    code, output = _serve("--host", "10.255.255.1", "--port", str(port))
+    assert code == 1
+    assert output.strip() == (
+        f"error: cannot listen on 10.255.255.1:{port} (Cannot assign requested "
+        "address); give --host an address of this machine (127.0.0.1, or 0.0.0.0 "
+        "for all of them)"
+    )
     binary = tmp_path / "gateway.yaml"
     binary.write_bytes(b"\xff\xfe not text")
     code, output = _serve("--config", str(binary))

@@ -364,13 +364,38 @@ def test_a_call_larger_than_a_whole_daily_limit_gets_402_not_429(
     assert reply.json()["error"]["code"] == "budget_exceeded"
 
 
+def test_a_ceiling_refusal_names_the_header_the_gateway_reads(
+    make_config: MakeConfig, home: Path
+) -> None:
+    renamed = make_config(
+        "renamed", request_limit_header="x-budget", log={"path": str(home / "r.sqlite")}
+    )
+    chat = "/v1/chat/completions"
+    small = {"model": GPT, "messages": USER, "max_tokens": 5}
+    with GatewayServer(renamed) as gateway, httpx.Client(base_url=gateway.url) as http:
+        refused = http.post(chat, json=small, headers={"x-budget": "0.000001"})
+        served = http.post(chat, json=small, headers={"x-xrouter-max-cost": "0"})
+    assert refused.status_code == 402
+    message = refused.json()["error"]["message"]
+    assert message.startswith("over the request's cost ceiling: a call to ")
+    assert message.endswith(
+        "; raise the x-budget header or ask for less (a lower max_tokens)"
+    )
+    assert served.status_code == 200  # not this gateway's header
+
+
 @pytest.mark.parametrize(
     ("model", "says"),
     [
         ("xrouter:lambda=50000", "lambda 50000 is outside the range"),
-        ("xrouter:lambda=abc", "lambda must be a finite number"),
-        ("xrouter:lambda=1e999", "lambda must be a finite number"),
-        ("xrouter:temperature=2", "lambda must be a finite number"),
+        ("xrouter:lambda=-1", "lambda -1 is outside the range"),
+        ("xrouter:lambda=0", "lambda 0 is outside the range"),
+        ("xrouter:lambda=abc", "lambda must be a finite number written in ASCII"),
+        ("xrouter:lambda=1e999", "lambda must be a finite number written in ASCII"),
+        ("xrouter:lambda=1_0", "lambda must be a finite number written in ASCII"),
+        ("xrouter:lambda=+4", "lambda must be a finite number written in ASCII"),
+        ("xrouter:lambda=\uff14", "lambda must be a finite number written in ASCII"),
+        ("xrouter:temperature=2", "lambda must be a finite number written in ASCII"),
     ],
 )
 def test_a_lambda_the_policy_cannot_take_is_refused_by_name(

@@ -21,6 +21,7 @@ from xrouter.core.errors import ConfigError
 from xrouter.core.types import ROLES, Message
 from xrouter.orchestrator.budget import Budget
 from xrouter.orchestrator.loop import EpisodeResult, Limits, Orchestrator
+from xrouter.orchestrator.reward import read_lambda
 from xrouter.policies.checkpoint import load_checkpoint
 from xrouter.policies.llm_router import LLMRouter
 from xrouter.policies.policy_router import PolicyRouter
@@ -114,8 +115,8 @@ def route_command(
             "unused.",
         ),
     ] = None,
-    lam: Annotated[
-        float | None,
+    lam_text: Annotated[
+        str | None,
         typer.Option(
             "--lambda",
             help="Cost weight the router is told (default: a --policy "
@@ -128,7 +129,8 @@ def route_command(
     ] = None,
     max_turns: Annotated[int, typer.Option("--max-turns")] = 3,
     router_tokens: Annotated[
-        int, typer.Option("--router-tokens", help="Most tokens per router turn.")
+        int,
+        typer.Option("--router-tokens", help="Most tokens per router turn.", min=1),
     ] = 256,
     data_dir: Annotated[
         Path | None,
@@ -148,8 +150,14 @@ def route_command(
         raise ConfigError("give the request as PROMPT or as --messages FILE")
     if prompt is not None and messages_file is not None:
         raise ConfigError("give the request as PROMPT or as --messages FILE, not both")
-    if lam is not None and (not math.isfinite(lam) or lam < 0):
-        raise ConfigError(f"--lambda must be a finite number >= 0, got {lam}")
+    lam = None if lam_text is None else read_lambda(lam_text)
+    if lam is not None and not math.isfinite(lam):
+        raise ConfigError(
+            f"--lambda must be a finite number written in ASCII digits, such as 4 "
+            f"or 0.5, got {lam_text!r}"
+        )
+    if policy is None and lam is not None and lam < 0:
+        raise ConfigError(f"--lambda must be >= 0, got {lam_text}")
     if prompt is not None and not prompt.strip():
         raise ConfigError("the prompt is empty; give the request text")
     if prompt is not None and not _is_text(prompt):

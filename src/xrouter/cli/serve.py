@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from pathlib import Path
@@ -82,6 +83,14 @@ def serve_command(
         raise ConfigError(f"the gateway could not start: {text}")
 
 
+# What to do when the gateway's address cannot be listened on, by errno.
+_LISTEN_ADVICE = {
+    errno.EADDRINUSE: "choose another --port, or stop what holds it",
+    errno.EADDRNOTAVAIL: "give --host an address of this machine (127.0.0.1, or "
+    "0.0.0.0 for all of them)",
+}
+
+
 def _check_free(host: str, port: int) -> None:
     """Refuse an address this process cannot listen on, before anything starts."""
     try:
@@ -97,9 +106,11 @@ def _check_free(host: str, port: int) -> None:
         try:
             probe.bind(address)
         except OSError as exc:
+            advice = _LISTEN_ADVICE.get(
+                exc.errno or 0, "choose another --host or --port"
+            )
             raise ConfigError(
-                f"cannot listen on {host}:{port} ({exc.strerror}); choose another "
-                "--port, or stop what holds it"
+                f"cannot listen on {host}:{port} ({exc.strerror}); {advice}"
             ) from None
 
 

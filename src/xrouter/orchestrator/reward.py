@@ -8,12 +8,23 @@ cost penalty is capped at ``cost_max`` so one expensive episode cannot swamp a b
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from xrouter.core.errors import ConfigError
 from xrouter.core.types import Trace
 
-__all__ = ["RewardConfig", "episode_reward", "reward"]
+__all__ = ["RewardConfig", "episode_reward", "read_lambda", "reward"]
+
+# A number as a person writes one: ASCII digits, a sign, a fraction, an exponent.
+_PLAIN_NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def read_lambda(text: str) -> float:
+    """``text`` as a lambda: a plain decimal number (``4``, ``0.5``, ``1e3``,
+    ``-1``); NaN when it is anything else, where Python's ``float`` would also
+    take underscores, a leading plus, other scripts' digits and ``inf``."""
+    return float(text) if _PLAIN_NUMBER.fullmatch(text) else math.nan
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,7 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
         try:
             await gateway.complete(outcome, body.conversation(), body.caller(), budget)
         except (BackendError, BudgetExceededError) as exc:
-            failure = failure_of(exc)
+            failure = failure_of(exc, config.request_limit_header)
             service.finish(outcome, body, key, failure.status, failure)
             return error_response(failure, outcome.request_id)
         except Exception:

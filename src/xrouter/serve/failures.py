@@ -14,7 +14,7 @@ from xrouter.orchestrator.loop import EpisodeFailedError
 
 __all__ = ["CEILING", "RequestError", "failure_of"]
 
-CEILING = "request's cost ceiling"  # the ledger of the x-xrouter-max-cost header
+CEILING = "request's cost ceiling"  # the ledger of the request_limit_header
 
 
 class RequestError(Exception):
@@ -32,7 +32,9 @@ class RequestError(Exception):
         self.status, self.kind, self.param, self.code = status, kind, param, code
 
 
-def failure_of(exc: BackendError | BudgetExceededError) -> RequestError:
+def failure_of(
+    exc: BackendError | BudgetExceededError, ceiling_header: str
+) -> RequestError:
     """The HTTP error for a request that no model could answer.
 
     402 when only its own cost ceiling refused its calls, or when each refusal was
@@ -40,6 +42,7 @@ def failure_of(exc: BackendError | BudgetExceededError) -> RequestError:
     429 when a daily limit refused (it may pass tomorrow, or once calls in flight
     end). 400 when the last model tried rejected the request as given (a retry
     would be rejected again), 504 when it timed out, 502 otherwise.
+    ``ceiling_header``: the header that sets the request's cost ceiling.
     """
     text = str(exc)
     refusing = refusing_ledgers(text)  # also those quoted by a failed episode
@@ -48,7 +51,7 @@ def failure_of(exc: BackendError | BudgetExceededError) -> RequestError:
             return RequestError(
                 402,
                 f"over the request's cost ceiling: {text}; raise the "
-                f"x-xrouter-max-cost header or ask for less (a lower max_tokens)",
+                f"{ceiling_header} header or ask for less (a lower max_tokens)",
                 "insufficient_quota",
                 code="cost_ceiling_exceeded",
             )

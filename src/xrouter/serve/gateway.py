@@ -42,6 +42,7 @@ from xrouter.orchestrator.loop import (
     Orchestrator,
     Router,
 )
+from xrouter.orchestrator.reward import read_lambda
 from xrouter.serve.config import GatewayConfig
 from xrouter.serve.failures import RequestError
 from xrouter.serve.startup import prepare
@@ -261,15 +262,12 @@ class Gateway:
         if name == ROUTED:
             return self.config.router.lam
         setting, _, given = name.removeprefix(ROUTED + ":").partition("=")
-        try:
-            lam = float(given) if setting == "lambda" else math.nan
-        except ValueError:
-            lam = math.nan
-        if not (math.isfinite(lam) and lam >= 0):
+        lam = read_lambda(given) if setting == "lambda" else math.nan
+        if not math.isfinite(lam):
             raise RequestError(
                 400,
-                f"model {name[:80]!r}: lambda must be a finite number >= 0, as in "
-                "'xrouter:lambda=4'",
+                f"model {name[:80]!r}: lambda must be a finite number written in "
+                "ASCII digits, as in 'xrouter:lambda=4'",
                 param="model",
             )
         from xrouter.policies.policy_router import PolicyRouter
@@ -283,6 +281,12 @@ class Gateway:
                     f"on ({low:g} to {high:g}); choose one in it",
                     param="model",
                 )
+        elif lam < 0:
+            raise RequestError(
+                400,
+                f"model {name[:80]!r}: lambda must be >= 0, as in 'xrouter:lambda=4'",
+                param="model",
+            )
         return lam
 
     def new_outcome(self, target: Target) -> Outcome:

@@ -138,7 +138,7 @@ class Service:
         try:
             first = await anext(pieces, None)
         except (BackendError, BudgetExceededError) as exc:
-            failure = failure_of(exc)
+            failure = failure_of(exc, self.config.request_limit_header)
             self.finish(outcome, body, key, failure.status, failure, stream=True)
             return error_response(failure, outcome.request_id)
         except Exception:
@@ -166,7 +166,7 @@ class Service:
             async for text in pieces:
                 yield chunks.event({"content": text})
         except (BackendError, BudgetExceededError) as exc:
-            failure = failure_of(exc)
+            failure = failure_of(exc, self.config.request_limit_header)
             self.finish(outcome, body, key, 200, failure, stream=True)
             error = error_body(str(failure), failure.kind, code=failure.code)
             yield f"data: {json.dumps(error)}\n\n"
