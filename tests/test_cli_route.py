@@ -112,8 +112,11 @@ def test_bad_pool_files_and_knobs_are_refused(tmp_path: Path) -> None:
         "models:\n  - {model: gpt-4o-mini-2024-07-18, backend: carrier-pigeon}\n"
     )
     code, output = run("route", "hi", "--pool", str(pool))
-    assert code == 1
-    assert f"pool file {pool}: models.0.backend: Input should be 'http'" in output
+    assert (code, output) == (
+        1,
+        f"error: pool file {pool}: models.0.backend: Input should be 'http', "
+        "'replay', 'local' or 'litellm'\n",
+    )
     pool.write_text(
         "models:\n  - {model: gpt-4o-mini-2024-07-18}\n  - {model: gpt-4o-mini}\n"
     )

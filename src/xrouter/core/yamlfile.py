@@ -52,6 +52,19 @@ def read_yaml_model(
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
-            for err in exc.errors()
+            for err in _own_errors(exc)
         )
         raise ConfigError(f"{what} {path}: {problems}") from None
+
+
+def _own_errors(exc: ValidationError) -> list[Any]:
+    """The errors of ``exc`` less a list's "too short" where items of that list
+    failed: pydantic counts only the valid items, so a one-item list whose item
+    is wrong would also be reported as empty."""
+    errors = exc.errors()
+    failed = {tuple(err["loc"][:n]) for err in errors for n in range(len(err["loc"]))}
+    return [
+        err
+        for err in errors
+        if not (err["type"] == "too_short" and tuple(err["loc"]) in failed)
+    ]
