@@ -328,6 +328,15 @@ def test_a_request_every_model_rejects_gets_400_and_no_retry(
     assert upstream.attempts == len(tried)
     if model == GPT:
         assert tried == [GPT, CLAUDE]
+        # The message gives the reason of the model asked for, then its fallback's.
+        url = upstream.base_url
+        assert error["message"] == (
+            "the model rejected the request: no model produced an answer: "
+            f"bad_request: model '{GPT}' at {url} rejected the request (HTTP 400: "
+            "upstream fault: bad request); then bad_request: model "
+            f"'{CLAUDE}' at {url} rejected the request (HTTP 400: upstream fault: "
+            "bad request)"
+        )
 
 
 def test_a_call_larger_than_a_whole_daily_limit_gets_402_not_429(

@@ -332,8 +332,11 @@ class Gateway:
         outcome.calls = records
         last = records[-1]
         if last.error is not None:
+            # Each model's reason: the one asked for, then its fallbacks'.
+            reasons = dict.fromkeys(r.error.rstrip(".") for r in records if r.error)
             raise EpisodeFailedError(
-                f"no model produced an answer: {last.error}", Trace(records)
+                f"no model produced an answer: {'; then '.join(reasons)}",
+                Trace(records),
             )
         outcome.answer, outcome.answered_by = last.response or "", (last.model,)
         outcome.strategy, outcome.tool_calls = "direct", last.tool_calls
