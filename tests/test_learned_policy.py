@@ -850,3 +850,50 @@ def test_the_policy_router_tells_the_network_what_came_back(
         ("select_response", {"call_id": "c3"})
     ]
     assert len(given) == 2  # the network was not asked
+
+
+def test_a_fallbacks_answer_counts_as_its_own_models(checkpoint_dir: Path) -> None:
+    """When the model asked for failed and its fallback answered, the network is
+    told that the fallback's model answered (so it is not paid for again) and
+    that the model asked for was called and failed."""
+    checkpoint = load_checkpoint(checkpoint_dir)
+    catalog = load_catalog()
+    router = PolicyRouter(
+        checkpoint, catalog, MODELS, MODELS[2], StandInEmbedder(), name="p"
+    )
+    given: list[Seen] = []
+
+    def decide(embedding: Any, lam: float, tokens: int, seen: Seen) -> Any:
+        given.append(seen)
+        return Decision("select", MODELS[1])
+
+    router.live.decide = decide  # type: ignore[method-assign]
+    calls = [
+        CallRecord(MODELS[0], None, Usage(10, 0), 0.0, call_id="c1", error="http 500"),
+        CallRecord(
+            MODELS[1],
+            "\\boxed{18}",
+            Usage(10, 5),
+            0.001,
+            call_id="c1",
+            turn=1,
+            fallback_for=MODELS[0],
+        ),
+    ]
+    view = EpisodeView(
+        messages=(Message("user", "Janet's ducks?"),),
+        pool=[catalog.get(m) for m in MODELS],
+        lam=2.0,
+        turn=2,
+        max_turns=3,
+        budget_left_usd=1.0,
+        calls=calls,
+    )
+    turn = asyncio.run(router.decide(view))
+    assert [(c.name, c.arguments) for c in turn.calls] == [
+        ("select_response", {"call_id": "c1"})
+    ]
+    (seen,) = given
+    assert seen.called == [True, True, False]
+    assert seen.answered == [False, True, False]
+    assert seen.answers == [None, "18", None] and seen.cost == [0.0, 0.001, 0.0]

@@ -136,7 +136,10 @@ class PolicyRouter:
         seen.offered = [m in offered for m in pool]
         last_ok: dict[str, str] = {}
         for call in view.calls:
-            model = call.fallback_for or call.model
+            # A fallback's answer is its own model's, so that the policy does not
+            # pay for that model again; the model asked for failed (its own record
+            # says so). A fallback outside the pool speaks for the model asked for.
+            model = call.model if call.model in pool else call.fallback_for or ""
             if model not in pool or call.by_router:
                 continue
             j = pool.index(model)
