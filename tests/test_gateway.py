@@ -656,7 +656,7 @@ def test_a_stalled_upstream_gives_a_504_within_the_time_limits(
 
 
 def test_a_stream_cut_midway_ends_with_an_error_event(
-    client: openai.OpenAI, upstream: UpstreamServer
+    client: openai.OpenAI, http: httpx.Client, upstream: UpstreamServer
 ) -> None:
     upstream.script(["cut"])
     text, took = stream_until_error(client, "cut the stream midway")
@@ -665,6 +665,20 @@ def test_a_stream_cut_midway_ends_with_an_error_event(
     assert upstream.attempts == 1  # no retry once the caller has seen text
     entry = last_logged()
     assert (entry.status, entry.outcome, entry.stream) == (200, "upstream_error", True)
+    # The text sent is billed as counted, and the closing error event says so.
+    (cut,) = entry.calls
+    assert cut.output_tokens == count_tokens("echo: how")
+    billed = price(GPT, cut.input_tokens, cut.output_tokens)
+    assert entry.cost_usd == pytest.approx(billed, rel=1e-9) and billed > 0
+    upstream.script(["cut"])
+    body = {"model": GPT, "messages": USER, "stream": True}
+    with http.stream("POST", "/v1/chat/completions", json=body) as reply:
+        events = [line[6:] for line in reply.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])
+    assert error["error"]["code"] == "upstream_error"
+    assert error["xrouter"]["cost_usd"] == pytest.approx(entry.cost_usd, rel=1e-9)
+    assert [c["model"] for c in error["xrouter"]["calls"]] == [GPT]
 
 
 def test_a_stream_ends_at_the_episodes_time_limit(

@@ -169,6 +169,7 @@ class Service:
             failure = failure_of(exc, self.config.request_limit_header)
             self.finish(outcome, body, key, 200, failure, stream=True)
             error = error_body(str(failure), failure.kind, code=failure.code)
+            error["xrouter"] = outcome.metadata()  # what the text sent cost
             yield f"data: {json.dumps(error)}\n\n"
             yield "data: [DONE]\n\n"
             return
