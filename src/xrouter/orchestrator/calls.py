@@ -37,12 +37,17 @@ from xrouter.core.types import CallRecord, ChatRequest, StreamDelta, Usage
 from xrouter.orchestrator.budget import Budget, Hold
 from xrouter.records.tokens import count_request_tokens, count_tokens
 
-__all__ = ["CallRunner", "Limits"]
+__all__ = ["CallRunner", "Limits", "with_margin"]
 
 # Prompt tokens are counted with one tokenizer for every model; vendors' counts
 # differ by a few percent, so the worst case adds this share and a constant.
 _TOKEN_MARGIN = 1.15
 _TOKEN_SLACK = 32
+
+
+def with_margin(prompt_tokens: int) -> int:
+    """The prompt tokens a worst case allows for ``prompt_tokens`` counted."""
+    return int(prompt_tokens * _TOKEN_MARGIN) + _TOKEN_SLACK
 
 
 @dataclass(frozen=True)
@@ -79,8 +84,7 @@ class CallRunner:
     def prompt_allowance(request: ChatRequest) -> int:
         """The prompt tokens a worst case allows for: counted, plus a margin.
         Everything sent is counted: the caller's tools and tool calls too."""
-        prompt = count_request_tokens(request)
-        return int(prompt * _TOKEN_MARGIN) + _TOKEN_SLACK
+        return with_margin(count_request_tokens(request))
 
     def worst_case(
         self, entry: PoolEntry, request: ChatRequest, prompt: int | None = None

@@ -76,11 +76,6 @@ __all__ = [
     "called_messages",
 ]
 
-# Prompt tokens are counted with one tokenizer for every model; vendors' counts
-# differ by a few percent, so the worst case adds this share and a constant.
-_TOKEN_MARGIN = 1.15
-_TOKEN_SLACK = 32
-
 
 @dataclass(frozen=True)
 class RouterTurn:

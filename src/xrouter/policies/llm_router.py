@@ -18,15 +18,13 @@ from typing import Any
 from xrouter.backends.base import Backend
 from xrouter.core.catalog import ModelCard
 from xrouter.core.types import ChatRequest, Message
+from xrouter.orchestrator.calls import with_margin
 from xrouter.orchestrator.loop import EpisodeView, RouterTurn
 from xrouter.orchestrator.parsing import ToolCall, parse_tool_calls
 from xrouter.orchestrator.tools import router_system_prompt
 from xrouter.records.tokens import count_message_tokens
 
 __all__ = ["LLMRouter"]
-
-_TOKEN_MARGIN = 1.15
-_TOKEN_SLACK = 32
 
 
 class LLMRouter:
@@ -69,9 +67,7 @@ class LLMRouter:
         prompt = count_message_tokens(
             [(m.role, m.content) for m in self.messages(view)]
         )
-        return self.card.cost(
-            int(prompt * _TOKEN_MARGIN) + _TOKEN_SLACK, self.max_tokens
-        )
+        return self.card.cost(with_margin(prompt), self.max_tokens)
 
     async def decide(self, view: EpisodeView) -> RouterTurn:
         started = time.monotonic()
