@@ -15,6 +15,7 @@ from xrouter.backends.build import replay_pool
 from xrouter.backends.http import HttpBackend
 from xrouter.backends.pool import Pool, PoolEntry
 from xrouter.core.catalog import ModelCard, load_catalog
+from xrouter.core.errors import BadRequestError
 from xrouter.core.types import ChatRequest, Completion, Message
 from xrouter.orchestrator.budget import Budget, Ledger
 from xrouter.orchestrator.loop import (
@@ -233,3 +234,47 @@ def test_replay_cuts_a_live_answer_at_max_tokens_and_bills_it_pro_rata(
     # An evaluation names its item and gets the record whole, as it was scored.
     scored = asyncio.run(ask(max_tokens=5, item_id=janet["item_id"]))
     assert (scored.text, scored.cost_usd) == (janet["response"], janet["cost_usd"])
+
+
+def test_replay_ends_a_live_answer_at_a_stop_string_and_refuses_a_forced_tool_call(
+    zeroeval_store: Store,
+) -> None:
+    gpt = "gpt-4o-mini-2024-07-18"
+    backend = replay_pool(zeroeval_store, "zeroeval", [gpt], CATALOG).entry(gpt).backend
+    records = zeroeval_store.records(["zeroeval"], models=[gpt]).to_pylist()
+    janet = next(
+        r for r in records if r["item_id"] == "zeroeval/gsm8k/gsm8k-main-test-#0"
+    )
+    asked = (Message("user", JANET),)
+
+    async def ask(**options: object) -> Completion:
+        return await backend.complete(ChatRequest(asked, **options))  # type: ignore[arg-type]
+
+    # The first of the stop strings to appear ends the answer, before it.
+    stopped = asyncio.run(ask(stop=("Therefore", "eggs per day")))
+    assert stopped.text == janet["response"][: janet["response"].index("eggs per day")]
+    assert stopped.text.endswith("Janet's ducks lay 16 ")
+    kept = count_tokens(stopped.text)
+    assert (stopped.finish_reason, stopped.usage.output_tokens) == ("stop", kept)
+    prompt_usd = CATALOG.get(gpt).cost(janet["input_tokens"], 0)
+    reply_usd = (janet["cost_usd"] - prompt_usd) * kept / janet["output_tokens"]
+    assert stopped.cost_usd == pytest.approx(prompt_usd + reply_usd)
+    # A stop string the answer lacks changes nothing; max_tokens still cuts.
+    whole = asyncio.run(ask(stop=("no such words",)))
+    assert (whole.text, whole.cost_usd) == (janet["response"], janet["cost_usd"])
+    both = asyncio.run(ask(stop=("Therefore",), max_tokens=5))
+    assert (both.text, both.finish_reason) == (
+        first_tokens(janet["response"], 5),
+        "length",
+    )
+
+    lookup = {"type": "function", "function": {"name": "lookup"}}
+    for choice, shown in (("required", "'required'"), (lookup, json.dumps(lookup))):
+        with pytest.raises(BadRequestError) as refused:
+            asyncio.run(ask(tool_choice=choice))
+        assert str(refused.value) == (
+            f"{gpt} is replayed from recorded answers, which hold no tool calls, so "
+            f"tool_choice {shown} cannot be met; give the model a live backend in a "
+            "pool file"
+        )
+    assert asyncio.run(ask(tool_choice="auto")).text == janet["response"]

@@ -35,7 +35,7 @@ from xrouter.core.types import (
 )
 from xrouter.records.schema import Item, item_from_row
 from xrouter.records.store import Store
-from xrouter.records.tokens import first_tokens
+from xrouter.records.tokens import count_tokens, first_tokens
 
 __all__ = ["PromptIndex", "ReplayBackend", "ReplayPool"]
 
@@ -317,6 +317,13 @@ class ReplayBackend:
                 "pool file",
                 model=self._card.id,
             )
+        if request.tool_choice not in (None, "auto", "none"):
+            raise BadRequestError(
+                f"{self._card.id} is replayed from recorded answers, which hold no "
+                f"tool calls, so tool_choice {_shown(request.tool_choice)} cannot be "
+                "met; give the model a live backend in a pool file",
+                model=self._card.id,
+            )
         item_id = self._item(request)
         try:
             record = self._pool.call(self._model, item_id)
@@ -329,10 +336,22 @@ class ReplayBackend:
                 model=self._card.id,
                 retryable=False,
             )
-        cap = request.max_tokens
-        if request.item_id is not None or cap is None:
+        if request.item_id is not None:  # an evaluation: the record as it is
             return Completion(record.response, record.usage, cost_usd=record.cost_usd)
-        return _cut(record.response, record.usage, record.cost_usd, cap, self._card)
+        text, usage, cost = record.response, record.usage, record.cost_usd
+        stopped = _at_stop(text, request.stop)
+        if stopped is not None:
+            # The answer ends before the first stop string, as a model's would; its
+            # reply is billed for the tokens kept.
+            kept = min(count_tokens(stopped), usage.output_tokens)
+            text, (usage, cost) = stopped, _billed(usage, cost, kept, self._card)
+        cap = request.max_tokens
+        if cap is not None and usage.output_tokens > cap:
+            usage, cost = _billed(usage, cost, cap, self._card)
+            return Completion(
+                first_tokens(text, cap), usage, cost_usd=cost, finish_reason="length"
+            )
+        return Completion(text, usage, cost_usd=cost)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
         done = await self.complete(request)
@@ -349,17 +368,23 @@ class ReplayBackend:
 _WORDS_PER_DELTA = 4
 
 
-def _cut(
-    text: str, usage: Usage, cost_usd: float, cap: int, card: ModelCard
-) -> Completion:
-    """A recorded answer cut to ``cap`` output tokens, if it is longer."""
-    if usage.output_tokens <= cap:
-        return Completion(text, usage, cost_usd=cost_usd)
+def _at_stop(text: str, stops: Sequence[str]) -> str | None:
+    """``text`` up to its first stop string, or None when it holds none."""
+    ends = [i for i in (text.find(stop) for stop in stops if stop) if i >= 0]
+    return text[: min(ends)] if ends else None
+
+
+def _shown(value: object) -> str:
+    return json.dumps(value) if isinstance(value, dict) else repr(value)
+
+
+def _billed(
+    usage: Usage, cost_usd: float, kept: int, card: ModelCard
+) -> tuple[Usage, float]:
+    """The usage and cost of a recorded answer of which ``kept`` output tokens
+    are returned: its prompt in full, its reply pro rata."""
+    if usage.output_tokens <= kept:
+        return usage, cost_usd
     prompt_usd = min(card.cost(usage.input_tokens, 0), cost_usd)
-    reply_usd = (cost_usd - prompt_usd) * cap / usage.output_tokens
-    return Completion(
-        first_tokens(text, cap),
-        Usage(usage.input_tokens, cap),
-        cost_usd=prompt_usd + reply_usd,
-        finish_reason="length",
-    )
+    reply_usd = (cost_usd - prompt_usd) * kept / usage.output_tokens
+    return Usage(usage.input_tokens, kept), prompt_usd + reply_usd
