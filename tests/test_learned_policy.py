@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from xrouter.backends.replay import ReplayPool
-from xrouter.core.catalog import load_catalog, read_cards
+from xrouter.core.catalog import Catalog, load_catalog, read_cards
 from xrouter.core.errors import CheckpointError, ConfigError, DataError
 from xrouter.core.types import CallRecord, Message, Usage
 from xrouter.evaluate.episodes import replay_entries
@@ -797,6 +797,19 @@ def test_a_later_turn_decides_from_what_came_back_as_in_the_batched_episodes(
     assert kinds >= {"call", "select"}
 
 
+def _view_after(calls: list[CallRecord], catalog: Catalog, turn: int) -> EpisodeView:
+    """A live episode's view at ``turn``, at lambda 2, after ``calls``."""
+    return EpisodeView(
+        messages=(Message("user", "Janet's ducks?"),),
+        pool=[catalog.get(m) for m in MODELS],
+        lam=2.0,
+        turn=turn,
+        max_turns=3,
+        budget_left_usd=1.0,
+        calls=calls,
+    )
+
+
 def test_the_policy_router_tells_the_network_what_came_back(
     checkpoint_dir: Path,
 ) -> None:
@@ -820,15 +833,7 @@ def test_the_policy_router_tells_the_network_what_came_back(
         CallRecord(MODELS[0], None, Usage(10, 0), 0.0, call_id="c1", error="timeout"),
         CallRecord(MODELS[1], answer, Usage(10, 7), 0.002, call_id="c2", turn=2),
     ]
-    view = EpisodeView(
-        messages=(Message("user", "Janet's ducks?"),),
-        pool=[catalog.get(m) for m in MODELS],
-        lam=2.0,
-        turn=3,
-        max_turns=3,
-        budget_left_usd=1.0,
-        calls=calls,
-    )
+    view = _view_after(calls, catalog, turn=3)
     script.append(Decision("select", MODELS[1]))
     turn = asyncio.run(router.decide(view))
     assert [(c.name, c.arguments) for c in turn.calls] == [
@@ -880,15 +885,7 @@ def test_a_fallbacks_answer_counts_as_its_own_models(checkpoint_dir: Path) -> No
             fallback_for=MODELS[0],
         ),
     ]
-    view = EpisodeView(
-        messages=(Message("user", "Janet's ducks?"),),
-        pool=[catalog.get(m) for m in MODELS],
-        lam=2.0,
-        turn=2,
-        max_turns=3,
-        budget_left_usd=1.0,
-        calls=calls,
-    )
+    view = _view_after(calls, catalog, turn=2)
     turn = asyncio.run(router.decide(view))
     assert [(c.name, c.arguments) for c in turn.calls] == [
         ("select_response", {"call_id": "c1"})

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from upstream import UpstreamServer
@@ -206,24 +207,33 @@ def test_replayed_episode_returns_the_recorded_answer_and_cost(
     assert json.loads(result.answer.split("```json")[-1].split("```")[0])["answer"]
 
 
-def test_replay_cuts_a_live_answer_at_max_tokens_and_bills_it_pro_rata(
-    zeroeval_store: Store,
-) -> None:
-    gpt = "gpt-4o-mini-2024-07-18"
-    backend = replay_pool(zeroeval_store, "zeroeval", [gpt], CATALOG).entry(gpt).backend
-    records = zeroeval_store.records(["zeroeval"], models=[gpt]).to_pylist()
+def _replayed_janet(
+    store: Store, gpt: str
+) -> tuple[dict[str, Any], Callable[..., Completion]]:
+    """``gpt``'s record on the first GSM8K test item (Janet's ducks), and a
+    function that sends that item's prompt to ``gpt`` replayed, with options."""
+    backend = replay_pool(store, "zeroeval", [gpt], CATALOG).entry(gpt).backend
+    records = store.records(["zeroeval"], models=[gpt]).to_pylist()
     janet = next(
         r for r in records if r["item_id"] == "zeroeval/gsm8k/gsm8k-main-test-#0"
     )
     asked = (Message("user", JANET),)
 
-    async def ask(**options: object) -> Completion:
-        return await backend.complete(ChatRequest(asked, **options))  # type: ignore[arg-type]
+    def ask(**options: Any) -> Completion:
+        return asyncio.run(backend.complete(ChatRequest(asked, **options)))
 
-    whole = asyncio.run(ask(max_tokens=4096))
+    return janet, ask
+
+
+def test_replay_cuts_a_live_answer_at_max_tokens_and_bills_it_pro_rata(
+    zeroeval_store: Store,
+) -> None:
+    gpt = "gpt-4o-mini-2024-07-18"
+    janet, ask = _replayed_janet(zeroeval_store, gpt)
+    whole = ask(max_tokens=4096)
     assert (whole.text, whole.finish_reason) == (janet["response"], "stop")
     assert whole.usage.output_tokens == janet["output_tokens"] > 5
-    cut = asyncio.run(ask(max_tokens=5))
+    cut = ask(max_tokens=5)
     assert cut.text == first_tokens(janet["response"], 5)
     assert count_tokens(cut.text) == 5 and janet["response"].startswith(cut.text)
     assert (cut.finish_reason, cut.usage.output_tokens) == ("length", 5)
@@ -232,7 +242,7 @@ def test_replay_cuts_a_live_answer_at_max_tokens_and_bills_it_pro_rata(
     reply_usd = (janet["cost_usd"] - prompt_usd) * 5 / janet["output_tokens"]
     assert cut.cost_usd == pytest.approx(prompt_usd + reply_usd)
     # An evaluation names its item and gets the record whole, as it was scored.
-    scored = asyncio.run(ask(max_tokens=5, item_id=janet["item_id"]))
+    scored = ask(max_tokens=5, item_id=janet["item_id"])
     assert (scored.text, scored.cost_usd) == (janet["response"], janet["cost_usd"])
 
 
@@ -240,18 +250,9 @@ def test_replay_ends_a_live_answer_at_a_stop_string_and_refuses_a_forced_tool_ca
     zeroeval_store: Store,
 ) -> None:
     gpt = "gpt-4o-mini-2024-07-18"
-    backend = replay_pool(zeroeval_store, "zeroeval", [gpt], CATALOG).entry(gpt).backend
-    records = zeroeval_store.records(["zeroeval"], models=[gpt]).to_pylist()
-    janet = next(
-        r for r in records if r["item_id"] == "zeroeval/gsm8k/gsm8k-main-test-#0"
-    )
-    asked = (Message("user", JANET),)
-
-    async def ask(**options: object) -> Completion:
-        return await backend.complete(ChatRequest(asked, **options))  # type: ignore[arg-type]
-
+    janet, ask = _replayed_janet(zeroeval_store, gpt)
     # The first of the stop strings to appear ends the answer, before it.
-    stopped = asyncio.run(ask(stop=("Therefore", "eggs per day")))
+    stopped = ask(stop=("Therefore", "eggs per day"))
     assert stopped.text == janet["response"][: janet["response"].index("eggs per day")]
     assert stopped.text.endswith("Janet's ducks lay 16 ")
     kept = count_tokens(stopped.text)
@@ -260,9 +261,9 @@ def test_replay_ends_a_live_answer_at_a_stop_string_and_refuses_a_forced_tool_ca
     reply_usd = (janet["cost_usd"] - prompt_usd) * kept / janet["output_tokens"]
     assert stopped.cost_usd == pytest.approx(prompt_usd + reply_usd)
     # A stop string the answer lacks changes nothing; max_tokens still cuts.
-    whole = asyncio.run(ask(stop=("no such words",)))
+    whole = ask(stop=("no such words",))
     assert (whole.text, whole.cost_usd) == (janet["response"], janet["cost_usd"])
-    both = asyncio.run(ask(stop=("Therefore",), max_tokens=5))
+    both = ask(stop=("Therefore",), max_tokens=5)
     assert (both.text, both.finish_reason) == (
         first_tokens(janet["response"], 5),
         "length",
@@ -271,10 +272,10 @@ def test_replay_ends_a_live_answer_at_a_stop_string_and_refuses_a_forced_tool_ca
     lookup = {"type": "function", "function": {"name": "lookup"}}
     for choice, shown in (("required", "'required'"), (lookup, json.dumps(lookup))):
         with pytest.raises(BadRequestError) as refused:
-            asyncio.run(ask(tool_choice=choice))
+            ask(tool_choice=choice)
         assert str(refused.value) == (
             f"{gpt} is replayed from recorded answers, which hold no tool calls, so "
             f"tool_choice {shown} cannot be met; give the model a live backend in a "
             "pool file"
         )
-    assert asyncio.run(ask(tool_choice="auto")).text == janet["response"]
+    assert ask(tool_choice="auto").text == janet["response"]

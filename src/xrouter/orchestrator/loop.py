@@ -54,6 +54,7 @@ from xrouter.orchestrator.result import (
     EMPTY_REPLY,
     EpisodeFailedError,
     EpisodeResult,
+    call_answer,
     own_answer,
     turn_limit_answer,
 )
@@ -202,16 +203,7 @@ class Orchestrator:
                 feedback.append(EMPTY_REPLY)
             selected = self._select(decided.calls, trace, feedback)
             if selected is not None:
-                trace.answer_from = selected.model
-                return EpisodeResult(
-                    selected.response or "",
-                    trace,
-                    (selected.model,),
-                    "select",
-                    turn,
-                    errors + feedback,
-                    source=selected,
-                )
+                return call_answer(selected, trace, "select", turn, errors + feedback)
             pool_calls = [c for c in decided.calls if c.name != SELECT_TOOL]
             records = await self._run_calls(
                 pool_calls, view, budget, turn, deadline, feedback

@@ -13,6 +13,7 @@ __all__ = [
     "EMPTY_REPLY",
     "EpisodeFailedError",
     "EpisodeResult",
+    "call_answer",
     "own_answer",
     "turn_limit_answer",
 ]
@@ -101,6 +102,16 @@ class EpisodeResult:
         }
 
 
+def call_answer(
+    call: CallRecord, trace: Trace, strategy: str, turns: int, errors: list[str]
+) -> EpisodeResult:
+    """A pool call's response, returned verbatim, as the episode's answer."""
+    trace.answer_from = call.model
+    return EpisodeResult(
+        call.response or "", trace, (call.model,), strategy, turns, errors, source=call
+    )
+
+
 def own_answer(
     text: str,
     finish: str,
@@ -135,16 +146,7 @@ def turn_limit_answer(
     if done:
         last_turn = max(c.turn for c in done)
         pick = next(c for c in done if c.turn == last_turn)
-        trace.answer_from = pick.model
-        return EpisodeResult(
-            pick.response or "",
-            trace,
-            (pick.model,),
-            "turn_limit",
-            turns,
-            errors,
-            source=pick,
-        )
+        return call_answer(pick, trace, "turn_limit", turns, errors)
     text, finish = said
     if text.strip():
         return own_answer(text, finish, cap, trace, who, "turn_limit", turns, errors)
