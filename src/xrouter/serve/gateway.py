@@ -387,11 +387,9 @@ class Gateway:
         fits = [
             card.id for card in self.orchestrator.affordable(messages, caller, budget)
         ]
+        untried = fits
         while True:
-            tried = {record.model for record in records}
-            model = self.router.first_choice(
-                messages, target.lam, [m for m in fits if m not in tried]
-            )
+            model = self.router.first_choice(messages, target.lam, untried)
             before = len(records)
             try:
                 relay = self._relay(outcome, model, request, budget, records)
@@ -400,9 +398,8 @@ class Gateway:
                         yield text
                 return
             except BackendError:
-                untried = [
-                    m for m in fits if m not in tried | {r.model for r in records}
-                ]
+                tried = {record.model for record in records}
+                untried = [m for m in fits if m not in tried]
                 if outcome.answer or len(records) == before or not untried:
                     raise
                 logger.info(
