@@ -147,6 +147,31 @@ def test_a_csv_row_cut_short_is_refused_not_read_with_gaps(
         ingest(data, Store(tmp_path / "s"), load_catalog(), ["routerbench"])
 
 
+def test_a_csv_cut_inside_a_quoted_field_or_after_its_header_is_refused(
+    small_data: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    csv_file = data / "routerbench" / "winograde_test.csv"
+    text = csv_file.read_text(encoding="utf-8")
+    opened = text.rindex(',"') + 2  # the last quoted field: the file ends inside it
+    assert '"' not in text[opened : opened + 5]
+    csv_file.write_text(text[: opened + 5], encoding="utf-8")
+    line = text.count("\n", 0, text.rindex("\n", 0, opened)) + 2
+    with pytest.raises(SourceFormatError) as refused:
+        ingest(data, Store(tmp_path / "s"), load_catalog(), ["routerbench"])
+    assert str(refused.value) == (
+        f"{csv_file}, line {line}: unexpected end of data (a quoted field the file "
+        "ends inside); the file is truncated or malformed, fetch it again"
+    )
+    csv_file.write_text(text.split("\n", 1)[0] + "\n", encoding="utf-8")
+    with pytest.raises(SourceFormatError) as refused:
+        ingest(data, Store(tmp_path / "t"), load_catalog(), ["routerbench"])
+    assert str(refused.value) == (
+        f"{csv_file} has a header but no rows; the file is truncated, fetch it again"
+    )
+
+
 def test_a_non_numeric_score_names_the_file(small_data: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(small_data, data)

@@ -63,28 +63,45 @@ def reading(file: Path) -> Iterator[None]:
 
 
 def read_csv(file: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """Rows of a CSV file with the line each starts on; a cut row is refused.
+    """Rows of a CSV file with the line each starts on; a cut file is refused.
 
     Fields may span lines (prompts do), so the line is the file's own line number,
-    not the row count. A row with fewer fields than the header means a truncated
-    file: it is refused rather than read with gaps.
+    not the row count. A truncated file is refused rather than read with gaps: a
+    row with fewer fields than the header, a quoted field the file ends inside,
+    and a header with no rows after it.
     """
     csv.field_size_limit(2**31 - 1)
     with file.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
+        reader = csv.reader(handle, strict=True)
         header = next(reader, None)
         if not header:
             raise SourceFormatError(f"{file} is empty; fetch the file again")
         start = reader.line_num + 1
-        for fields in reader:
+        rows = 0
+        while True:
+            try:
+                fields = next(reader, None)
+            except csv.Error as exc:
+                raise SourceFormatError(
+                    f"{file}, line {start}: {exc} (a quoted field the file ends "
+                    "inside); the file is truncated or malformed, fetch it again"
+                ) from exc
+            if fields is None:
+                break
             if len(fields) != len(header):
                 raise SourceFormatError(
                     f"{file}, line {start}: a row of {len(fields)} fields where the "
                     f"header has {len(header)}; the file is truncated or malformed, "
                     "fetch it again"
                 )
+            rows += 1
             yield start, dict(zip(header, fields, strict=True))
             start = reader.line_num + 1
+        if rows == 0:
+            raise SourceFormatError(
+                f"{file} has a header but no rows; the file is truncated, fetch it "
+                "again"
+            )
 
 
 def literal(text: str, file: Path, line: int | str, what: str) -> Any:
