@@ -234,6 +234,41 @@ def test_a_two_model_suite_runs_without_the_cascade(
     }
 
 
+def test_a_pool_whose_models_cost_the_same_gets_no_aiq_and_says_why(
+    small_data: Path, tmp_path: Path
+) -> None:
+    # Three of LLMRouter's models have one price, $0.20 per 1M tokens in and out.
+    suites = write_suites(
+        tmp_path,
+        "  - name: same-price\n    source: llmrouter\n"
+        "    pool: [qwen2.5-7b-instruct, llama-3.1-8b-instruct, "
+        "mistral-7b-instruct-v0.3]\n"
+        "    strong: llama-3.1-8b-instruct\n    weak: mistral-7b-instruct-v0.3\n",
+    )
+    out = tmp_path / "out"
+    code, output = run(
+        "eval", "--from", str(small_data), "--suites", str(suites),
+        "--out", str(out), "--store", str(tmp_path / "s"),
+    )  # fmt: skip
+    assert code == 0, output
+    report = json.loads((out / "report.json").read_text())["suites"]["same-price"]
+    assert {p["name"]: p["aiq"] for p in report["policies"]} == dict.fromkeys(
+        [
+            "qwen2.5-7b-instruct",
+            "llama-3.1-8b-instruct",
+            "mistral-7b-instruct-v0.3",
+            "random-mix",
+            "knn",
+            "oracle",
+        ]
+    )
+    (note,) = [n for n in report["notes"] if n.startswith("AIQ not reported")]
+    assert note.startswith(
+        "AIQ not reported: every pool model costs the same on the test split ($"
+    )
+    assert note.endswith("per 1k items), so there is no cost range to integrate over")
+
+
 def test_an_output_path_that_is_a_file_fails_at_once(
     small_data: Path, tmp_path: Path
 ) -> None:

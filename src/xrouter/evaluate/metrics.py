@@ -333,7 +333,7 @@ def _apgr_or_none(
 def summarise(
     result: PolicyResult,
     *,
-    cost_range: tuple[float, float],
+    cost_range: tuple[float, float] | None,
     best_single: CurvePoint,
     oracle: CurvePoint,
     weak: CurvePoint | None,
@@ -343,7 +343,9 @@ def summarise(
 
     Keys: name, kind, accuracy, cost_per_1k, cost_per_correct, calls_per_query,
     aiq (over ``cost_range``, linear cost), apgr (None unless strong is both
-    costlier and more accurate than weak), match_best_single_cost_fraction (None
+    costlier and more accurate than weak; None without a ``cost_range``: when every
+    single model costs the same there is no range to integrate over),
+    match_best_single_cost_fraction (None
     if never reached or best_single costs 0) and oracle_gap (percentage points).
     """
     if not 0 <= result.default < len(result.points):
@@ -366,7 +368,7 @@ def summarise(
         "cost_per_1k": point.cost_per_1k,
         "cost_per_correct": cost_per_correct(point.accuracy, point.cost_per_1k),
         "calls_per_query": point.calls_per_query,
-        "aiq": aiq(costs, accs, cost_range),
+        "aiq": aiq(costs, accs, cost_range) if cost_range is not None else None,
         "apgr": _apgr_or_none(costs, accs, weak, strong),
         "match_best_single_cost_fraction": match,
         "oracle_gap": oracle_gap(point.accuracy, oracle.accuracy),

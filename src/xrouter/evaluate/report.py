@@ -45,9 +45,15 @@ def _fmt(key: str, value: Any) -> str:
 
 
 def ordered(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Routers first, then the oracle, then single models; each group by AIQ."""
+    """Routers first, then the oracle, then single models; each group by AIQ (by
+    accuracy where AIQ is not reported)."""
     group = {"router": 0, "oracle": 1, "single": 2}
-    return sorted(rows, key=lambda r: (group.get(str(r["kind"]), 3), -float(r["aiq"])))
+
+    def key(row: dict[str, Any]) -> tuple[int, float]:
+        score = row["aiq"] if row["aiq"] is not None else row["accuracy"]
+        return group.get(str(row["kind"]), 3), -float(score)
+
+    return sorted(rows, key=key)
 
 
 def format_row(row: dict[str, Any]) -> list[str]:

@@ -196,7 +196,7 @@ def evaluate_suite(
         result = factory(pool, test)
         results.insert(len(results) - 1, result)  # before the oracle
         notes += result.notes
-    notes += _pair_notes(suite, results)
+    notes += _pair_notes(suite, results) + _cost_notes(results)
     report = SuiteReport(
         suite=suite,
         pool=list(pool.models),
@@ -207,6 +207,17 @@ def evaluate_suite(
     )
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _cost_notes(results: list[PolicyResult]) -> list[str]:
+    costs = {r.at_default.cost_per_1k for r in results if r.kind == "single"}
+    if len(costs) > 1:
+        return []
+    return [
+        "AIQ not reported: every pool model costs the same on the test split "
+        f"(${next(iter(costs)):.4f} per 1k items), so there is no cost range to "
+        "integrate over"
+    ]
 
 
 def _pair_notes(suite: Suite, results: list[PolicyResult]) -> list[str]:
@@ -225,11 +236,14 @@ def _rows(suite: Suite, results: list[PolicyResult]) -> list[dict[str, Any]]:
     costs = [p.cost_per_1k for p in singles.values()]
     best = max(singles.values(), key=lambda p: (p.accuracy, -p.cost_per_1k))
     oracle = next(r.at_default for r in results if r.kind == "oracle")
+    # AIQ integrates over the singles' cost range; there is none if they all cost
+    # the same.
+    cost_range = (min(costs), max(costs)) if max(costs) > min(costs) else None
     rows = []
     for result in results:
         row = metrics.summarise(
             result,
-            cost_range=(min(costs), max(costs)),
+            cost_range=cost_range,
             best_single=best,
             oracle=oracle,
             weak=singles.get(suite.weak),

@@ -32,7 +32,7 @@ def dev_aiq(
 ) -> dict[str, float]:
     """``dev/aiq/<suite>`` for each suite with dev items (its curve over ``lams``),
     and their mean."""
-    suites = [k for k, rows in enumerate(data.dev) if len(rows)]
+    suites = _selectable(data)
     if not suites:
         return {}
     rows = np.concatenate([data.dev[k] for k in suites])
@@ -57,6 +57,16 @@ def dev_aiq(
     return out
 
 
+def _selectable(data: TrainingData) -> list[int]:
+    """The suites a dev AIQ can be measured on: with train and dev items, and
+    single models of more than one cost (AIQ integrates over their range)."""
+    return [
+        k
+        for k in range(len(data.parts))
+        if len(data.dev[k]) and len(data.train[k]) and np.ptp(_cost_range(data, k)) > 0
+    ]
+
+
 def _cost_range(data: TrainingData, k: int) -> tuple[float, float]:
     """The dev cost range (USD per 1,000 queries) of suite k's single models."""
     rows = data.dev[k]
@@ -68,9 +78,8 @@ def _cost_range(data: TrainingData, k: int) -> tuple[float, float]:
 def baseline_dev_aiq(data: TrainingData) -> dict[str, float]:
     """``dev/baseline/<suite>``: the best dev AIQ among the baselines."""
     out = {}
-    for k, part in enumerate(data.parts):
-        if not len(data.dev[k]) or not len(data.train[k]):
-            continue
+    for k in _selectable(data):
+        part = data.parts[k]
         train, dev = data.table.item[data.train[k]], data.table.item[data.dev[k]]
         knn = NearestNeighbour(part.embedding, k=data.neighbours[k])
         policies: list[Policy] = [knn, RandomMix()]
