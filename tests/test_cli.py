@@ -183,6 +183,17 @@ TWO = (
             "  - name: [oops\n",
             "not valid YAML at line 3, column 1: expected ',' or ']'",
         ),
+        (
+            TWO.format(name="rb", source="routerbench") + "    tasks: []\n",
+            "suite 'rb' lists no tasks; leave tasks out to take every task of its "
+            "source, or name some",
+        ),
+        (
+            TWO.format(name="rb", source="routerbench")
+            + "    tasks: [mbpp, winogrnade]\n",
+            "source(s) routerbench have no items of task(s) winogrnade; their tasks "
+            "are arc-challenge, mbpp, winogrande",
+        ),
     ],
 )
 def test_bad_suites_are_refused_before_any_work(

@@ -186,3 +186,17 @@ def test_unknown_task_lists_the_source_tasks(pool: ReplayPool) -> None:
         " are cruxeval, gsm8k, math-l5",
     ):
         ReplayPool.load(pool.store, ["zeroeval"], MODELS, tasks=["gsm"])
+
+
+def test_an_exclude_meta_key_that_flags_no_item_is_warned_of(
+    pool: ReplayPool, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="xrouter.backends.replay"):
+        kept = ReplayPool.load(
+            pool.store, ["zeroeval"], MODELS, exclude_meta=["contaminted"]
+        )
+    assert kept.item_ids == pool.item_ids
+    assert caplog.messages == [
+        "exclude_meta key 'contaminted' flags no item of zeroeval, so it leaves none "
+        "out; the keys their items' meta has: question"
+    ]

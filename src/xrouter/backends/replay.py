@@ -9,6 +9,7 @@ with no record fails with ``ReplayMissError`` rather than inventing an answer.
 from __future__ import annotations
 
 import json
+import logging
 import unicodedata
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from xrouter.records.store import Store
 from xrouter.records.tokens import count_tokens, first_tokens
 
 __all__ = ["PromptIndex", "ReplayBackend", "ReplayPool"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,14 +78,16 @@ class ReplayPool:
         ``contaminated``) are left out.
         """
         items = store.items(sources, tasks=tasks, columns=["item_id", "task", "meta"])
-        if tasks is not None and items.num_rows == 0:
-            known = store.items(sources, columns=["task"]).column("task").unique()
-            raise StoreError(
-                f"source(s) {', '.join(sources)} have no items of task(s) "
-                f"{', '.join(tasks)}; their tasks are "
-                f"{', '.join(sorted(str(t) for t in known.to_pylist()))}"
-            )
-        items = _drop_flagged(items, exclude_meta)
+        if tasks is not None:
+            found = set(items.column("task").unique().to_pylist())
+            if missing := [t for t in tasks if t not in found]:
+                known = store.items(sources, columns=["task"]).column("task").unique()
+                raise StoreError(
+                    f"source(s) {', '.join(sources)} have no items of task(s) "
+                    f"{', '.join(missing)}; their tasks are "
+                    f"{', '.join(sorted(str(t) for t in known.to_pylist()))}"
+                )
+        items = _drop_flagged(items, exclude_meta, sources)
         cols = [
             "item_id",
             "model",
@@ -213,11 +218,27 @@ class ReplayPool:
         )
 
 
-def _drop_flagged(items: pa.Table, keys: Sequence[str]) -> pa.Table:
+def _drop_flagged(
+    items: pa.Table, keys: Sequence[str], sources: Sequence[str]
+) -> pa.Table:
+    """``items`` less those whose meta flags any of ``keys``; a key that flags no
+    item is warned of (misspelt, it would leave every item in)."""
     if not keys:
         return items
-    metas = items.column("meta").to_pylist()
-    keep = [not (meta and any(json.loads(meta).get(k) for k in keys)) for meta in metas]
+    metas = [
+        json.loads(meta) if meta else {} for meta in items.column("meta").to_pylist()
+    ]
+    flagged = {key for meta in metas for key, value in meta.items() if value}
+    for key in keys:
+        if key not in flagged:
+            logger.warning(
+                "exclude_meta key %r flags no item of %s, so it leaves none out; "
+                "the keys their items' meta has: %s",
+                key,
+                ", ".join(sources),
+                ", ".join(sorted({k for meta in metas for k in meta})) or "none",
+            )
+    keep = [not any(meta.get(k) for k in keys) for meta in metas]
     return items.filter(pa.array(keep))
 
 

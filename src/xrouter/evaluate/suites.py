@@ -60,6 +60,11 @@ class Suite(BaseModel):
             )
         if len(self.pool) < 2:
             raise ValueError(f"suite {self.name!r} needs a pool of >= 2 models")
+        if self.tasks is not None and not self.tasks:
+            raise ValueError(
+                f"suite {self.name!r} lists no tasks; leave tasks out to take every "
+                "task of its source, or name some"
+            )
         if len(set(self.pool)) != len(self.pool):
             raise ValueError(f"suite {self.name!r} lists a pool model twice")
         named = [self.strong, self.weak] + (
