@@ -313,3 +313,19 @@ def test_a_file_given_as_data_dir_is_named(tmp_path: Path) -> None:
     file.write_text("x")
     with pytest.raises(DataError, match=f"{file} is a file, not a data directory"):
         ingest(file, Store(tmp_path / "s"), load_catalog())
+
+
+def test_a_broken_link_among_the_source_files_is_one_clear_error(
+    small_data: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    raw = data / "zeroeval" / "raw_gz"
+    victim = sorted(raw.glob("*.json.gz"))[0]
+    victim.unlink()
+    victim.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(SourceFormatError) as refused:
+        ensure_ingested(data, Store(tmp_path / "s"), load_catalog())
+    assert str(refused.value) == (
+        f"{victim} cannot be read (No such file or directory); fetch the file again"
+    )

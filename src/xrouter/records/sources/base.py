@@ -238,7 +238,12 @@ class Source(ABC):
     def fingerprint(self, root: Path) -> str:
         digest = hashlib.sha256()
         for file in self.files(root):
-            stat = file.stat()
+            try:
+                stat = file.stat()
+            except OSError as exc:  # a broken or looping link
+                raise SourceFormatError(
+                    f"{file} cannot be read ({exc.strerror}); fetch the file again"
+                ) from exc
             digest.update(f"{file.relative_to(root)}:{stat.st_size}".encode())
             digest.update(f":{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()[:16]
