@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,36 @@ def test_pull_without_network_says_to_use_from(
     assert code == 1
     assert "cannot reach http://127.0.0.1:9/yuchenlin/ZeroEval/" in output
     assert "xrouter data ingest --from DIR" in output
+
+
+def test_verify_refuses_bad_arguments_and_a_damaged_published_file(
+    small_data: Path, tmp_path: Path
+) -> None:
+    store = str(tmp_path / "store")
+    code, output = run("data", "verify", "--from", str(small_data), "--json",
+                       str(tmp_path), "--store", store)  # fmt: skip
+    assert (code, output) == (
+        1, f"error: --json {tmp_path} is a directory; give a file path\n"
+    )  # fmt: skip
+    code, output = run("data", "verify", "--from", str(small_data), "--source",
+                       "nosuch", "--store", store)  # fmt: skip
+    assert (code, output) == (
+        1,
+        "error: unknown source 'nosuch'; choose from zeroeval, routerbench, "
+        "routellm, llmrouter\n",
+    )
+    copy = tmp_path / "data"
+    shutil.copytree(small_data, copy)
+    published = copy / "zeroeval" / "official_accuracy.json"
+    for damage in ('{"gsm": {"gpt-4o-mini-2024-07-18": "high"}}', "[1, 2]"):
+        published.write_text(damage, encoding="utf-8")
+        code, output = run("data", "verify", "--from", str(copy), "--source",
+                           "zeroeval", "--store", store)  # fmt: skip
+        assert code == 1 and output.splitlines()[-1] == (
+            f"error: {published} must map each task to its models' accuracies "
+            '(numbers), as {"gsm": {"gpt-4o-mini-2024-07-18": 94.24}}; fetch the '
+            "file again"
+        )
 
 
 def test_verify_writes_rows_with_the_published_figures(

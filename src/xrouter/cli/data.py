@@ -24,7 +24,7 @@ from xrouter.cli.app import (
     writable_dir,
 )
 from xrouter.core.catalog import Catalog, load_catalog
-from xrouter.core.errors import StoreError
+from xrouter.core.errors import ConfigError, StoreError
 from xrouter.records.store import Store, default_store_path
 
 if TYPE_CHECKING:
@@ -137,9 +137,14 @@ def verify_command(
     """Show stored verdicts beside each source's published accuracy."""
     from xrouter.records.agreement import agreement_rows
     from xrouter.records.ingest import ensure_ingested
+    from xrouter.records.sources import get_source
 
     if json_out is not None:
+        if json_out.is_dir():
+            raise ConfigError(f"--json {json_out} is a directory; give a file path")
         writable_dir(json_out.parent, "directory for --json")
+    for name in source or ():
+        get_source(name)  # an unknown name is refused before any work
     target = open_store(store)
     cards = load_catalog(catalog or ())
     with progress_reporter() as reporter:

@@ -62,12 +62,25 @@ def _official(root: Path) -> dict[str, dict[str, float]]:
     if not file.is_file():
         return {}
     try:
-        raw: dict[str, dict[str, float]] = json.loads(file.read_text(encoding="utf-8"))
+        raw = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise SourceFormatError(
             f"{file}: malformed JSON at line {exc.lineno} ({exc.msg})"
         ) from exc
-    return raw
+    shaped = isinstance(raw, dict) and all(
+        isinstance(models, dict)
+        and all(
+            isinstance(acc, int | float) and not isinstance(acc, bool)
+            for acc in models.values()
+        )
+        for models in raw.values()
+    )
+    if not shaped:
+        raise SourceFormatError(
+            f"{file} must map each task to its models' accuracies (numbers), as "
+            '{"gsm": {"gpt-4o-mini-2024-07-18": 94.24}}; fetch the file again'
+        )
+    return dict(raw)
 
 
 def _published(root: Path, catalog: Catalog) -> dict[tuple[str, str], float]:
