@@ -187,6 +187,20 @@ def test_a_rerun_after_failures_makes_exactly_the_missing_calls(
     assert len(journal(store)) == 13
 
 
+def test_a_call_that_timed_out_is_not_asked_again_in_the_run(
+    server: UpstreamServer, gsm: list[Item], tmp_path: Path
+) -> None:
+    # Its provider may still bill the answer it finishes: one attempt per pair.
+    store = Store(tmp_path)
+    server.mode, server.stall_s = "stall", 2.0
+    slow = replace(FAST, call_timeout_s=0.2, retries=2)
+    summary = run(store, server, gsm[:2], limits=slow)
+    assert server.attempts == 4 and (summary.calls, summary.failed) == (4, 4)
+    lines = journal(store)
+    assert [line["attempts"] for line in lines] == [1] * 4
+    assert all(line["error"].startswith("timeout:") for line in lines)
+
+
 def test_a_cancelled_run_keeps_every_call_it_paid_for(
     server: UpstreamServer, gsm: list[Item], tmp_path: Path
 ) -> None:

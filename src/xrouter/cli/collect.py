@@ -112,7 +112,8 @@ def collect_command(
     catalog: CatalogFiles = None,
 ) -> None:
     """Call every pool model on the task's items and store the answers, usage and
-    cost as records; rerun to resume (no item is paid for twice)."""
+    cost as records; rerun to resume (no answer is paid for twice; a call that
+    times out is not asked again in the run, as its provider may bill it)."""
     if not (math.isfinite(max_cost) and max_cost >= 0):
         raise ConfigError(f"--max-cost must be a number of USD >= 0, got {max_cost}")
     target = open_store(store)
@@ -165,6 +166,14 @@ def collect_command(
         )
         for model, (count, error) in summary.errors.items():
             err_console.print(Text(f"  {model}: {count} failed, the last with {error}"))
+        if any(error.startswith("timeout:") for _, error in summary.errors.values()):
+            err_console.print(
+                Text(
+                    "a call that timed out was not asked again, and is booked at $0, "
+                    "but its provider may still bill the answer it finished; raise "
+                    "the model's timeout_s in the pool file before you rerun"
+                )
+            )
     if summary.interrupted_by is not None:
         err_console.print(
             Text(

@@ -61,6 +61,8 @@ class Limits:
     backoff_s: float = 0.25
     max_backoff_s: float = 8.0
     default_max_tokens: int = 1024
+    # A timed-out generation may still be billed by its provider: False asks once.
+    retry_timeouts: bool = True
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
@@ -199,6 +201,8 @@ class CallRunner:
                     tool_calls=done.tool_calls,
                 )
             if not failure.retryable or attempt > limits.retries:
+                break
+            if isinstance(failure, BackendTimeoutError) and not limits.retry_timeouts:
                 break
             await asyncio.sleep(self._backoff(attempt, failure))
         hold.release()

@@ -333,7 +333,9 @@ async def collect(
     limiter = limiter or RateLimiter(rpm)
     runner = CallRunner(
         Pool([PoolEntry(entry.card, entry.backend) for entry in pool]),
-        limits or Limits(default_max_tokens=max_tokens),
+        # A timed-out call is not asked again in this run: its provider may bill
+        # the generation it finishes anyway, and a rerun is the user's choice.
+        replace(limits or Limits(default_max_tokens=max_tokens), retry_timeouts=False),
     )
     prefix = (Message("system", system_prompt),) if system_prompt else ()
 
