@@ -311,6 +311,33 @@ def test_a_pool_whose_models_cost_the_same_gets_no_aiq_and_says_why(
     assert note.endswith("per 1k items), so there is no cost range to integrate over")
 
 
+def test_a_pool_whose_models_share_no_item_is_named_as_such(
+    small_data: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "data"
+    raw = copy / "zeroeval" / "raw_gz"
+    raw.mkdir(parents=True)
+    # gemma answered only GSM8K here, claude only MATH: no item has both.
+    for name in ("gsm__gemma-2-2b-it", "math-l5__claude-3-haiku-20240307"):
+        shutil.copy(small_data / "zeroeval" / "raw_gz" / f"{name}.json.gz", raw)
+    suites = write_suites(
+        tmp_path,
+        "  - name: apart\n    source: zeroeval\n"
+        "    pool: [gemma-2-2b-it, claude-3-haiku-20240307]\n"
+        "    strong: claude-3-haiku-20240307\n    weak: gemma-2-2b-it\n",
+    )
+    code, output = run(
+        "eval", "--from", str(copy), "--suites", str(suites),
+        "--out", str(tmp_path / "out"), "--store", str(tmp_path / "s"),
+    )  # fmt: skip
+    assert code == 1
+    assert output.splitlines()[-1] == (
+        "error: suite 'apart' has no items: none of the 2,040 items of zeroeval has "
+        "a record of every pool model; choose pool models that answered the same "
+        "items (`xrouter data models` lists each model's records)"
+    )
+
+
 def test_an_output_path_that_is_a_file_fails_at_once(
     small_data: Path, tmp_path: Path
 ) -> None:

@@ -145,6 +145,13 @@ def evaluate_suite(
     reporter = reporter or Silent()
     suite = suite.resolved(catalog)
     pool = suite.replay_pool(store)
+    if not pool.item_ids:
+        raise DataError(
+            f"suite {suite.name!r} has no items: none of the "
+            f"{pool.dropped_items:,} items of {suite.source} has a record of every "
+            "pool model; choose pool models that answered the same items "
+            "(`xrouter data models` lists each model's records)"
+        )
     train = np.flatnonzero(split_mask(pool.item_ids, "train"))
     test = np.flatnonzero(split_mask(pool.item_ids, "test"))
     for split, rows in (("train", train), ("test", test)):
