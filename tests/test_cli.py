@@ -120,6 +120,14 @@ def test_pull_without_network_says_to_use_from(
     assert code == 1
     assert "cannot reach http://127.0.0.1:9/yuchenlin/ZeroEval/" in output
     assert "xrouter data ingest --from DIR" in output
+    # A --to that cannot be a directory is named before the network is tried.
+    (tmp_path / "afile").write_text("x")
+    code, output = run("data", "pull", "--to", str(tmp_path / "afile" / "sub"))
+    assert (code, output) == (
+        1,
+        f"error: cannot create --to directory {tmp_path / 'afile' / 'sub'} (Not a "
+        "directory); give a writable directory\n",
+    )
 
 
 def test_verify_refuses_bad_arguments_and_a_damaged_published_file(

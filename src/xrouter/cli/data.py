@@ -112,6 +112,7 @@ def pull_command(
     """Download the recorded outputs from their public origins (needs network)."""
     from xrouter.records.pull import pull
 
+    writable_dir(to, "--to directory")  # before the network is tried
     with progress_reporter() as reporter:
         count = pull(to, source, reporter)
     console.print(
