@@ -329,3 +329,24 @@ def test_a_broken_link_among_the_source_files_is_one_clear_error(
     assert str(refused.value) == (
         f"{victim} cannot be read (No such file or directory); fetch the file again"
     )
+
+
+def test_routerbench_is_read_again_when_the_mbpp_tests_it_borrows_appear(
+    small_data: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_data / "routerbench", data / "routerbench")
+    store = Store(tmp_path / "s")
+
+    def with_tests() -> int:
+        golds = store.items(["routerbench"], tasks=["mbpp"], columns=["task", "gold"])
+        return sum(bool(gold) for gold in golds.column("gold").to_pylist())
+
+    ensure_ingested(data, store, load_catalog(), sources=["routerbench"])
+    alone = store.manifest()["routerbench"]
+    assert with_tests() == 0
+    # LLMRouter's copy of MBPP carries the tests RouterBench's prompts lack.
+    shutil.copytree(small_data / "llmrouter", data / "llmrouter")
+    ensure_ingested(data, store, load_catalog(), sources=["routerbench"])
+    assert store.manifest()["routerbench"].fingerprint != alone.fingerprint
+    assert with_tests() == 99

@@ -235,9 +235,18 @@ class Source(ABC):
     ) -> Iterator[SourceBatch]:
         """Yield items and records, calling ``advance`` after each file."""
 
+    def companions(self, root: Path) -> list[Path]:
+        """Files of other sources this one reads where they are present (so a
+        copy of the data that gains or loses them is read again)."""
+        return []
+
     def fingerprint(self, root: Path) -> str:
         digest = hashlib.sha256()
-        for file in self.files(root):
+        for file in self.companions(root):
+            digest.update(f"{file.relative_to(root)}:{file.is_file()}\n".encode())
+        for file in self.files(root) + [
+            f for f in self.companions(root) if f.is_file()
+        ]:
             try:
                 stat = file.stat()
             except OSError as exc:  # a broken or looping link

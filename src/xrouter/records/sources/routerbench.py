@@ -36,6 +36,7 @@ _FILES = tuple(
 )
 _TASKS = {"arc-challenge": "choice", "winogrande": "choice", "mbpp": "mbpp"}
 _MBPP_TESTS = ("default_query_train.jsonl", "default_query_test.jsonl")
+_MBPP_FOLDER = Path("llmrouter", "example_data", "query_data")
 
 
 class RouterBench(Source):
@@ -51,6 +52,9 @@ class RouterBench(Source):
 
     def files(self, root: Path) -> list[Path]:
         return [self.require(root, name) for name in _FILES]
+
+    def companions(self, root: Path) -> list[Path]:
+        return [root / _MBPP_FOLDER / name for name in _MBPP_TESTS]
 
     def read(
         self, root: Path, prices: PriceBook, advance: Callable[[], None]
@@ -188,7 +192,7 @@ def _voted_gold(answers: dict[str, tuple[str | None, float, float]]) -> str | No
 
 def _mbpp_tests(root: Path) -> dict[str, str]:
     """MBPP prompt text -> its tests as a JSON list, from LLMRouter's copy of MBPP."""
-    folder = root / "llmrouter" / "example_data" / "query_data"
+    folder = root / _MBPP_FOLDER
     tests: dict[str, str] = {}
     for name in _MBPP_TESTS:
         file = folder / name
