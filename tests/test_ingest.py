@@ -6,6 +6,7 @@ import ast
 import csv
 import gzip
 import json
+import multiprocessing
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from xrouter.core.catalog import load_catalog
 from xrouter.core.errors import CatalogError, DataError, SourceFormatError, StoreError
 from xrouter.records.ingest import ensure_ingested, ingest
+from xrouter.records.schema import ITEM_SCHEMA, RECORD_SCHEMA
 from xrouter.records.store import Store
 from xrouter.records.tokens import count_tokens, first_tokens
 
@@ -350,3 +352,22 @@ def test_routerbench_is_read_again_when_the_mbpp_tests_it_borrows_appear(
     ensure_ingested(data, store, load_catalog(), sources=["routerbench"])
     assert store.manifest()["routerbench"].fingerprint != alone.fingerprint
     assert with_tests() == 99
+
+
+def _note_source(path: Path, name: str) -> None:
+    """Note one empty source in the store at ``path`` (in a process of its own)."""
+    Store(path).write_source(
+        name,
+        ITEM_SCHEMA.empty_table(),
+        RECORD_SCHEMA.empty_table(),
+        data_dir=path,
+        fingerprint=name,
+        seconds=0.0,
+    )
+
+
+def test_sources_noted_by_processes_at_once_are_all_kept(tmp_path: Path) -> None:
+    names = [f"collected-p{n}" for n in range(8)]
+    with multiprocessing.get_context("fork").Pool(8) as pool:
+        pool.starmap(_note_source, [(tmp_path, name) for name in names])
+    assert sorted(Store(tmp_path).manifest()) == names

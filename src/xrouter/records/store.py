@@ -13,10 +13,12 @@ before it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -79,9 +81,20 @@ class Store:
 
     def _write_manifest(self, infos: dict[str, SourceInfo]) -> None:
         body = {"version": 1, "sources": {n: asdict(i) for n, i in infos.items()}}
-        tmp = self.path / (_MANIFEST + ".tmp")
+        tmp = self.path / f"{_MANIFEST}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(body, indent=2, sort_keys=True))
         os.replace(tmp, self.path / _MANIFEST)
+
+    @contextmanager
+    def _manifest_lock(self) -> Iterator[None]:
+        """Held while the manifest is read, changed and written back, so that
+        processes noting sources at once do not drop each other's entries."""
+        with (self.path / f"{_MANIFEST}.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     # -- writing ---------------------------------------------------------------
 
@@ -102,7 +115,7 @@ class Store:
             for kind, table in (("items", items), ("records", records)):
                 folder = self.path / kind
                 folder.mkdir(parents=True, exist_ok=True)
-                tmp = folder / f".{name}.parquet.tmp"
+                tmp = folder / f".{name}.{os.getpid()}.parquet.tmp"
                 pq.write_table(table, tmp, compression="zstd")
                 os.replace(tmp, folder / f"{name}.parquet")
         except OSError as exc:
@@ -119,9 +132,10 @@ class Store:
             seconds=round(seconds, 2),
             ingested_at=time.time(),
         )
-        infos = self.manifest()
-        infos[name] = info
-        self._write_manifest(infos)
+        with self._manifest_lock():
+            infos = self.manifest()
+            infos[name] = info
+            self._write_manifest(infos)
         return info
 
     # -- reading ---------------------------------------------------------------
