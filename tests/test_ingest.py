@@ -371,3 +371,37 @@ def test_sources_noted_by_processes_at_once_are_all_kept(tmp_path: Path) -> None
     with multiprocessing.get_context("fork").Pool(8) as pool:
         pool.starmap(_note_source, [(tmp_path, name) for name in names])
     assert sorted(Store(tmp_path).manifest()) == names
+
+
+def test_a_zeroeval_gold_that_differs_between_files_or_is_not_a_value_is_refused(
+    small_data: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    raw = data / "zeroeval" / "raw_gz"
+    first = raw / "gsm__claude-3-haiku-20240307.json.gz"
+    later = raw / "gsm__gpt-4o-mini-2024-07-18.json.gz"
+    rows = json.loads(gzip.decompress(later.read_bytes()))
+    original = json.dumps(rows)
+
+    def refusal(row: int, **fields: object) -> str:
+        changed = json.loads(original)
+        changed[row].update(fields)
+        later.write_bytes(gzip.compress(json.dumps(changed).encode()))
+        with pytest.raises(SourceFormatError) as refused:
+            ingest(data, Store(tmp_path / "s"), load_catalog(), ["zeroeval"])
+        return str(refused.value)
+
+    item = f"zeroeval/gsm8k/{rows[5]['id']}"
+    assert refusal(5, answer="# 99") == (
+        f"{later}: item 5 ({item}) has the gold answer '99', but {first} gives it "
+        f"{rows[5]['answer'].lstrip('#').strip()!r}; every model is judged against "
+        "one gold, so fetch the files again"
+    )
+    assert refusal(5, answer=None) == (
+        f"{later}: item 5 has answer None, not a string or a number; fetch the file "
+        "again"
+    )
+    assert refusal(2, id=[1, 2]) == (
+        f"{later}: item 2 has id [1, 2], not a string or a number; fetch the file again"
+    )

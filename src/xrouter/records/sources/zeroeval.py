@@ -70,14 +70,16 @@ class ZeroEval(Source):
     def read(
         self, root: Path, prices: PriceBook, advance: Callable[[], None]
     ) -> Iterator[SourceBatch]:
-        seen: set[str] = set()
+        seen: dict[str, tuple[str | None, Path]] = {}  # item id: gold, first file
         for file in self.files(root):
             with reading(file):
                 batch = self._read_file(file, prices, seen)
             yield batch
             advance()
 
-    def _read_file(self, file: Path, prices: PriceBook, seen: set[str]) -> SourceBatch:
+    def _read_file(
+        self, file: Path, prices: PriceBook, seen: dict[str, tuple[str | None, Path]]
+    ) -> SourceBatch:
         task_dir, _, model_name = file.name.removesuffix(".json.gz").partition("__")
         if task_dir not in TASKS:
             raise SourceFormatError(
@@ -94,8 +96,15 @@ class ZeroEval(Source):
                 continue  # a few files repeat ids: the first answer counts
             done.add(item.item_id)
             if item.item_id not in seen:
-                seen.add(item.item_id)
+                seen[item.item_id] = (item.gold, file)
                 batch.items.append(item)
+            elif seen[item.item_id][0] != item.gold:
+                gold, first = seen[item.item_id]
+                raise SourceFormatError(
+                    f"{file}: item {index} ({item.item_id}) has the gold answer "
+                    f"{item.gold!r}, but {first} gives it {gold!r}; every model is "
+                    "judged against one gold, so fetch the files again"
+                )
             response = _response(row, file, index)
             verdict = zeroeval_verdict(task, response, item.gold or "", model_name)
             batch.records.append(
@@ -136,13 +145,18 @@ def _load(file: Path) -> list[dict[str, Any]]:
 
 def _item(row: Any, task: str, kind: str, file: Path, index: int) -> Item:
     try:
-        native_id = row["id"]
-        history = row["chat_history"]
-        gold = str(row["answer"])
+        native_id, history, answer = row["id"], row["chat_history"], row["answer"]
     except (KeyError, TypeError) as exc:
         raise SourceFormatError(
             f"{file}: item {index} lacks the field {exc}; fetch the file again"
         ) from exc
+    for field, value in (("id", native_id), ("answer", answer)):
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise SourceFormatError(
+                f"{file}: item {index} has {field} {value!r:.60}, not a string or a "
+                "number; fetch the file again"
+            )
+    gold = str(answer)
     if task == "gsm8k":
         gold = gold.lstrip("#").strip()
     roles = ("user", "assistant")
