@@ -405,3 +405,45 @@ def test_a_zeroeval_gold_that_differs_between_files_or_is_not_a_value_is_refused
     assert refusal(2, id=[1, 2]) == (
         f"{later}: item 2 has id [1, 2], not a string or a number; fetch the file again"
     )
+
+
+def test_routellm_mt_bench_is_scored_by_its_first_turn_and_its_files_are_complete(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(shared_data / "routellm", data / "routellm")
+    store = Store(tmp_path / "s")
+
+    def mt_scores() -> dict[str, float]:
+        ingest(data, store, load_catalog(), ["routellm"])
+        rows = store.records(["routellm"], columns=["item_id", "model", "score"])
+        return {
+            r["model"]: r["score"]
+            for r in rows.to_pylist()
+            if r["item_id"] == "routellm/mt-bench/83"
+        }
+
+    # Question 83: GPT-4 Turbo's first turn is rated 10, its second 8.
+    assert mt_scores()["gpt-4-1106-preview"] == 1.0
+    evals = data / "routellm" / "evals"
+    judgements = evals / "mt_bench" / "judgements.jsonl"
+    rows = [json.loads(line) for line in judgements.read_text().splitlines()]
+    for row in rows:
+        if (row["question_id"], row["model"], row["turn"]) == (
+            83,
+            "gpt-4-1106-preview",
+            1,
+        ):
+            row["score"] = -1  # FastChat's mark of a rating it could not read
+    judgements.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert "gpt-4-1106-preview" not in mt_scores()
+
+    judgements.write_text("")
+    with pytest.raises(SourceFormatError) as refused:
+        ingest(data, store, load_catalog(), ["routellm"])
+    assert str(refused.value) == f"{judgements} holds no judgements; fetch it again"
+    flagged = evals / "gsm8k" / "contaminated_prompts.jsonl"
+    flagged.unlink()
+    with pytest.raises(SourceFormatError) as refused:
+        ingest(data, store, load_catalog(), ["routellm"])
+    assert str(refused.value).startswith(f"{flagged} is missing")

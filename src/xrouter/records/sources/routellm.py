@@ -1,7 +1,8 @@
 """RouteLLM's evaluation records: GPT-4 Turbo against Mixtral 8x7B.
 
 MMLU (14,042 prompts, verdicts only), GSM8K (1,319 prompts with responses) and
-MT-Bench (80 questions, GPT-4 judge ratings 1-10, scored here as rating / 10). Items
+MT-Bench (80 questions, their first turn; GPT-4 judge ratings 1-10 of that turn,
+scored here as rating / 10). Items
 RouteLLM lists as overlapping its router's training data are flagged
 ``contaminated`` in their meta.
 """
@@ -33,6 +34,10 @@ _GSM = "evals/gsm8k/gsm8k_responses.csv"
 _GSM_GOLD = "evals/gsm8k/test.jsonl"
 _MT_QUESTIONS = "evals/mt_bench/question.jsonl"
 _MT_JUDGEMENTS = "evals/mt_bench/judgements.jsonl"
+# The prompts of each task that RouteLLM's routers were trained on.
+_CONTAMINATED = tuple(
+    f"evals/{task}/contaminated_prompts.jsonl" for task in ("mmlu", "gsm8k", "mt_bench")
+)
 
 
 # The 57 subjects of MMLU (Hendrycks et al. 2021), one response file each.
@@ -90,7 +95,7 @@ class RouteLLM(Source):
         return files
 
     def files(self, root: Path) -> list[Path]:
-        named = [_GSM, _GSM_GOLD, _MT_QUESTIONS, _MT_JUDGEMENTS]
+        named = [_GSM, _GSM_GOLD, _MT_QUESTIONS, _MT_JUDGEMENTS, *_CONTAMINATED]
         return self._mmlu_files(root) + [self.require(root, n) for n in named]
 
     def read(
@@ -112,12 +117,13 @@ class RouteLLM(Source):
 
 def _contaminated(base: Path) -> dict[str, set[str]]:
     flagged: dict[str, set[str]] = {}
-    for task in ("mmlu", "gsm8k", "mt_bench"):
-        file = base / "evals" / task / "contaminated_prompts.jsonl"
-        if file.is_file():
-            with reading(file):
-                rows = read_jsonl(file)
-                flagged[task] = {str(r["eval_prompt"]).strip() for r in rows}
+    for name in _CONTAMINATED:
+        file = base / name
+        with reading(file):
+            rows = read_jsonl(file)
+            flagged[Path(name).parent.name] = {
+                str(r["eval_prompt"]).strip() for r in rows
+            }
     return flagged
 
 
@@ -207,11 +213,19 @@ def _gsm8k(
 def _mt_bench(
     base: Path, models: dict[str, str], prices: PriceBook, dirty: set[str]
 ) -> SourceBatch:
+    # An item holds the question's first turn, so it is scored by the judge's
+    # ratings of the first turn alone; FastChat writes -1 for a rating it could
+    # not read from the judge, which is no rating.
     ratings: dict[tuple[str, str], list[float]] = defaultdict(list)
-    with reading(base / _MT_JUDGEMENTS):
-        for row in read_jsonl(base / _MT_JUDGEMENTS):
-            key = (str(row["question_id"]), str(row["model"]))
-            ratings[key].append(float(row["score"]))
+    file = base / _MT_JUDGEMENTS
+    with reading(file):
+        rows = read_jsonl(file)
+        if not rows:
+            raise SourceFormatError(f"{file} holds no judgements; fetch it again")
+        for row in rows:
+            score = float(row["score"])
+            if int(row.get("turn", 1)) == 1 and score >= 1:
+                ratings[(str(row["question_id"]), str(row["model"]))].append(score)
     with reading(base / _MT_QUESTIONS):
         return _mt_items(base, models, prices, dirty, ratings)
 
