@@ -447,3 +447,19 @@ def test_routellm_mt_bench_is_scored_by_its_first_turn_and_its_files_are_complet
     with pytest.raises(SourceFormatError) as refused:
         ingest(data, store, load_catalog(), ["routellm"])
     assert str(refused.value).startswith(f"{flagged} is missing")
+
+
+def test_an_empty_llmrouter_score_file_is_refused(
+    small_data: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    scores = data / "llmrouter" / "dcrouter_preprocessed" / "test.json"
+    for empty in ("[]", "{}"):
+        scores.write_text(empty, encoding="utf-8")
+        with pytest.raises(SourceFormatError) as refused:
+            ingest(data, Store(tmp_path / "s"), load_catalog(), ["llmrouter"])
+        assert str(refused.value) == (
+            f"{scores} must be a non-empty JSON list of scored questions; fetch it "
+            "again"
+        )

@@ -101,6 +101,10 @@ def _scores(
             f"{file}: malformed JSON at line {exc.lineno} ({exc.msg}); fetch the file "
             "again"
         ) from exc
+    if not isinstance(rows, list) or not rows:
+        raise SourceFormatError(
+            f"{file} must be a non-empty JSON list of scored questions; fetch it again"
+        )
     batch = SourceBatch()
     split = file.stem
     for index, row in enumerate(rows):
