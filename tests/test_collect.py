@@ -303,6 +303,18 @@ def test_the_cost_ceiling_stops_new_calls_and_a_higher_one_resumes(
     assert higher.stopped is None and higher.records == 8
 
 
+def test_calls_in_flight_do_not_stop_a_run_short_of_its_ceiling(
+    server: UpstreamServer, gsm: list[Item], tmp_path: Path
+) -> None:
+    # Four at once: two big calls' worst cases ($0.0165 each) do not fit $0.02
+    # together, but the first one's real cost leaves room for the next. The run
+    # gets as far as one call at a time does.
+    store = Store(tmp_path)
+    summary = run(store, server, gsm, concurrency=4, max_cost_usd=0.02)
+    assert summary.stopped is not None and (summary.calls, summary.left) == (7, 1)
+    assert server.attempts == 7 and summary.spent_total_usd <= 0.02
+
+
 class Gate(RateLimiter):
     """Lets one mini call start, then holds mini back for good; big waits 0.1 s."""
 

@@ -17,8 +17,10 @@ the server's (``usage_origin`` "recorded"), except that the HTTP backend counts 
 with the o200k tokenizer when a server reports none, which a record cannot show.
 
 The cost ceiling covers every run of the collection, the journal's earlier spend
-included. When a call's worst case no longer fits, no new call starts; the calls
-in flight finish, and a rerun with a higher ceiling carries on.
+included. A call whose worst case does not fit waits for a call in flight to end
+(its real cost frees what its worst case held) and tries again; when none is in
+flight and it still does not fit, no new call starts, and a rerun with a higher
+ceiling carries on.
 
 A first SIGINT (Ctrl-C) or SIGTERM stops the run the same way: the calls already
 sent upstream, which will be billed, finish and are journaled. A second one
@@ -185,6 +187,10 @@ class CollectSummary:
     errors: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
+# How often a worker whose call the ceiling refused looks whether another ended.
+_SETTLE_POLL_S = 0.02
+
+
 @dataclass
 class _Run:
     """The calls of one run: workers, rate limits, ceiling and journal."""
@@ -201,6 +207,8 @@ class _Run:
     interrupted_by: str | None = None
     errors: dict[str, tuple[int, str]] = field(default_factory=dict)  # per model
     waiting: set[asyncio.Task[object]] = field(default_factory=set)
+    in_flight: int = 0  # calls started and not yet ended
+    ended: int = 0  # calls ended in this run
 
     async def go(self, todo: list[tuple[Item, str]], concurrency: int) -> None:
         queue = collections.deque(todo)
@@ -213,13 +221,27 @@ class _Run:
             item, model = queue.popleft()
             if not await self._slot(model):
                 return
+            self.in_flight += 1
             try:
                 calls = await self.runner.run(
                     model, self.request(item), self.budget, call_id=item.item_id
                 )
             except BudgetExceededError as exc:
-                self.stop(str(exc))
-                return
+                refused = str(exc)
+                calls = []
+            finally:
+                self.in_flight -= 1
+            if not calls:
+                # The calls in flight hold their worst case, and most will cost
+                # less: wait for one to end and try again; stop only when none is
+                # left to free room.
+                if self.in_flight == 0:
+                    self.stop(refused)
+                    return
+                queue.appendleft((item, model))
+                await self._one_ends(self.ended)
+                continue
+            self.ended += 1
             entry = JournalEntry.of(item.item_id, calls[0])
             self.journal.append(entry)
             self.calls += 1
@@ -228,6 +250,12 @@ class _Run:
                 self.errors[model] = (count + 1, entry.error)
             self.spent_usd += entry.cost_usd
             self.reporter.advance()
+
+    async def _one_ends(self, ended: int) -> None:
+        """Return once a call in flight has ended since ``ended`` calls had, or
+        the run stopped."""
+        while self.ended == ended and self.in_flight and self.stopped is None:
+            await asyncio.sleep(_SETTLE_POLL_S)
 
     async def _slot(self, model: str) -> bool:
         """Wait for ``model``'s rate limit; False if the run stopped meanwhile."""
