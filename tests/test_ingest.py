@@ -463,3 +463,36 @@ def test_an_empty_llmrouter_score_file_is_refused(
             f"{scores} must be a non-empty JSON list of scored questions; fetch it "
             "again"
         )
+
+
+def test_bytes_that_are_not_utf8_are_placed_in_the_file_not_in_a_chunk(
+    small_data: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    csv_file = data / "routerbench" / "winograde_test.csv"
+    raw = csv_file.read_bytes()
+    at = len(raw) - 1  # in the last row, far past the decoder's first chunk
+    csv_file.write_bytes(raw[:at] + b"\xff" + raw[at:])
+    with pytest.raises(SourceFormatError) as refused:
+        ingest(data, Store(tmp_path / "s"), load_catalog(), ["routerbench"])
+    assert str(refused.value) == (
+        f"{csv_file}: byte {at:,} is not UTF-8 text; fetch the file again"
+    )
+
+
+def test_a_gzip_file_whose_text_is_not_utf8_says_so(
+    small_data: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    packed = data / "zeroeval" / "raw_gz" / "gsm__gemma-2-2b-it.json.gz"
+    text = gzip.decompress(packed.read_bytes())
+    at = text.index(b'"id"')
+    packed.write_bytes(gzip.compress(text[:at] + b"\xc3\x28" + text[at:]))
+    with pytest.raises(SourceFormatError) as refused:
+        ingest(data, Store(tmp_path / "s"), load_catalog(), ["zeroeval"])
+    assert str(refused.value) == (
+        f"{packed}: byte {at:,} of its decompressed text is not UTF-8 text; fetch "
+        "the file again"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import gzip
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -51,8 +52,7 @@ def reading(file: Path) -> Iterator[None]:
         yield
     except UnicodeDecodeError as exc:
         raise SourceFormatError(
-            f"{file}: bytes {exc.start}-{exc.end} are not UTF-8 text; fetch the "
-            "file again"
+            f"{file}: {_first_bad_byte(file)} is not UTF-8 text; fetch the file again"
         ) from exc
     except (KeyError, ValueError, TypeError, IndexError, SyntaxError) as exc:
         what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
@@ -60,6 +60,21 @@ def reading(file: Path) -> Iterator[None]:
             f"{file}: unexpected content ({type(exc).__name__}: {what}); fetch the "
             "file again"
         ) from exc
+
+
+def _first_bad_byte(file: Path) -> str:
+    """Where ``file`` (gzip-compressed or not) stops being UTF-8: a decoding
+    error in a stream reports its place in the chunk being read, not the file."""
+    packed = file.name.endswith(".gz")
+    try:
+        data = gzip.decompress(file.read_bytes()) if packed else file.read_bytes()
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        where = "of its decompressed text " if packed else ""
+        return f"byte {exc.start:,} {where}".rstrip()
+    except (OSError, EOFError):
+        pass
+    return "some byte"
 
 
 def read_csv(file: Path) -> Iterator[tuple[int, dict[str, str]]]:

@@ -124,7 +124,7 @@ def _load(file: Path) -> list[dict[str, Any]]:
     try:
         with gzip.open(file, "rt", encoding="utf-8") as handle:
             rows = json.load(handle)
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError) as exc:
         raise SourceFormatError(
             f"{file} is not a readable gzip file ({exc}); fetch it again"
         ) from exc
