@@ -496,3 +496,12 @@ def test_a_gzip_file_whose_text_is_not_utf8_says_so(
         f"{packed}: byte {at:,} of its decompressed text is not UTF-8 text; fetch "
         "the file again"
     )
+
+
+def test_a_source_named_twice_is_ingested_once(
+    small_data: Path, tmp_path: Path
+) -> None:
+    infos = ingest(
+        small_data, Store(tmp_path / "s"), load_catalog(), ["llmrouter", "llmrouter"]
+    )
+    assert [info.name for info in infos] == ["llmrouter"]

@@ -91,7 +91,7 @@ def ingest(
     one leaves the sources ingested before it in place.
     """
     root = check_data_dir(root)
-    names = list(sources) if sources else _present(root)
+    names = list(dict.fromkeys(sources)) if sources else _present(root)  # once each
     if not names:
         raise DataError(
             f"{root} holds none of the source folders "
