@@ -224,8 +224,8 @@ def _edit_first_row(file: Path, column: str, value: str) -> None:
     [
         ("claude-v2", "7.0", "has score 7.0, not in [0, 1]"),
         ("claude-v2", "nan", "has score nan, not in [0, 1]"),
-        ("claude-v2|total_cost", "-0.5", "has cost -0.5 USD, not >= 0"),
-        ("claude-v2|total_cost", "inf", "has cost inf USD, not >= 0"),
+        ("claude-v2|total_cost", "-0.5", "has cost -0.5 USD, not a finite number >= 0"),
+        ("claude-v2|total_cost", "inf", "has cost inf USD, not a finite number >= 0"),
     ],
 )
 def test_a_score_or_cost_no_record_can_have_is_refused_naming_the_file(

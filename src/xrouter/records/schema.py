@@ -121,7 +121,9 @@ class Record:
         if not 0 <= self.score <= 1:  # NaN fails too
             raise ValueError(f"{where} has score {self.score!r}, not in [0, 1]")
         if not 0 <= self.cost_usd < math.inf:
-            raise ValueError(f"{where} has cost {self.cost_usd!r} USD, not >= 0")
+            raise ValueError(
+                f"{where} has cost {self.cost_usd!r} USD, not a finite number >= 0"
+            )
         if min(self.input_tokens, self.output_tokens) < 0:
             raise ValueError(
                 f"{where} has negative token counts ({self.input_tokens} in, "
