@@ -163,8 +163,8 @@ def test_a_csv_cut_inside_a_quoted_field_or_after_its_header_is_refused(
     with pytest.raises(SourceFormatError) as refused:
         ingest(data, Store(tmp_path / "s"), load_catalog(), ["routerbench"])
     assert str(refused.value) == (
-        f"{csv_file}, line {line}: unexpected end of data (a quoted field the file "
-        "ends inside); the file is truncated or malformed, fetch it again"
+        f"{csv_file}, line {line}: the file ends inside a quoted field; the file is "
+        "truncated or malformed, fetch it again"
     )
     csv_file.write_text(text.split("\n", 1)[0] + "\n", encoding="utf-8")
     with pytest.raises(SourceFormatError) as refused:

@@ -97,9 +97,14 @@ def read_csv(file: Path) -> Iterator[tuple[int, dict[str, str]]]:
             try:
                 fields = next(reader, None)
             except csv.Error as exc:
+                what = (
+                    "the file ends inside a quoted field"
+                    if "end of data" in str(exc)
+                    else f"malformed quoting ({exc})"
+                )
                 raise SourceFormatError(
-                    f"{file}, line {start}: {exc} (a quoted field the file ends "
-                    "inside); the file is truncated or malformed, fetch it again"
+                    f"{file}, line {start}: {what}; the file is truncated or "
+                    "malformed, fetch it again"
                 ) from exc
             if fields is None:
                 break
