@@ -150,26 +150,20 @@ def test_a_csv_row_cut_short_is_refused_not_read_with_gaps(
 
 
 def test_a_csv_cut_inside_a_quoted_field_or_after_its_header_is_refused(
-    small_data: Path, tmp_path: Path
+    copied: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(small_data, data)
-    csv_file = data / "routerbench" / "winograde_test.csv"
+    data, csv_file = copied
     text = csv_file.read_text(encoding="utf-8")
     opened = text.rindex(',"') + 2  # the last quoted field: the file ends inside it
     assert '"' not in text[opened : opened + 5]
     csv_file.write_text(text[: opened + 5], encoding="utf-8")
     line = text.count("\n", 0, text.rindex("\n", 0, opened)) + 2
-    with pytest.raises(SourceFormatError) as refused:
-        ingest(data, Store(tmp_path / "s"), load_catalog(), ["routerbench"])
-    assert str(refused.value) == (
+    assert _refusal(data, tmp_path / "s", "routerbench") == (
         f"{csv_file}, line {line}: the file ends inside a quoted field; the file is "
         "truncated or malformed, fetch it again"
     )
     csv_file.write_text(text.split("\n", 1)[0] + "\n", encoding="utf-8")
-    with pytest.raises(SourceFormatError) as refused:
-        ingest(data, Store(tmp_path / "t"), load_catalog(), ["routerbench"])
-    assert str(refused.value) == (
+    assert _refusal(data, tmp_path / "t", "routerbench") == (
         f"{csv_file} has a header but no rows; the file is truncated, fetch it again"
     )
 
@@ -318,10 +312,9 @@ def test_a_file_given_as_data_dir_is_named(tmp_path: Path) -> None:
 
 
 def test_a_broken_link_among_the_source_files_is_one_clear_error(
-    small_data: Path, tmp_path: Path
+    copied: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(small_data, data)
+    data, _ = copied
     raw = data / "zeroeval" / "raw_gz"
     victim = sorted(raw.glob("*.json.gz"))[0]
     victim.unlink()
@@ -374,10 +367,9 @@ def test_sources_noted_by_processes_at_once_are_all_kept(tmp_path: Path) -> None
 
 
 def test_a_zeroeval_gold_that_differs_between_files_or_is_not_a_value_is_refused(
-    small_data: Path, tmp_path: Path
+    copied: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(small_data, data)
+    data, _ = copied
     raw = data / "zeroeval" / "raw_gz"
     first = raw / "gsm__claude-3-haiku-20240307.json.gz"
     later = raw / "gsm__gpt-4o-mini-2024-07-18.json.gz"
@@ -388,9 +380,7 @@ def test_a_zeroeval_gold_that_differs_between_files_or_is_not_a_value_is_refused
         changed = json.loads(original)
         changed[row].update(fields)
         later.write_bytes(gzip.compress(json.dumps(changed).encode()))
-        with pytest.raises(SourceFormatError) as refused:
-            ingest(data, Store(tmp_path / "s"), load_catalog(), ["zeroeval"])
-        return str(refused.value)
+        return _refusal(data, tmp_path / "s", "zeroeval")
 
     item = f"zeroeval/gsm8k/{rows[5]['id']}"
     assert refusal(5, answer="# 99") == (
@@ -450,49 +440,39 @@ def test_routellm_mt_bench_is_scored_by_its_first_turn_and_its_files_are_complet
 
 
 def test_an_empty_llmrouter_score_file_is_refused(
-    small_data: Path, tmp_path: Path
+    copied: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(small_data, data)
+    data, _ = copied
     scores = data / "llmrouter" / "dcrouter_preprocessed" / "test.json"
     for empty in ("[]", "{}"):
         scores.write_text(empty, encoding="utf-8")
-        with pytest.raises(SourceFormatError) as refused:
-            ingest(data, Store(tmp_path / "s"), load_catalog(), ["llmrouter"])
-        assert str(refused.value) == (
+        assert _refusal(data, tmp_path / "s", "llmrouter") == (
             f"{scores} must be a non-empty JSON list of scored questions; fetch it "
             "again"
         )
 
 
 def test_bytes_that_are_not_utf8_are_placed_in_the_file_not_in_a_chunk(
-    small_data: Path, tmp_path: Path
+    copied: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(small_data, data)
-    csv_file = data / "routerbench" / "winograde_test.csv"
+    data, csv_file = copied
     raw = csv_file.read_bytes()
     at = len(raw) - 1  # in the last row, far past the decoder's first chunk
     csv_file.write_bytes(raw[:at] + b"\xff" + raw[at:])
-    with pytest.raises(SourceFormatError) as refused:
-        ingest(data, Store(tmp_path / "s"), load_catalog(), ["routerbench"])
-    assert str(refused.value) == (
+    assert _refusal(data, tmp_path / "s", "routerbench") == (
         f"{csv_file}: byte {at:,} is not UTF-8 text; fetch the file again"
     )
 
 
 def test_a_gzip_file_whose_text_is_not_utf8_says_so(
-    small_data: Path, tmp_path: Path
+    copied: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(small_data, data)
+    data, _ = copied
     packed = data / "zeroeval" / "raw_gz" / "gsm__gemma-2-2b-it.json.gz"
     text = gzip.decompress(packed.read_bytes())
     at = text.index(b'"id"')
     packed.write_bytes(gzip.compress(text[:at] + b"\xc3\x28" + text[at:]))
-    with pytest.raises(SourceFormatError) as refused:
-        ingest(data, Store(tmp_path / "s"), load_catalog(), ["zeroeval"])
-    assert str(refused.value) == (
+    assert _refusal(data, tmp_path / "s", "zeroeval") == (
         f"{packed}: byte {at:,} of its decompressed text is not UTF-8 text; fetch "
         "the file again"
     )

@@ -342,11 +342,10 @@ def summarise(
     """One report row for a policy; point metrics are taken at its default point.
 
     Keys: name, kind, accuracy, cost_per_1k, cost_per_correct, calls_per_query,
-    aiq (over ``cost_range``, linear cost), apgr (None unless strong is both
-    costlier and more accurate than weak; None without a ``cost_range``: when every
-    single model costs the same there is no range to integrate over),
-    match_best_single_cost_fraction (None
-    if never reached or best_single costs 0) and oracle_gap (percentage points).
+    aiq (over ``cost_range``, linear cost; None without one, as when every single
+    model costs the same), apgr (None unless strong is both costlier and more
+    accurate than weak), match_best_single_cost_fraction (None if never reached or
+    best_single costs 0) and oracle_gap (percentage points).
     """
     if not 0 <= result.default < len(result.points):
         raise ValueError(

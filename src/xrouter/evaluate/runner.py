@@ -216,14 +216,20 @@ def evaluate_suite(
     return report
 
 
+def _singles_cost_range(results: list[PolicyResult]) -> tuple[float, float] | None:
+    """The single models' cost range, which AIQ integrates over; None when they
+    all cost the same."""
+    costs = [r.at_default.cost_per_1k for r in results if r.kind == "single"]
+    return (min(costs), max(costs)) if max(costs) > min(costs) else None
+
+
 def _cost_notes(results: list[PolicyResult]) -> list[str]:
-    costs = {r.at_default.cost_per_1k for r in results if r.kind == "single"}
-    if len(costs) > 1:
+    if _singles_cost_range(results) is not None:
         return []
+    cost = next(r.at_default.cost_per_1k for r in results if r.kind == "single")
     return [
         "AIQ not reported: every pool model costs the same on the test split "
-        f"(${next(iter(costs)):.4f} per 1k items), so there is no cost range to "
-        "integrate over"
+        f"(${cost:.4f} per 1k items), so there is no cost range to integrate over"
     ]
 
 
@@ -240,12 +246,9 @@ def _pair_notes(suite: Suite, results: list[PolicyResult]) -> list[str]:
 
 def _rows(suite: Suite, results: list[PolicyResult]) -> list[dict[str, Any]]:
     singles = {r.name: r.at_default for r in results if r.kind == "single"}
-    costs = [p.cost_per_1k for p in singles.values()]
     best = max(singles.values(), key=lambda p: (p.accuracy, -p.cost_per_1k))
     oracle = next(r.at_default for r in results if r.kind == "oracle")
-    # AIQ integrates over the singles' cost range; there is none if they all cost
-    # the same.
-    cost_range = (min(costs), max(costs)) if max(costs) > min(costs) else None
+    cost_range = _singles_cost_range(results)
     rows = []
     for result in results:
         row = metrics.summarise(

@@ -222,16 +222,16 @@ class _Run:
             if not await self._slot(model):
                 return
             self.in_flight += 1
+            refused = None
             try:
                 calls = await self.runner.run(
                     model, self.request(item), self.budget, call_id=item.item_id
                 )
             except BudgetExceededError as exc:
                 refused = str(exc)
-                calls = []
             finally:
                 self.in_flight -= 1
-            if not calls:
+            if refused is not None:
                 # The calls in flight hold their worst case, and most will cost
                 # less: wait for one to end and try again; stop only when none is
                 # left to free room.

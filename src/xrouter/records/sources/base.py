@@ -262,11 +262,11 @@ class Source(ABC):
 
     def fingerprint(self, root: Path) -> str:
         digest = hashlib.sha256()
-        for file in self.companions(root):
-            digest.update(f"{file.relative_to(root)}:{file.is_file()}\n".encode())
-        for file in self.files(root) + [
-            f for f in self.companions(root) if f.is_file()
-        ]:
+        companions = self.companions(root)
+        present = [file for file in companions if file.is_file()]
+        for file in companions:  # whether each is there counts too
+            digest.update(f"{file.relative_to(root)}:{file in present}\n".encode())
+        for file in self.files(root) + present:
             try:
                 stat = file.stat()
             except OSError as exc:  # a broken or looping link
