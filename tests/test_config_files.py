@@ -66,6 +66,13 @@ def test_pool_files_are_refused_with_what_they_lack(tmp_path: Path) -> None:
     assert str(caught.value) == (
         f"pool file {file} must be a mapping with a 'models' list, got str"
     )
+    file.write_text("models:\n  - {model: [oops\n")
+    with pytest.raises(ConfigError) as caught:
+        load_pool_spec(file)
+    assert str(caught.value) == (
+        f"pool file {file} is not valid YAML at line 3, column 1: expected ',' or "
+        "']', but got '<stream end>'"
+    )
     file.write_text("models: []\n")
     with pytest.raises(ConfigError, match="models: Tuple should have at least 1 item"):
         load_pool_spec(file)

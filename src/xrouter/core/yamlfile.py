@@ -10,9 +10,17 @@ from pydantic import BaseModel, ValidationError
 
 from xrouter.core.errors import ConfigError
 
-__all__ = ["read_settings_text", "read_yaml_model"]
+__all__ = ["read_settings_text", "read_yaml_model", "yaml_problem"]
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML parse error on one line: where it is and what is wrong."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or "syntax error"
+    return f"not valid YAML{where}: {problem}"
 
 
 def read_settings_text(path: Path, what: str) -> str:
@@ -42,7 +50,7 @@ def read_yaml_model(
     try:
         raw: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{what} {path} is {yaml_problem(exc)}") from None
     if raw is None and empty_ok:
         raw = {}
     if not isinstance(raw, dict):

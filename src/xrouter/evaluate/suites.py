@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from xrouter.backends.replay import ReplayPool
 from xrouter.core.catalog import Catalog
 from xrouter.core.errors import ConfigError
-from xrouter.core.yamlfile import read_settings_text
+from xrouter.core.yamlfile import read_settings_text, yaml_problem
 from xrouter.records.sources import SOURCES
 from xrouter.records.store import Store
 
@@ -189,10 +189,7 @@ def load_suites(file: Path | None) -> tuple[Suite, ...]:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise ConfigError(f"{file}: not valid YAML{where}: {problem}") from exc
+        raise ConfigError(f"{file}: {yaml_problem(exc)}") from exc
     entries = raw.get("suites") if isinstance(raw, dict) else raw
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{file}: expected a list of suites under 'suites:'")
