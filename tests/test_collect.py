@@ -279,6 +279,11 @@ def test_a_truncated_last_journal_line_is_dropped_with_a_warning(
     path.write_text("\n".join([lines[0], "{oops", *lines[1:]]) + "\n")
     with pytest.raises(SourceFormatError, match=r"line 2: not a journal entry"):
         run(store, server, gsm[:2])
+    # A last line that is whole JSON of another shape was no interrupted write.
+    path.write_text("\n".join([*lines, '{"note": "mine"}']) + "\n")
+    with pytest.raises(SourceFormatError, match=r"line 5: not a journal entry"):
+        run(store, server, gsm[:2])
+    assert path.read_text().endswith('{"note": "mine"}\n')  # nothing dropped
 
 
 def test_the_cost_ceiling_stops_new_calls_and_a_higher_one_resumes(

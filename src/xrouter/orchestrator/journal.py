@@ -100,7 +100,9 @@ class Journal:
                 try:
                     self.entries.append(JournalEntry(**json.loads(raw)))
                 except (ValueError, TypeError) as exc:
-                    if not last:
+                    # Only a last line that is not whole JSON was cut short by a
+                    # write; whole JSON of another shape was written so.
+                    if not last or not isinstance(exc, json.JSONDecodeError):
                         raise SourceFormatError(
                             f"{self.path}, line {number}: not a journal entry ({exc}); "
                             "fix or delete that line, then run again"
