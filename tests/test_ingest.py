@@ -428,6 +428,12 @@ def test_routellm_mt_bench_is_scored_by_its_first_turn_and_its_files_are_complet
     judgements.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert "gpt-4-1106-preview" not in mt_scores()
 
+    rows[0]["score"] = 50
+    judgements.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert _refusal(data, tmp_path / "s", "routellm") == (
+        f"{judgements}, judgement 1: rating 50 is not from 1 to 10 (or -1, unread); "
+        "fetch the file again"
+    )
     judgements.write_text("")
     with pytest.raises(SourceFormatError) as refused:
         ingest(data, store, load_catalog(), ["routellm"])

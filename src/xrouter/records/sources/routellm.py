@@ -222,9 +222,16 @@ def _mt_bench(
         rows = read_jsonl(file)
         if not rows:
             raise SourceFormatError(f"{file} holds no judgements; fetch it again")
-        for row in rows:
+        for line, row in enumerate(rows, 1):
             score = float(row["score"])
-            if int(row.get("turn", 1)) == 1 and score >= 1:
+            if score == -1:
+                continue
+            if not 1 <= score <= 10:
+                raise SourceFormatError(
+                    f"{file}, judgement {line}: rating {score:g} is not from 1 to 10 "
+                    "(or -1, unread); fetch the file again"
+                )
+            if int(row.get("turn", 1)) == 1:
                 ratings[(str(row["question_id"]), str(row["model"]))].append(score)
     with reading(base / _MT_QUESTIONS):
         return _mt_items(base, models, prices, dirty, ratings)
