@@ -282,9 +282,12 @@ ADVERSARIAL = {
 
 @pytest.mark.parametrize("kind", sorted(ADVERSARIAL))
 def test_adversarial_input_parses_fast(kind: str) -> None:
+    # A parser that backtracks on these inputs takes minutes (quadratic in 100,000
+    # characters or worse); a linear one well under a second. The bound leaves
+    # room for a shared, busy machine.
     started = time.perf_counter()
     parse_tool_calls(ADVERSARIAL[kind])
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 5.0
 
 
 @settings(max_examples=400, deadline=None)
