@@ -435,14 +435,12 @@ def test_routellm_mt_bench_is_scored_by_its_first_turn_and_its_files_are_complet
         "fetch the file again"
     )
     judgements.write_text("")
-    with pytest.raises(SourceFormatError) as refused:
-        ingest(data, store, load_catalog(), ["routellm"])
-    assert str(refused.value) == f"{judgements} holds no judgements; fetch it again"
+    assert _refusal(data, store.path, "routellm") == (
+        f"{judgements} holds no judgements; fetch it again"
+    )
     flagged = evals / "gsm8k" / "contaminated_prompts.jsonl"
     flagged.unlink()
-    with pytest.raises(SourceFormatError) as refused:
-        ingest(data, store, load_catalog(), ["routellm"])
-    assert str(refused.value).startswith(f"{flagged} is missing")
+    assert _refusal(data, store.path, "routellm").startswith(f"{flagged} is missing")
 
 
 def test_an_empty_llmrouter_score_file_is_refused(
