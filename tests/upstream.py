@@ -85,7 +85,7 @@ FAULTS: Final[tuple[str, ...]] = (
     "drip",
     "negative_usage",
 )
-DRIP_S: Final = 0.3
+DRIP_S: Final = 0.6
 MODEL: Final = "upstream-echo"
 _CONN = "upstream.connection"  # scope key: uvicorn's request cycle, to cut it
 
