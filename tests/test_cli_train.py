@@ -80,6 +80,7 @@ def test_train_then_evaluate_the_policy(
     manifest = json.loads((ckpt / "manifest.json").read_text())
     assert manifest["suites"]["zeroeval-math"]["pool"] == POOL
     assert manifest["hyperparameters"]["steps"] == 4
+    assert manifest["hyperparameters"]["threads"] == 2
     lines = (ckpt / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4
     first = json.loads(lines[0])
@@ -192,9 +193,15 @@ def test_route_one_request_with_the_trained_policy(
     code, output = run(
         "train", "policy", *flags(small_data, setup), "--out", str(narrow),
         "--steps", "3", "--lambda-min", "2", "--lambda-max", "100",
-        "--default-lambda", "10",
+        "--default-lambda", "10", "--threads", "1",
     )  # fmt: skip
     assert code == 0, output
+    settings = json.loads((narrow / "manifest.json").read_text())["hyperparameters"]
+    assert (settings["threads"], settings["lam_min"], settings["lam_max"]) == (
+        1,
+        2,
+        100,
+    )
     code, output = run("route", janet, "--policy", str(narrow), "--pool", str(pool),
                        *store, "--json")  # fmt: skip
     assert code == 0, output

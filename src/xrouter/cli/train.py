@@ -65,6 +65,15 @@ DefaultLambda = Annotated[
         "reward's); must lie in the trained range.",
     ),
 ]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        help="Torch CPU threads (default 2); a run repeats for a given seed and "
+        "thread count.",
+        min=1,
+    ),
+]
 SuitesFile = Annotated[
     Path | None,
     typer.Option("--suites", help="YAML list of suites replacing the defaults."),
@@ -89,6 +98,7 @@ def policy_command(
     lambda_min: LambdaMin = None,
     lambda_max: LambdaMax = None,
     default_lambda: DefaultLambda = None,
+    threads: Threads = None,
     embedding: EmbeddingKind = "static",
     force: Annotated[
         bool,
@@ -120,6 +130,7 @@ def policy_command(
         "lam_min": lambda_min,
         "lam_max": lambda_max,
         "default_lambda": default_lambda,
+        "threads": threads,
     }
     config = GRPOConfig(**{k: v for k, v in chosen_settings.items() if v is not None})
     if (out / LATEST).exists() or any(out.glob("checkpoint-*")):
