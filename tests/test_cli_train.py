@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,6 +18,7 @@ from xrouter.cli.app import app
 from xrouter.cli.evaluate import _other_data
 from xrouter.core.catalog import load_catalog
 from xrouter.core.errors import DataError
+from xrouter.policies.checkpoint import load_checkpoint
 from xrouter.records.ingest import ingest
 from xrouter.records.store import Store
 from xrouter.train.curves import write_curves
@@ -166,7 +168,7 @@ def test_route_one_request_with_the_trained_policy(
         "the remainder at the farmers' market daily for $2 per fresh duck egg. How "
         "much in dollars does she make every day at the farmers' market?"
     )
-    store = ["--store", str(setup[0])]
+    store = ["--store", str(setup[0]), "--from", str(small_data)]
     route_flags = ["--policy", str(ckpt), "--pool", str(pool), *store]
     code, output = run("route", janet, *route_flags, "--json")
     assert code == 0, output
@@ -180,6 +182,27 @@ def test_route_one_request_with_the_trained_policy(
     code, output = run("route", janet, *route_flags)
     assert code == 0, output
     assert f"over {len(models)} model call(s)," in output
+    # Replayed calls are billed at the prices of --catalog: the records are
+    # re-ingested at them from --from, into a copy of the store here.
+    repriced = tmp_path / "store"
+    shutil.copytree(setup[0], repriced)
+    dear = tmp_path / "dear.yaml"
+    dear.write_text(
+        "".join(
+            f"- {{id: {m}, input_per_mtok: 15.0, output_per_mtok: 60.0}}\n"
+            for m in POOL
+        )
+    )
+    code, output = run(
+        "route", janet, "--policy", str(ckpt), "--pool", str(pool), "--json",
+        "--store", str(repriced), "--from", str(small_data), "--catalog", str(dear),
+    )  # fmt: skip
+    assert code == 0, output
+    result = json.loads(output[output.index("{") :])
+    calls = [c for c in result["calls"] if not c["by_router"]]
+    assert calls and result["cost_usd"] == pytest.approx(
+        sum(c["input_tokens"] * 15e-6 + c["output_tokens"] * 60e-6 for c in calls)
+    )
     code, output = run("route", janet, *route_flags, "--lambda", "1e6")
     assert code == 1
     assert output.strip() == (
@@ -276,6 +299,22 @@ def test_a_failed_run_leaves_an_earlier_checkpoint_whole(
     assert {f: (ckpt / f).read_bytes() for f in before} == before
     partial = (ckpt / "metrics.jsonl.partial").read_text().splitlines()
     assert [json.loads(line)["step"] for line in partial] == [1]
+    monkeypatch.setattr(grpo, "_train_step", step)
+
+    # A run whose manifest cannot be written (a directory stands where it goes,
+    # as a full disk would refuse it) fails in one line before either file moves.
+    blocker = ckpt / "manifest.json.tmp"
+    blocker.mkdir()
+    code, output = run(
+        "train", "policy", *common, "--out", str(ckpt), "--steps", "2", "--force"
+    )
+    assert code == 1
+    assert output.endswith(
+        f"error: {blocker}: is a directory; fix that and run the command again\n"
+    )
+    assert {f: (ckpt / f).read_bytes() for f in before} == before
+    assert not (ckpt / "policy.safetensors.tmp").exists()
+    load_checkpoint(ckpt)
 
 
 def test_a_failed_command_removes_the_directories_it_made(

@@ -114,6 +114,18 @@ def guarded(func: Callable[P, R]) -> Callable[P, R]:
             _remove_empty_created()
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except OSError as exc:
+            # What the system refused (a full disk, a directory where a file
+            # goes): its own words and the path, not a traceback.
+            _remove_empty_created()
+            where = f"{exc.filename}: " if exc.filename else ""
+            reason = exc.strerror or str(exc)
+            message = Text.assemble(
+                ("error: ", "bold red"),
+                f"{where}{reason.lower()}; fix that and run the command again",
+            )
+            err_console.print(message, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 

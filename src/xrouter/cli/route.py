@@ -175,8 +175,15 @@ def route_command(
     if spec is None:
         pool = default_replay_pool(open_store(store), cards, data_dir)
     else:
-        needs_store = any(m.backend == "replay" for m in spec.models)
-        pool = build_pool(spec, cards, open_store(store) if needs_store else None)
+        target = None
+        if spec.replay is not None and any(m.backend == "replay" for m in spec.models):
+            from xrouter.cli.data import ensure_source
+
+            # Replayed costs are priced at ingest: re-ingest records whose
+            # prices (or files) changed, as the gateway does at start-up.
+            target = open_store(store)
+            ensure_source(target, cards, spec.replay.source, data_dir)
+        pool = build_pool(spec, cards, target)
     chosen: LLMRouter | PolicyRouter
     if policy is not None:
         checkpoint = load_checkpoint(policy)

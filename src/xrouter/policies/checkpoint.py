@@ -20,6 +20,7 @@ naming the model and both prices.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -199,17 +200,23 @@ def save_checkpoint(
         **manifest,
     }
     text = json.dumps(full, indent=2) + "\n"
-    # Weights then manifest, each written whole and moved into place; until the
-    # second move the pair disagrees and is refused, never half read.
-    tmp = path / (WEIGHTS + ".tmp")
-    save_file(weights, str(tmp), metadata={_DIGEST: _digest(text)})
-    tmp.replace(path / WEIGHTS)
-    tmp = path / (MANIFEST + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path / MANIFEST)
-    # safetensors creates its file readable by its owner only; give the weights
-    # the manifest's permissions.
-    (path / WEIGHTS).chmod((path / MANIFEST).stat().st_mode & 0o777)
+    # Both files are written whole beside the old ones before either moves into
+    # place, so a failed write (a full disk) leaves an earlier checkpoint whole;
+    # between the two moves the pair disagrees and is refused, never half read.
+    weights_tmp, manifest_tmp = path / (WEIGHTS + ".tmp"), path / (MANIFEST + ".tmp")
+    try:
+        manifest_tmp.write_text(text, encoding="utf-8")
+        save_file(weights, str(weights_tmp), metadata={_DIGEST: _digest(text)})
+        # safetensors creates its file readable by its owner only; give the
+        # weights the manifest's permissions.
+        weights_tmp.chmod(manifest_tmp.stat().st_mode & 0o777)
+    except BaseException:
+        for tmp in (weights_tmp, manifest_tmp):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
+    weights_tmp.replace(path / WEIGHTS)
+    manifest_tmp.replace(path / MANIFEST)
 
 
 def _digest(text: str) -> str:
