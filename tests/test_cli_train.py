@@ -231,6 +231,36 @@ def test_route_one_request_with_the_trained_policy(
     assert json.loads(output)["answered_by"]
 
 
+def test_eval_refuses_a_pool_the_policy_cannot_route_before_any_work(
+    small_data: Path, setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ckpt = tmp_path / "ckpt"
+    trained(small_data, setup, ckpt, 2)
+    suites = tmp_path / "two.yaml"
+    suites.write_text(
+        setup[1].read_text()
+        + "- name: gsm-other\n"
+        "  source: zeroeval\n"
+        "  tasks: [gsm8k]\n"
+        "  pool: [gpt-4o-mini-2024-07-18, gpt-4o-2024-08-06]\n"
+        "  strong: gpt-4o-2024-08-06\n"
+        "  weak: gpt-4o-mini-2024-07-18\n"
+    )
+    store = ["--from", str(small_data), "--store", str(setup[0])]
+    out = tmp_path / "report"
+    code, output = run(
+        "eval", *store, "--suites", str(suites), "--out", str(out), "--policy", str(ckpt)
+    )
+    assert code == 1
+    # Nothing of the first suite was evaluated before the second one's refusal.
+    assert output == (
+        f"error: the policy at {ckpt} was trained without gpt-4o-2024-08-06; it "
+        f"knows {', '.join(POOL)}. Give it a pool of those models, or "
+        "train again with this pool\n"
+    )
+    assert not out.exists()
+
+
 def test_bad_input_is_one_clear_line(
     small_data: Path, setup: tuple[Path, Path], tmp_path: Path
 ) -> None:

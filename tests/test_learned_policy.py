@@ -553,7 +553,7 @@ def test_a_pool_the_policy_never_saw_is_refused(
     assert str(info.value) == (
         f"the policy at {checkpoint_dir} was trained without gemini-1.5-flash; it "
         "knows gpt-4o-mini-2024-07-18, claude-3-haiku-20240307, gemma-2-2b-it. "
-        "Route a pool of those models, or train again with this pool"
+        "Give it a pool of those models, or train again with this pool"
     )
     lone = ReplayPool.load(store, ["zeroeval"], MODELS[:1])
     with pytest.raises(CheckpointError) as info:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -104,6 +105,7 @@ def eval_command(
     suites = suites_with_records(suites, present, data_dir)
     embedder = Embedder(target.path / "embeddings")
     learned = _learned_policies(policy or [])
+    _check_pools(learned, suites, cards)
     reports = []
     with progress_reporter() as reporter:
         needed = sorted({s.source for s in suites})
@@ -168,6 +170,18 @@ def _learned_policies(paths: list[Path]) -> list[tuple[Checkpoint, str]]:
         (load_checkpoint(path), f"rl-router:{name}")
         for path, name in zip(paths, names, strict=True)
     ]
+
+
+def _check_pools(
+    learned: list[tuple[Checkpoint, str]], suites: Sequence[Suite], cards: Catalog
+) -> None:
+    """Refuse, before any work, a suite whose pool a checkpoint cannot route."""
+    from xrouter.policies.checkpoint import check_models
+
+    for s in suites:
+        pool = s.resolved(cards).pool
+        for checkpoint, _ in learned:
+            check_models(checkpoint, pool)
 
 
 def _other_data(

@@ -53,6 +53,7 @@ __all__ = [
     "MANIFEST",
     "WEIGHTS",
     "Checkpoint",
+    "check_models",
     "check_pool",
     "load_checkpoint",
     "save_checkpoint",
@@ -360,20 +361,25 @@ def load_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(path, net, memory, manifest)
 
 
-def check_pool(checkpoint: Checkpoint, pool: Sequence[str], catalog: Catalog) -> None:
-    """Refuse a pool with models the network never saw; warn of changed prices."""
+def check_models(checkpoint: Checkpoint, pool: Sequence[str]) -> None:
+    """Refuse a pool with models the network never saw, or of one model."""
     unknown = [m for m in pool if m not in checkpoint.models]
     if unknown:
         raise CheckpointError(
             f"the policy at {checkpoint.path} was trained without "
             f"{', '.join(unknown)}; it knows {', '.join(checkpoint.models)}. "
-            "Route a pool of those models, or train again with this pool"
+            "Give it a pool of those models, or train again with this pool"
         )
     if len(pool) < 2:
         raise CheckpointError(
             f"a router needs a pool of at least 2 models; got {len(pool)} "
             f"({', '.join(pool)})"
         )
+
+
+def check_pool(checkpoint: Checkpoint, pool: Sequence[str], catalog: Catalog) -> None:
+    """Refuse a pool with models the network never saw; warn of changed prices."""
+    check_models(checkpoint, pool)
     prices = checkpoint.manifest["prices"]
     for model in pool:
         card = catalog.get(model)
