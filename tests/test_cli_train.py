@@ -238,8 +238,7 @@ def test_eval_refuses_a_pool_the_policy_cannot_route_before_any_work(
     trained(small_data, setup, ckpt, 2)
     suites = tmp_path / "two.yaml"
     suites.write_text(
-        setup[1].read_text()
-        + "- name: gsm-other\n"
+        setup[1].read_text() + "- name: gsm-other\n"
         "  source: zeroeval\n"
         "  tasks: [gsm8k]\n"
         "  pool: [gpt-4o-mini-2024-07-18, gpt-4o-2024-08-06]\n"
@@ -249,7 +248,14 @@ def test_eval_refuses_a_pool_the_policy_cannot_route_before_any_work(
     store = ["--from", str(small_data), "--store", str(setup[0])]
     out = tmp_path / "report"
     code, output = run(
-        "eval", *store, "--suites", str(suites), "--out", str(out), "--policy", str(ckpt)
+        "eval",
+        *store,
+        "--suites",
+        str(suites),
+        "--out",
+        str(out),
+        "--policy",
+        str(ckpt),
     )
     assert code == 1
     # Nothing of the first suite was evaluated before the second one's refusal.
@@ -393,4 +399,9 @@ def test_a_checkpoint_trained_on_other_records_is_noted() -> None:
         "rl-router was trained on other records of zeroeval than the store holds now "
         "(data fingerprint v2-1a2b-3c4d, now v3-5e6f-3c4d); retrain it on these to "
         "compare like with like"
+    ]
+    assert _other_data(learned, "zeroeval", "v2-1a2b-7e7e") == [
+        "rl-router was trained on these records of zeroeval at other prices of its "
+        "models than the catalog's now; it routes with the new prices (retrain it "
+        "at them to compare like with like)"
     ]

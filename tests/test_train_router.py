@@ -996,6 +996,19 @@ def test_the_shipped_7b_config_holds_the_papers_settings() -> None:
     )
 
 
+def test_a_config_file_with_keys_beside_settings_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "router.yaml"
+    path.write_text("settings:\n  sft_steps: 1\nrl_steps: 5\nlr: 1.0e-6\n")
+    with pytest.raises(ConfigError) as caught:
+        router_settings(path)
+    assert str(caught.value) == (
+        f"--config {path}: lr, rl_steps beside 'settings:' would not be read; move "
+        "them under settings: (or put every setting at the top level)"
+    )
+    path.write_text("sft_steps: 1\nrl_steps: 5\n")  # all at the top level
+    assert router_settings(path) == {"sft_steps": 1, "rl_steps": 5}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

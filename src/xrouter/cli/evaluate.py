@@ -188,16 +188,27 @@ def _other_data(
     learned: list[tuple[Checkpoint, str]], source: str, fingerprint: str | None
 ) -> list[str]:
     """A note for each checkpoint trained on other records of ``source`` than
-    the store holds now (its figures then measure it on data it did not see)."""
+    the store holds now (its figures then measure it on data it did not see), or
+    on the same records priced otherwise (it routes with the new prices)."""
     notes = []
     for checkpoint, name in learned:
         trained = checkpoint.manifest.get("data", {}).get("fingerprints", {})
-        if source in trained and trained[source] != fingerprint:
+        if source not in trained or trained[source] == fingerprint:
+            continue
+        # A fingerprint ends with the digest of the catalog's prices.
+        then, now = trained[source].rpartition("-")[0], (fingerprint or "")
+        if then and then == now.rpartition("-")[0]:
             notes.append(
-                f"{name} was trained on other records of {source} than the store "
-                f"holds now (data fingerprint {trained[source]}, now {fingerprint}); "
-                "retrain it on these to compare like with like"
+                f"{name} was trained on these records of {source} at other prices "
+                "of its models than the catalog's now; it routes with the new "
+                "prices (retrain it at them to compare like with like)"
             )
+            continue
+        notes.append(
+            f"{name} was trained on other records of {source} than the store "
+            f"holds now (data fingerprint {trained[source]}, now {fingerprint}); "
+            "retrain it on these to compare like with like"
+        )
     return notes
 
 

@@ -358,6 +358,12 @@ def router_settings(path: Path | None) -> dict[str, Any]:
     settings = loaded.get("settings", loaded) if isinstance(loaded, dict) else None
     if not isinstance(settings, dict):
         raise ConfigError(f"--config {path} must hold a mapping of settings")
+    beside = sorted(str(k) for k in loaded if k != "settings")
+    if settings is not loaded and beside:
+        raise ConfigError(
+            f"--config {path}: {', '.join(beside)} beside 'settings:' would not be "
+            "read; move them under settings: (or put every setting at the top level)"
+        )
     return settings
 
 
