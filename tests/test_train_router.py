@@ -9,6 +9,7 @@ trained here stand in for the router; the pool is the real ZeroEval sample of
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -50,7 +52,7 @@ from xrouter.train.curves import write_curves
 from xrouter.train.env import load_training_data
 from xrouter.train.grpo import GRPOConfig, train_policy
 from xrouter.train.router_checkpoint import latest_checkpoint
-from xrouter.train.router_config import RouterTrainConfig
+from xrouter.train.router_config import RouterTrainConfig, check_resumable
 from xrouter.train.router_data import (
     PolicyTeacher,
     RouterExample,
@@ -750,6 +752,15 @@ def test_a_resumed_run_logs_each_step_once_and_keeps_its_settings(
     assert str(info.value).startswith(
         f"the run in {tmp_path} was trained otherwise: items 20 -> 30. Resume"
     )
+    # The same suite name over another pool is another run.
+    two = SUITE.model_copy(update={"pool": (POOL[0], POOL[2])})
+    with pytest.raises(ConfigError) as info:
+        train_router(zeroeval_store, two, catalog, config, tmp_path, resume=True)
+    assert str(info.value).startswith(
+        f"the run in {tmp_path} was trained otherwise: pool ['gpt-4o-mini-2024-07-18',"
+        " 'claude-3-haiku-20240307', 'gemma-2-2b-it'] -> ['gpt-4o-mini-2024-07-18', "
+        "'gemma-2-2b-it']. Resume"
+    )
     train_router(zeroeval_store, SUITE, catalog, config, tmp_path, resume=True)
     lines = [
         json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
@@ -757,6 +768,29 @@ def test_a_resumed_run_logs_each_step_once_and_keeps_its_settings(
     assert [(x["phase"], x["step"]) for x in lines] == [("sft", 1), ("sft", 2)]
     # The step-2 line is the resumed run's: its loss is the interrupted one's.
     assert lines[1]["loss"] == pytest.approx(json.loads(logged[1])["loss"], abs=1e-6)
+
+
+def test_resuming_with_a_teacher_trained_again_is_refused(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    config = _config(tiny_dir)
+    task: Any = SimpleNamespace(
+        suite=SUITE, records=SimpleNamespace(models=POOL), fingerprint="v3-ab:cd"
+    )
+    manifest = {
+        "suite": SUITE.name,
+        "pool": list(POOL),
+        "data_fingerprint": "v3-ab:cd",
+        "teacher_digest": "1f" * 32,
+        "settings": dataclasses.asdict(config),
+    }
+    check_resumable(manifest, config, task, tmp_path, "1f" * 32)
+    with pytest.raises(ConfigError) as info:
+        check_resumable(manifest, config, task, tmp_path, "2e" * 32)
+    assert str(info.value).startswith(
+        f"the run in {tmp_path} was trained otherwise: the teacher checkpoint "
+        "(trained again since). Resume"
+    )
 
 
 def test_a_trained_router_is_named_by_its_checkpoint_directory(

@@ -202,9 +202,14 @@ def _setting(name: str, value: Any) -> Any:
 
 
 def check_resumable(
-    manifest: dict[str, Any], config: RouterTrainConfig, task: RouterTask, out: Path
+    manifest: dict[str, Any],
+    config: RouterTrainConfig,
+    task: RouterTask,
+    out: Path,
+    teacher_digest: str | None = None,
 ) -> None:
-    """Refuse to resume a run with another suite, data or training settings."""
+    """Refuse to resume a run with another suite, pool, teacher, data or
+    training settings (``teacher_digest``: the policy teacher's, if any)."""
     then = manifest.get("settings", {})
     now = asdict(config)
     changed = [
@@ -213,6 +218,11 @@ def check_resumable(
         if name not in _RESUMABLE_CHANGES
         and _setting(name, then.get(name)) != _setting(name, value)
     ]
+    pool = list(task.records.models)
+    if manifest.get("suite") == task.suite.name and manifest.get("pool") != pool:
+        changed.append(f"pool {manifest.get('pool')!r} -> {pool!r}")
+    if manifest.get("teacher_digest", teacher_digest) != teacher_digest:
+        changed.append("the teacher checkpoint (trained again since)")
     records, _, items = str(manifest.get("data_fingerprint")).rpartition(":")
     if manifest.get("suite") != task.suite.name:
         changed.insert(0, f"suite {manifest.get('suite')!r} -> {task.suite.name!r}")

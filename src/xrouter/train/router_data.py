@@ -73,6 +73,7 @@ __all__ = [
     "load_router_task",
     "oracle_model",
     "render_trace",
+    "teacher_digest",
     "tokenize_conversation",
 ]
 
@@ -199,6 +200,11 @@ Teacher = Callable[[RouterExample], str]
 """The pool model a warm-start trace calls for an example."""
 
 
+def teacher_digest(teacher: Teacher | None) -> str | None:
+    """A policy teacher's digest (see ``PolicyTeacher.digest``); None otherwise."""
+    return teacher.digest if isinstance(teacher, PolicyTeacher) else None
+
+
 class PolicyTeacher:
     """A trained policy network's first choice for each example, as a teacher.
 
@@ -217,6 +223,12 @@ class PolicyTeacher:
             records.sources[0], records.items()
         )
         self._routers: dict[tuple[str, ...], LiveRouter] = {}
+
+    @property
+    def digest(self) -> str:
+        """What the checkpoint is, whatever its path: its manifest's sha256."""
+        text = json.dumps(self.checkpoint.manifest, sort_keys=True)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def check_range(self, lam_min: float, lam_max: float) -> None:
         """Refuse a lambda range the network was not trained on."""

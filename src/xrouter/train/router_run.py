@@ -54,6 +54,7 @@ from xrouter.train.router_data import (
     Teacher,
     draw_examples,
     load_router_task,
+    teacher_digest,
 )
 from xrouter.train.router_eval import (
     Rivals,
@@ -167,6 +168,7 @@ class _Run:
             "pool": list(self.task.records.models),
             "train_items": len(self.task.train),
             "data_fingerprint": self.task.fingerprint,
+            "teacher_digest": teacher_digest(self.teacher),
             "settings": asdict(self.config),
             "metrics": self.log.last,
         }
@@ -417,8 +419,6 @@ def train_router(
             "that each process takes as many micro-batches; change --config's "
             "sft_batch or micro_batch"
         )
-    with state.main_process_first():  # the first converts the base model once
-        base_dir = local_model_dir(config.base, home=store.path.parent)
     if (out / WEIGHTS).exists():
         raise ConfigError(
             f"{out} holds a policy checkpoint of `xrouter train policy`; give the "
@@ -432,9 +432,11 @@ def train_router(
         )
     checkpoint = found if resume else None
     if checkpoint is not None:
-        check_resumable(checkpoint.manifest, config, task, out)
+        check_resumable(checkpoint.manifest, config, task, out, teacher_digest(teacher))
     elif resume:
         logger.warning("nothing to resume in %s: training starts afresh", out)
+    with state.main_process_first():  # the first converts the base model once
+        base_dir = local_model_dir(config.base, home=store.path.parent)
     torch.manual_seed(config.seed)
     if config.threads is not None:
         # One thread: on a shared machine, OpenMP threads that wait for a busy
