@@ -31,9 +31,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from typer.testing import CliRunner
 
-from xrouter.backends.build import router_backend
+from xrouter.backends.build import router_backend, router_dir
 from xrouter.cli import train  # noqa: F401  (registers the sub-commands)
 from xrouter.cli.app import app
+from xrouter.cli.evaluate import _llm_factory
 from xrouter.cli.train import router_settings
 from xrouter.core.catalog import load_catalog
 from xrouter.core.errors import ConfigError
@@ -804,6 +805,12 @@ def test_a_trained_router_is_named_by_its_checkpoint_directory(
     assert found is not None
     backend = router_backend(str(found.path), load_catalog())
     assert backend.card.id == "smollm2-135m"
+    # The run's own folder names its latest checkpoint, and a report names the
+    # router by that checkpoint.
+    assert router_dir(str(tmp_path)) == router_dir(str(found.path)) == found.path
+    run_eval = _llm_factory(str(tmp_path), 1, 1.0, load_catalog(), tmp_path, SUITE)
+    row = run_eval(task.records, task.test)
+    assert row.name == "llm:smollm2-135m@checkpoint-sft-000001"
     messages = (Message("user", task.messages(int(task.train[0]))[-1].content),)
     done = asyncio.run(backend.complete(ChatRequest(messages, max_tokens=8)))
     model, tokenizer = load_router_model(found.path)

@@ -14,7 +14,7 @@ from xrouter.core.catalog import Catalog, ModelCard
 from xrouter.core.errors import ConfigError
 from xrouter.records.store import Store
 
-__all__ = ["backend_for", "build_pool", "replay_pool", "router_backend"]
+__all__ = ["backend_for", "build_pool", "replay_pool", "router_backend", "router_dir"]
 
 _TRAINED_ROUTER_CARD = "smollm2-135m"  # bills a router directory's tokens by default
 
@@ -55,7 +55,26 @@ def router_backend(name: str, catalog: Catalog) -> Backend:
     transformers chat model directory (a checkpoint of ``xrouter train router``
     among them), run in-process and billed at the card its manifest names
     (``settings.router_card``), else at smollm2-135m's."""
+    folder = router_dir(name)
+    if folder is None:
+        return backend_for(catalog.get(name))
+    card = _TRAINED_ROUTER_CARD
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        card = str(manifest["settings"]["router_card"])
+    return backend_for(catalog.get(card), "local", model_dir=folder)
+
+
+def router_dir(name: str) -> Path | None:
+    """The model directory an LLM router's name points at: the folder itself, or
+    for a run of ``xrouter train router`` its latest checkpoint; None for a card."""
     folder = Path(name).expanduser()
+    if folder.is_dir() and (folder / "latest.json").is_file():
+        from xrouter.train.router_checkpoint import latest_checkpoint
+
+        found = latest_checkpoint(folder)
+        assert found is not None
+        folder = found.path
     if folder.is_dir() and not (folder / "config.json").is_file():
         if (folder / "policy.safetensors").is_file():
             raise ConfigError(
@@ -66,13 +85,7 @@ def router_backend(name: str, catalog: Catalog) -> Backend:
             f"{folder} holds no transformers model (no config.json): give a "
             "checkpoint of `xrouter train router`, or a model card's id"
         )
-    if not folder.is_dir():
-        return backend_for(catalog.get(name))
-    card = _TRAINED_ROUTER_CARD
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        card = str(manifest["settings"]["router_card"])
-    return backend_for(catalog.get(card), "local", model_dir=folder)
+    return folder if folder.is_dir() else None
 
 
 def replay_pool(

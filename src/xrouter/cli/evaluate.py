@@ -247,7 +247,7 @@ def _llm_factory(
     episode to ``OUT/episodes-SUITE.json``."""
     import json
 
-    from xrouter.backends.build import router_backend
+    from xrouter.backends.build import router_backend, router_dir
     from xrouter.evaluate.episodes import evaluate_episodes, sample_items
     from xrouter.policies.llm_router import LLMRouter
 
@@ -255,7 +255,10 @@ def _llm_factory(
         raise ConfigError(f"--llm-sample must be at least 1, got {sample}")
     if not 0 <= lam < math.inf:
         raise ConfigError(f"--llm-lambda must be a number >= 0, got {lam:g}")
-    router = LLMRouter(router_backend(model, cards))
+    backend = router_backend(model, cards)
+    folder = router_dir(model)  # a trained router is named by its checkpoint too
+    name = f"llm:{backend.card.id}" + ("" if folder is None else f"@{folder.name}")
+    router = LLMRouter(backend, name=name)
 
     def run(records: ReplayPool, test: NDArray[np.int64]) -> PolicyResult:
         rows = sample_items(records, test, sample)

@@ -36,15 +36,18 @@ class LLMRouter:
         *,
         max_tokens: int = 256,
         temperature: float | None = None,
+        name: str | None = None,
     ) -> None:
         self.backend = backend
         self.max_tokens = max_tokens
         self.temperature = temperature
+        self._name = name or f"llm:{backend.card.id}"
         self._prompts: dict[tuple[tuple[str, ...], float], str] = {}
 
     @property
     def name(self) -> str:
-        return f"llm:{self.backend.card.id}"
+        """How reports name it: ``llm:CARD``, by default."""
+        return self._name
 
     @property
     def card(self) -> ModelCard:
