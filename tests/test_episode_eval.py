@@ -3,14 +3,17 @@ response is its recorded verdict; text the router wrote is judged by the verifie
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
 
 from xrouter.backends.replay import ReplayPool
 from xrouter.core.catalog import ModelCard, load_catalog
-from xrouter.evaluate.episodes import evaluate_episodes, sample_items
+from xrouter.evaluate.episodes import evaluate_episodes, run_episode, sample_items
 from xrouter.orchestrator.loop import EpisodeView, RouterTurn
 from xrouter.orchestrator.parsing import parse_tool_calls
 from xrouter.records.splits import split_mask
@@ -79,3 +82,23 @@ def test_text_the_router_wrote_is_judged_by_the_verifier(records: ReplayPool) ->
     )
     assert (right.accuracy, wrong.accuracy) == (1.0, 0.0)
     assert right.episodes[0].strategy == "self" and right.cost_per_1k == 0.0
+
+
+def test_an_interrupt_inside_a_call_ends_the_episode_without_a_logged_trace(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Ctrl-C lands in whichever task runs: here a call the episode started and
+    # does not await yet. The episode ends with KeyboardInterrupt, and asyncio
+    # does not log the call's unretrieved interrupt as an error.
+    async def call() -> None:
+        raise KeyboardInterrupt
+
+    async def episode() -> Any:
+        started = asyncio.ensure_future(call())
+        await asyncio.sleep(1)
+        return started
+
+    with pytest.raises(KeyboardInterrupt):
+        run_episode(episode())
+    gc.collect()
+    assert "exception was never retrieved" not in caplog.text

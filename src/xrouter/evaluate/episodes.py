@@ -57,13 +57,24 @@ def run_episode(episode: Coroutine[Any, Any, EpisodeResult]) -> EpisodeResult:
         return asyncio.run(episode)
     previous = signal.signal(signal.SIGINT, _interrupt)
     try:
-        return asyncio.run(episode)
+        with asyncio.Runner() as runner:
+            # The interrupt may end a task the episode started (a call's) while
+            # no one awaits it; that is the interrupt itself, not news to log.
+            runner.get_loop().set_exception_handler(_unless_interrupted)
+            return runner.run(episode)
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _unless_interrupted(
+    loop: asyncio.AbstractEventLoop, context: dict[str, Any]
+) -> None:
+    if not isinstance(context.get("exception"), KeyboardInterrupt):
+        loop.default_exception_handler(context)
 
 
 @dataclass(frozen=True)
