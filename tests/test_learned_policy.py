@@ -240,6 +240,12 @@ def test_bad_settings_are_refused() -> None:
     assert str(info.value) == (
         "ema_decay must be in [0, 1) (0: keep the raw weights), got 1"
     )
+    with pytest.raises(ConfigError) as info:
+        GRPOConfig(lam_min=10.0, lam_max=100.0)
+    assert str(info.value) == (
+        "the default lambda 2 is outside the trained range 10 to 100; widen the "
+        "range or choose a --default-lambda inside it"
+    )
 
 
 def test_the_kept_weights_are_the_moving_average(data: TrainingData) -> None:
@@ -385,8 +391,9 @@ def test_damaged_checkpoints_are_refused(checkpoint_dir: Path, tmp_path: Path) -
     )
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(checkpoint_dir / "manifest.json")
-    assert str(info.value).startswith(
-        f"no checkpoint at {checkpoint_dir / 'manifest.json'}: not a directory;"
+    assert str(info.value) == (
+        f"no checkpoint at {checkpoint_dir / 'manifest.json'}: it is a file; give "
+        "the directory that `xrouter train policy --out` wrote"
     )
     corrupt = _copy(checkpoint_dir, tmp_path / "corrupt")
     weights = corrupt / "policy.safetensors"

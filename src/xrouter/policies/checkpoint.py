@@ -282,10 +282,14 @@ def _read_manifest(path: Path) -> tuple[dict[str, Any], str]:
 def load_checkpoint(path: Path) -> Checkpoint:
     """Load a checkpoint directory, refusing damaged or incomplete ones."""
     path = Path(path)
-    if not path.is_dir():
-        what = "not a directory" if path.exists() else "it does not exist"
+    if path.exists() and not path.is_dir():
         raise CheckpointError(
-            f"no checkpoint at {path}: {what}; write one with "
+            f"no checkpoint at {path}: it is a file; give the directory that "
+            "`xrouter train policy --out` wrote"
+        )
+    if not path.is_dir():
+        raise CheckpointError(
+            f"no checkpoint at {path}: it does not exist; write one with "
             f"`xrouter train policy --out {path}`"
         )
     manifest, digest = _read_manifest(path)

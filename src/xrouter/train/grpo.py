@@ -183,7 +183,7 @@ class GRPOConfig:
             raise ConfigError(
                 f"the default lambda {self.default_lambda:g} is outside the trained "
                 f"range {self.lam_min:g} to {self.lam_max:g}; widen the range or "
-                "choose a default inside it"
+                "choose a --default-lambda inside it"
             )
 
     def reward(self) -> RewardConfig:
