@@ -403,12 +403,28 @@ def test_damaged_checkpoints_are_refused(checkpoint_dir: Path, tmp_path: Path) -
     assert str(info.value) == (
         f"{weights} is corrupt or truncated; train the policy again"
     )
-    # Weights rewritten as NaN, the manifest's digest kept: readable, but no
+    # One byte of the numbers flipped (in the memory's last tensor, where no
+    # network weight is): the file still reads, but not as it was written.
+    flipped = _copy(checkpoint_dir, tmp_path / "flipped")
+    weights = flipped / "policy.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-3] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(flipped)
+    assert str(info.value) == (
+        f"{weights} holds other numbers than it was written with (damaged since); "
+        "train the policy again"
+    )
+    # Weights rewritten as NaN, the manifest's digest kept (and no digest of the
+    # numbers, as in files written before they carried one): readable, but no
     # network routes with them.
     nan = _copy(checkpoint_dir, tmp_path / "nan")
     weights = nan / "policy.safetensors"
     with safe_open(str(weights), framework="pt") as handle:
         stamp = handle.metadata()
+    assert set(stamp) == {"manifest_sha256", "tensors_sha256"}
+    del stamp["tensors_sha256"]
     tensors = load_file(weights)
     tensors["out.weight"] = torch.full_like(tensors["out.weight"], float("nan"))
     save_file(tensors, weights, metadata=stamp)

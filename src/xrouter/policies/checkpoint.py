@@ -80,7 +80,8 @@ _REQUIRED = (
     "embedding",
 )
 _MEMORY = "memory."
-_DIGEST = "manifest_sha256"  # the weights file's metadata key
+_DIGEST = "manifest_sha256"  # the weights file's metadata keys
+_TENSORS = "tensors_sha256"  # (absent from files written before it was added)
 
 
 class _MemoryShape(BaseModel):
@@ -207,7 +208,8 @@ def save_checkpoint(
     weights_tmp, manifest_tmp = path / (WEIGHTS + ".tmp"), path / (MANIFEST + ".tmp")
     try:
         manifest_tmp.write_text(text, encoding="utf-8")
-        save_file(weights, str(weights_tmp), metadata={_DIGEST: _digest(text)})
+        metadata = {_DIGEST: _digest(text), _TENSORS: _tensors_digest(weights)}
+        save_file(weights, str(weights_tmp), metadata=metadata)
         # safetensors creates its file readable by its owner only; give the
         # weights the manifest's permissions.
         weights_tmp.chmod(manifest_tmp.stat().st_mode & 0o777)
@@ -222,6 +224,16 @@ def save_checkpoint(
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _tensors_digest(weights: dict[str, torch.Tensor]) -> str:
+    """The sha256 of every tensor's name, type, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        tensor = weights[name]
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
 
 
 def _read_manifest(path: Path) -> tuple[dict[str, Any], str]:
@@ -313,13 +325,20 @@ def load_checkpoint(path: Path) -> Checkpoint:
         )
     try:
         with safe_open(str(file), framework="pt") as handle:
-            written_with = (handle.metadata() or {}).get(_DIGEST)
+            metadata = handle.metadata() or {}
             names = handle.keys()  # the handle itself is not iterable
             weights = {name: handle.get_tensor(name) for name in names}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
             f"{file} is corrupt or truncated; train the policy again"
         ) from exc
+    written_with = metadata.get(_DIGEST)
+    stored = metadata.get(_TENSORS)
+    if stored is not None and stored != _tensors_digest(weights):
+        raise CheckpointError(
+            f"{file} holds other numbers than it was written with (damaged since); "
+            "train the policy again"
+        )
     if written_with != digest:
         raise CheckpointError(
             f"{path / MANIFEST} is not the manifest {file} was written with (edited "
