@@ -233,6 +233,13 @@ TWO = (
             "source(s) routerbench have no items of task(s) winogrnade; their tasks "
             "are arc-challenge, mbpp, winogrande",
         ),
+        (
+            TWO.format(name="rb", source="routerbench").replace(
+                "[gpt-4-1106-preview, mistralai/mixtral-8x7b-chat]",
+                "gpt-4-1106-preview",
+            ),
+            "suite 1: pool: give a list, e.g. [gpt-4-1106-preview, ...], not one name",
+        ),
     ],
 )
 def test_bad_suites_are_refused_before_any_work(

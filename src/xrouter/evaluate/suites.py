@@ -11,7 +11,14 @@ import re
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from xrouter.backends.replay import ReplayPool
 from xrouter.core.catalog import Catalog
@@ -45,6 +52,13 @@ class Suite(BaseModel):
     exclude_meta: tuple[str, ...] = Field(
         default=(), description="Leave out items whose meta flags any of these keys."
     )
+
+    @field_validator("pool", "tasks", "exclude_meta", mode="before")
+    @classmethod
+    def _a_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            raise ValueError(f"give a list, e.g. [{value}, ...], not one name")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Suite:
