@@ -196,8 +196,8 @@ def _other_data(
         if source not in trained or trained[source] == fingerprint:
             continue
         # A fingerprint ends with the digest of the catalog's prices.
-        then, now = trained[source].rpartition("-")[0], (fingerprint or "")
-        if then and then == now.rpartition("-")[0]:
+        records = trained[source].rpartition("-")[0]
+        if records and records == (fingerprint or "").rpartition("-")[0]:
             notes.append(
                 f"{name} was trained on these records of {source} at other prices "
                 "of its models than the catalog's now; it routes with the new "
