@@ -178,11 +178,14 @@ def route_command(
         target = None
         if spec.replay is not None and any(m.backend == "replay" for m in spec.models):
             from xrouter.cli.data import ensure_source
+            from xrouter.records.ingest import priced_otherwise
 
-            # Replayed costs are priced at ingest: re-ingest records whose
-            # prices (or files) changed, as the gateway does at start-up.
+            # Replayed costs are priced at ingest: records missing or priced by
+            # another catalog are ingested (again), as is everything --from holds.
             target = open_store(store)
-            ensure_source(target, cards, spec.replay.source, data_dir)
+            source = spec.replay.source
+            if data_dir is not None or priced_otherwise(target, source, cards):
+                ensure_source(target, cards, source, data_dir)
         pool = build_pool(spec, cards, target)
     chosen: LLMRouter | PolicyRouter
     if policy is not None:

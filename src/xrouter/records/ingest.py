@@ -21,6 +21,7 @@ __all__ = [
     "check_data_dir",
     "ensure_ingested",
     "ingest",
+    "priced_otherwise",
     "source_fingerprint",
     "sources_under",
 ]
@@ -67,6 +68,13 @@ INGEST_VERSION = 3
 def source_fingerprint(source: Source, root: Path, catalog: Catalog) -> str:
     """Changes when the source's files, the catalog's prices or the ingest change."""
     return f"v{INGEST_VERSION}-{source.fingerprint(root)}-{_catalog_digest(catalog)}"
+
+
+def priced_otherwise(store: Store, source: str, catalog: Catalog) -> bool:
+    """Whether the store's records of ``source`` were priced by another catalog
+    (or are missing): their costs are then not ``catalog``'s."""
+    info = store.manifest().get(source)
+    return info is None or not info.fingerprint.endswith(f"-{_catalog_digest(catalog)}")
 
 
 def _present(root: Path) -> list[str]:
