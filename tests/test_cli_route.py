@@ -140,6 +140,8 @@ def test_bad_pool_files_and_knobs_are_refused(tmp_path: Path) -> None:
     assert (
         code == 2 and "Invalid value for '--router-tokens': Input should be" in output
     )
+    code, output = run("route", "hi", "--max-turns", "0")
+    assert code == 2 and "Invalid value for '--max-turns': Input should be" in output
     code, output = run("route", "   ")
     assert code == 1 and "the prompt is empty" in output
     # Bytes that are not UTF-8 reach Python as lone surrogates.

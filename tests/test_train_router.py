@@ -1075,8 +1075,14 @@ def test_a_config_file_with_keys_beside_settings_is_refused(tmp_path: Path) -> N
         ),
         (["--sft-lr", "nan"], "--sft-lr must be a finite learning rate > 0, got nan"),
         (["--lr", "-1"], "--lr must be a finite learning rate > 0, got -1.0"),
-        (["--prompts-per-step", "0"], "prompts_per_step must be >= 1, got 0"),
-        (["--checkpoint-every", "0"], "checkpoint_every must be >= 1, got 0"),
+        (
+            ["--prompts-per-step", "0"],
+            "prompts_per_step (--prompts-per-step) must be >= 1, got 0",
+        ),
+        (
+            ["--checkpoint-every", "0"],
+            "checkpoint_every (--checkpoint-every) must be >= 1, got 0",
+        ),
         (["--temperature", "nan"], "--temperature must be a finite number > 0"),
         (["--clip-high", "inf"], "and a finite --clip-high > 0, got 0.2 and inf"),
     ],

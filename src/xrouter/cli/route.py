@@ -127,7 +127,9 @@ def route_command(
         float | None,
         typer.Option("--budget", help="Most USD the episode may spend."),
     ] = None,
-    max_turns: Annotated[int, typer.Option("--max-turns")] = 3,
+    max_turns: Annotated[
+        int, typer.Option("--max-turns", help="Most router turns.", min=1)
+    ] = 3,
     router_tokens: Annotated[
         int,
         typer.Option("--router-tokens", help="Most tokens per router turn.", min=1),

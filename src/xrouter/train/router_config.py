@@ -35,6 +35,12 @@ _LEAST = {
     **dict.fromkeys(("micro_batch", "checkpoint_every", "max_new_tokens"), 1),
 }
 
+# The settings that `xrouter train router` also takes as options of its own name.
+_FLAGGED = frozenset(
+    {"sft_steps", "rl_steps", "eval_items", "refill_rounds", "prompts_per_step"}
+    | {"checkpoint_every"}
+)
+
 
 @dataclass(frozen=True)
 class RouterTrainConfig:
@@ -111,8 +117,9 @@ class RouterTrainConfig:
                 )
         for name, least in _LEAST.items():
             if getattr(self, name) < least:
+                flag = f" (--{name.replace('_', '-')})" if name in _FLAGGED else ""
                 raise ConfigError(
-                    f"{name} must be >= {least}, got {getattr(self, name)}"
+                    f"{name}{flag} must be >= {least}, got {getattr(self, name)}"
                 )
         if self.threads is not None and self.threads < 1:
             raise ConfigError(
