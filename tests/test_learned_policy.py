@@ -383,6 +383,10 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 def test_damaged_checkpoints_are_refused(checkpoint_dir: Path, tmp_path: Path) -> None:
+    manifest = (checkpoint_dir / "manifest.json").read_bytes()
+    assert (
+        load_checkpoint(checkpoint_dir).digest == hashlib.sha256(manifest).hexdigest()
+    )
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(tmp_path / "absent")
     assert str(info.value) == (

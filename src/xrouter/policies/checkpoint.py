@@ -137,6 +137,7 @@ class Checkpoint:
     net: RouterNet
     memory: NeighbourMemory
     manifest: dict[str, Any]
+    digest: str = ""  # the manifest file's sha256, which its weights carry
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -381,7 +382,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             "checkpoint is damaged, train the policy again"
         ) from exc
     net.eval()
-    return Checkpoint(path, net, memory, manifest)
+    return Checkpoint(path, net, memory, manifest, digest)
 
 
 def check_models(checkpoint: Checkpoint, pool: Sequence[str]) -> None:

@@ -227,8 +227,7 @@ class PolicyTeacher:
     @property
     def digest(self) -> str:
         """What the checkpoint is, whatever its path: its manifest's sha256."""
-        text = json.dumps(self.checkpoint.manifest, sort_keys=True)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return self.checkpoint.digest
 
     def check_range(self, lam_min: float, lam_max: float) -> None:
         """Refuse a lambda range the network was not trained on."""
