@@ -644,7 +644,7 @@ def test_a_stalled_upstream_gives_a_504_within_the_time_limits(
     http: httpx.Client, upstream: UpstreamServer
 ) -> None:
     upstream.mode, upstream.stall_s = "stall", 5.0
-    started = time.monotonic()
+    arrived, started = time.time(), time.monotonic()
     reply = http.post("/v1/chat/completions", json={"model": GPT, "messages": USER})
     took = time.monotonic() - started
     assert reply.status_code == 504
@@ -653,6 +653,9 @@ def test_a_stalled_upstream_gives_a_504_within_the_time_limits(
     assert LIMITS["call_timeout_s"] < took < LIMITS["episode_timeout_s"] + 1.0
     entry = last_logged()
     assert (entry.status, entry.outcome, entry.cost_usd) == (504, "upstream_timeout", 0)
+    # The log dates a request by its arrival (the day its limits were charged),
+    # not by its end, 1.5 s or more later.
+    assert arrived - 0.05 <= entry.ts < arrived + 0.5
 
 
 def test_a_stream_cut_midway_ends_with_an_error_event(

@@ -292,7 +292,9 @@ class Service:
             )
         return RequestEntry(
             request_id=outcome.request_id,
-            ts=time.time(),
+            # When it arrived: its spend belongs to that day, as its daily limits
+            # were charged then, even if it ends after midnight.
+            ts=time.time() - seconds,
             key_name=key.name if key is not None else None,
             router=outcome.router,
             requested_model=body.model,
