@@ -374,6 +374,28 @@ def test_another_database_or_another_schema_version_is_refused(
         )
 
 
+def test_the_read_commands_leave_a_file_of_another_kind_as_it_was(
+    tmp_path: Path,
+) -> None:
+    empty, blank = tmp_path / "empty.sqlite", tmp_path / "blank.db"
+    empty.write_bytes(b"")
+    with closing(sqlite3.connect(blank)) as conn:
+        conn.execute("VACUUM")
+    before = {path: path.read_bytes() for path in (empty, blank)}
+    for command, path in (("logs", empty), ("spend", blank)):
+        result = runner.invoke(app, [command, "--db", str(path)])
+        assert result.exit_code == 1
+        assert result.output == (
+            f"error: {path} is a SQLite database but not an xrouter request log; "
+            "give another path\n"
+        )
+    assert {path: path.read_bytes() for path in before} == before
+    result = runner.invoke(app, ["spend", "--db", str(blank), "--days", "36501"])
+    assert result.exit_code == 2 and "Invalid value for '--days'" in result.output
+    result = runner.invoke(app, ["logs", "--db", str(blank), "--last", str(10**20)])
+    assert result.exit_code == 2 and "Invalid value for '--last'" in result.output
+
+
 def test_damaged_pages_give_a_config_error_not_a_traceback(tmp_path: Path) -> None:
     path = tmp_path / "requests.sqlite"
     with closing(RequestLog(path)) as log:

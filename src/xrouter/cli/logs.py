@@ -61,7 +61,7 @@ def open_log(path: Path | None) -> RequestLog:
             f"no request log at {target}; start the gateway with `xrouter serve` "
             "first, or pass --db"
         )
-    return RequestLog(target)
+    return RequestLog(target, create=False)  # read: a file of another kind is kept
 
 
 @app.command("logs")
@@ -69,7 +69,8 @@ def open_log(path: Path | None) -> RequestLog:
 def logs_command(
     db: LogPath = None,
     last: Annotated[
-        int, typer.Option("--last", min=1, help="How many requests to show.")
+        int,
+        typer.Option("--last", min=1, max=1_000_000, help="How many requests to show."),
     ] = 20,
     key: Annotated[
         str | None, typer.Option("--key", help="Only the requests of this key.")
@@ -132,6 +133,7 @@ def spend_command(
         typer.Option(
             "--days",
             min=1,
+            max=36_500,
             help="Count the last N UTC days, today included.  [default: 1]",
             show_default=False,
         ),

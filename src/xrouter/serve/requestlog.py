@@ -172,14 +172,14 @@ class RequestLog:
     refused (an exclusive ``flock`` on ``<path>.lock`` beside the log).
     """
 
-    def __init__(self, path: Path, *, owner: bool = False) -> None:
+    def __init__(self, path: Path, *, owner: bool = False, create: bool = True) -> None:
         self.path = Path(path)
         _check_path(self.path)
         self._owned = _own(self.path) if owner else None
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         try:
-            self._writer = _connect(self.path, create=True)
+            self._writer = _connect(self.path, create=create)
         except BaseException:
             self._release()
             raise
@@ -429,12 +429,12 @@ def _connect(path: Path, create: bool) -> sqlite3.Connection:
         path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
     )
     try:
+        _check_schema(conn, path, create)  # first: a file of another kind is kept
         if conn.execute("PRAGMA journal_mode=WAL").fetchone() != ("wal",):
             raise ConfigError(
                 f"request log {path} cannot be put in WAL mode; put it on a local disk"
             )
         conn.execute("PRAGMA synchronous=NORMAL")
-        _check_schema(conn, path, create)
     except sqlite3.DatabaseError as exc:  # a damaged file, a lock held too long
         conn.close()
         raise ConfigError(
