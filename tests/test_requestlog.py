@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from xrouter.cli import logs  # noqa: F401  (registers the sub-commands)
 from xrouter.cli.app import app
 from xrouter.core.errors import ConfigError
+from xrouter.serve import requestlog
 from xrouter.serve.requestlog import (
     IN_FLIGHT,
     INTERRUPTED,
@@ -480,3 +481,20 @@ def test_cli_refusals_are_one_line(tmp_path: Path, log: RequestLog) -> None:
     assert refused == "error: give --since or --days, not both\n"
     bad = runner.invoke(app, ["spend", "--db", str(log.path), "--since", "May 9"])
     assert bad.stderr == "error: --since must be a date as YYYY-MM-DD, got 'May 9'\n"
+
+
+def test_a_log_another_program_holds_locked_is_named_as_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(requestlog, "_BUSY_TIMEOUT_S", 0.2)
+    path = tmp_path / "requests.sqlite"
+    with closing(RequestLog(path)) as log, closing(sqlite3.connect(path)) as other:
+        other.execute("BEGIN EXCLUSIVE")  # as an sqlite3 shell or a backup may
+        with pytest.raises(ConfigError) as info:
+            log.append(entry("held"))
+        other.rollback()
+        log.append(entry("after"))
+    assert str(info.value) == (
+        f"cannot write to the request log {path} (database is locked); another "
+        "program holds it locked (an sqlite3 shell, a backup): close it"
+    )

@@ -9,7 +9,7 @@ replayed from their recorded answers, behind the RL-trained policy::
     data_dir: ../shared/data      # recorded outputs to ingest if the store lacks them
     router:
       kind: policy                # policy (RL-trained network) or llm (tool-calling)
-      checkpoint: ~/.cache/xrouter/policies/zeroeval   # trained once if missing
+      checkpoint: ~/.cache/xrouter/policies/zeroeval  # trained once if this key is out
       model: smollm2-135m         # the llm router's model card
       lambda: 1.0                 # default cost weight; per request: xrouter:lambda=4
       stream: live                # how the policy streams: live (its first choice's

@@ -253,9 +253,14 @@ class RequestLog:
                         f"request {entry.request_id!r} is already in the request "
                         f"log {self.path}; give each request its own id"
                     ) from None
+                advice = (
+                    "another program holds it locked (an sqlite3 shell, a backup): "
+                    "close it"
+                    if "locked" in str(exc)
+                    else "check that the disk has room and the file is still writable"
+                )
                 raise ConfigError(
-                    f"cannot write to the request log {self.path} ({exc}); check "
-                    "that the disk has room and the file is still writable"
+                    f"cannot write to the request log {self.path} ({exc}); {advice}"
                 ) from exc
 
     def spend(self, since_ts: float, key_name: str | None = None) -> float:

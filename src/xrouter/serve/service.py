@@ -264,8 +264,8 @@ class Service:
     ) -> None:
         """Log the request durably and count it in the metrics."""
         entry = self._entry(outcome, body, key, status, failure, stream)
-        if self.log is not None:
-            self.log.append(entry)
+        # Counted first: a log that cannot be written does not hide the request
+        # from the metrics.
         self.metrics.observe(
             outcome.router,
             status,
@@ -273,6 +273,8 @@ class Service:
             outcome.calls,
             None if failure is None else str(failure.code or failure.kind),
         )
+        if self.log is not None:
+            self.log.append(entry)
 
     def _entry(
         self,
