@@ -40,6 +40,7 @@ from xrouter.orchestrator.loop import (
 )
 from xrouter.orchestrator.parsing import ToolCall
 from xrouter.policies.llm_router import LLMRouter
+from xrouter.records.tokens import count_tokens
 
 CATALOG = load_catalog()
 MINI = CATALOG.get("gpt-4o-mini-2024-07-18")  # $0.15 / $0.60 per 1M tokens
@@ -342,6 +343,32 @@ def test_a_call_past_its_timeout_is_a_timeout_error() -> None:
     assert time.monotonic() - started < 1.0
     record = next(c for c in result.trace.calls if not c.by_router)
     assert record.error == "timeout: gpt-4o-mini-2024-07-18 gave no answer within 0.1 s"
+
+
+def test_a_fallback_the_episode_has_no_time_left_for_is_not_called() -> None:
+    # The hanging model's first attempt spends the episode's 0.6 s: its fallback
+    # is neither called nor logged as a failure of its own.
+    hung = FakeBackend(MINI, ["late", "late"], delay_s=2.0)
+    backup = FakeBackend(BIG, ["from the fallback"])
+    router = ScriptedRouter(
+        [
+            turn(call("call_gpt_4o_mini_2024_07_18", system_prompt="Be brief.")),
+            turn(text="x"),
+        ]
+    )
+    count_tokens("load the encoding before the clock starts")
+    limits = Limits(call_timeout_s=0.8, episode_timeout_s=0.6, retries=1)
+    with pytest.raises(EpisodeFailedError) as failed:
+        run(
+            Orchestrator(pool(hung, backup, fallback={MINI.id: BIG.id}), limits), router
+        )
+    records = [c for c in failed.value.trace.calls if not c.by_router]
+    assert [(r.model, r.attempts) for r in records] == [(MINI.id, 1)]
+    assert backup.seen == []
+    assert records[0].error == (
+        "timeout: gpt-4o-mini-2024-07-18 gave no answer within the 0.6 s the "
+        "episode had left"
+    )
 
 
 def test_unknown_tools_bad_arguments_and_bad_selects_are_tool_errors() -> None:

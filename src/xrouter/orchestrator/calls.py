@@ -140,6 +140,8 @@ class CallRunner:
             fallback = entry.fallback
             if record.error is None or fallback is None or fallback in tried:
                 return records
+            if time.monotonic() >= deadline:  # no time to call it: not called
+                return records
             tried.append(fallback)
             entry = self.pool.entry(fallback)
 
@@ -164,10 +166,13 @@ class CallRunner:
                     timeout=min(limits.call_timeout_s, left),
                 )
             except TimeoutError:
+                within = (
+                    f"{limits.call_timeout_s:g} s"
+                    if limits.call_timeout_s <= left
+                    else f"the {left:.1f} s the episode had left"
+                )
                 failure = BackendTimeoutError(
-                    f"{card.id} gave no answer within "
-                    f"{min(limits.call_timeout_s, left):.1f} s",
-                    model=card.id,
+                    f"{card.id} gave no answer within {within}", model=card.id
                 )
             except BackendError as exc:
                 failure = exc
@@ -204,7 +209,10 @@ class CallRunner:
                 break
             if isinstance(failure, BackendTimeoutError) and not limits.retry_timeouts:
                 break
-            await asyncio.sleep(self._backoff(attempt, failure))
+            pause = self._backoff(attempt, failure)
+            if time.monotonic() + pause >= deadline:  # no time for another attempt
+                break
+            await asyncio.sleep(pause)
         hold.release()
         assert failure is not None
         return CallRecord(
@@ -279,7 +287,12 @@ class CallRunner:
             records.append(record)
             if record.error is None:
                 return
-            if streamed.started or entry.fallback is None or entry.fallback in tried:
+            if (
+                streamed.started
+                or entry.fallback is None
+                or entry.fallback in tried
+                or time.monotonic() >= deadline  # no time to call it: not called
+            ):
                 raise streamed.failure or UpstreamError(record.error, model=model)
             tried.append(entry.fallback)
             entry = self.pool.entry(entry.fallback)
