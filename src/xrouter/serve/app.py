@@ -10,7 +10,8 @@ What the caller learns about routing, on every answer:
   (those whose text is the answer), ``lambda``, ``cost_usd`` (the episode's, every
   call and the router's own included) and ``calls`` (model, tokens, cost, latency,
   error of each call); every streamed chunk carries the same field, its
-  ``cost_usd`` being what was spent so far, the last chunk's the total;
+  ``cost_usd`` being what the calls that have ended cost (the call being streamed
+  is billed when it ends), the last chunk's the total;
 - headers ``x-xrouter-request-id``, ``x-xrouter-router``, ``x-xrouter-strategy``,
   ``x-xrouter-models`` and ``x-xrouter-cost-usd`` (a stream's headers leave out
   what is not known before its first token: models and cost);
