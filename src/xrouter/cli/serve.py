@@ -6,7 +6,7 @@ import errno
 import os
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -59,7 +59,18 @@ def serve_command(
     _check_free(host, port)
     _one_blas_thread()
     gateway = Gateway(config)
-    server = uvicorn.Server(
+    limit = config.limits.episode_timeout_s
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if not self.should_exit:  # the first signal; a second stops at once
+                err_console.print(
+                    "stopping: requests in flight finish first (up to the episode "
+                    f"time limit, {limit:g} s); press Ctrl-C again to stop at once"
+                )
+            super().handle_exit(sig, frame)
+
+    server = Server(
         uvicorn.Config(
             create_app(config, gateway),
             host=host,
