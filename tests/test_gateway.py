@@ -9,9 +9,13 @@ here so that a changed card shows up as a failure. Malformed requests are in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from itertools import groupby
@@ -904,3 +908,40 @@ def test_health_models_and_metrics(client: openai.OpenAI, http: httpx.Client) ->
         assert samples[f'xrouter_cost_usd_total{{model="{model}"}}'] == pytest.approx(
             cost
         )
+
+
+def test_serve_says_at_the_first_ctrl_c_that_requests_in_flight_finish_first(
+    make_config: MakeConfig,
+    running: UpstreamServer,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    checkpoint = tmp_path_factory.getbasetemp() / "gateway-policy"  # make_config's
+    log = {"path": str(tmp_path / "requests.sqlite")}  # not the module gateway's
+    config = write_config(tmp_path / "gw.yaml", running.base_url, checkpoint, log=log)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(Path(sys.executable).with_name("xrouter")), "serve"]
+    served = subprocess.Popen(
+        [*command, "--config", str(config), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            time.sleep(0.5)
+        served.send_signal(signal.SIGINT)
+        _, stderr = served.communicate(timeout=60)
+    finally:
+        served.kill()
+    assert served.returncode == 130, stderr  # as any command stopped by Ctrl-C
+    assert (
+        "stopping: requests in flight finish first (up to the episode time limit, "
+        "120 s); press Ctrl-C again to stop at once" in " ".join(stderr.split())
+    )
