@@ -201,8 +201,9 @@ Teacher = Callable[[RouterExample], str]
 
 
 def teacher_digest(teacher: Teacher | None) -> str | None:
-    """A policy teacher's digest (see ``PolicyTeacher.digest``); None otherwise."""
-    return teacher.digest if isinstance(teacher, PolicyTeacher) else None
+    """What a policy teacher is, whatever its path: its checkpoint manifest's
+    sha256; None for the oracle."""
+    return teacher.checkpoint.digest if isinstance(teacher, PolicyTeacher) else None
 
 
 class PolicyTeacher:
@@ -223,11 +224,6 @@ class PolicyTeacher:
             records.sources[0], records.items()
         )
         self._routers: dict[tuple[str, ...], LiveRouter] = {}
-
-    @property
-    def digest(self) -> str:
-        """What the checkpoint is, whatever its path: its manifest's sha256."""
-        return self.checkpoint.digest
 
     def check_range(self, lam_min: float, lam_max: float) -> None:
         """Refuse a lambda range the network was not trained on."""
