@@ -10,7 +10,6 @@ is right once bound to the tested name.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -151,12 +150,10 @@ def test_sandbox_pass_and_fail() -> None:
 
 
 def test_sandbox_kills_an_infinite_loop() -> None:
-    start = time.perf_counter()
     result = run_tests(
         "def add(a, b):\n    while True:\n        pass\n", ADD_TESTS, timeout_s=1.0
     )
     assert result.status == "TIMEOUT" and not result.passed
-    assert time.perf_counter() - start < 3.0
 
 
 def test_sandbox_refuses_a_memory_hog() -> None:

@@ -7,8 +7,6 @@ number of the answer field) disagrees, the comment says why ours is right.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from xrouter.records.verifiers import extract_answer, verify
@@ -435,8 +433,8 @@ def test_agreement_keys_match_across_spellings() -> None:
         "1+" * 400 + "1",  # longer than any answer worth evaluating
     ],
 )
-def test_hostile_answers_return_quickly(answer: str) -> None:
-    start = time.perf_counter()
-    verify("math", f'{{"answer": "{answer}"}}', "5")
-    extract_answer("math", f'{{"answer": "{answer}"}}')
-    assert time.perf_counter() - start < 0.5
+def test_hostile_answers_are_kept_as_text_and_match_nothing(answer: str) -> None:
+    # benchmarks/hostile_inputs.py measures how long they take
+    reply = f'{{"answer": "{answer}"}}'
+    assert extract_answer("math", reply) == answer
+    assert verify("math", reply, "5") is False

@@ -88,6 +88,15 @@ def _snippet(raw: str) -> str:
     return flat if len(flat) <= 60 else flat[:57] + "..."
 
 
+def _decode(fragment: str) -> tuple[Any, int]:
+    """The JSON value a fragment starts with, and where it ends.
+
+    Decoding a slice rather than the whole text at an offset keeps a failure cheap:
+    the decoder's error counts the lines before the failing position.
+    """
+    return _DECODER.raw_decode(fragment)
+
+
 def _skip_space(text: str, k: int, stop: int) -> int:
     found = _SPACE.match(text, k, stop)
     return found.end() if found else k
@@ -257,6 +266,7 @@ class _Reader:
         self.errors: list[str] = []
         self.cuts: list[tuple[int, int]] = []
         py_calls = {m.end() - 1: m.start(1) for m in _PY_CALL.finditer(text)}
+        self.newlines = [m.start() for m in re.finditer("\n", text)] if py_calls else []
         self.brackets = _Brackets(text, set(py_calls))
         self.tag_opens = [m.span() for m in _TAG_OPEN.finditer(text)]
         self.tag_closes = [m.span() for m in _TAG_CLOSE.finditer(text)]
@@ -312,7 +322,7 @@ class _Reader:
         first, json_end = _skip_space(text, open_end, stop), stop + 1
         if text[first : first + 1] in ("{", "["):
             with suppress(ValueError, RecursionError):
-                json_end = _DECODER.raw_decode(text, first)[1]
+                json_end = first + _decode(text[first:stop])[1]
         if json_end <= stop:
             after = _skip_space(text, json_end, stop)
             k = bisect_left(closes, (after, 0))
@@ -342,20 +352,22 @@ class _Reader:
         text, brackets = self.text, self.brackets
         end, closed = brackets.end[opener], opener in brackets.closed
         pythonic, shallow = start != opener, brackets.height[opener] <= _MAX_DEPTH
-        line_end = text.find("\n", end)
-        if pythonic and text[end : line_end if line_end >= 0 else None].strip():
-            return start + 1  # a call inside a sentence is prose
+        if pythonic:
+            k = bisect_left(self.newlines, end)
+            line_end = self.newlines[k] if k < len(self.newlines) else len(text)
+            if _skip_space(text, end, line_end) < line_end:
+                return start + 1  # a call inside a sentence is prose
 
         json_error = None
         if closed and not pythonic and shallow:
             try:
-                value, json_end = _DECODER.raw_decode(text, opener)
+                value, length = _decode(text[opener:end])
             except json.JSONDecodeError as exc:
-                json_error = f"invalid JSON ({exc.msg} at character {exc.pos - opener})"
+                json_error = f"invalid JSON ({exc.msg} at character {exc.pos})"
             except RecursionError:
                 json_error = "it is nested too deeply"
             else:
-                items = _calls_of(value)
+                items, json_end = _calls_of(value), opener + length
                 return json_end if items is None else self._take(start, json_end, items)
 
         if not (pythonic or brackets.looks_like_call(opener, text)):
