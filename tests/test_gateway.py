@@ -14,6 +14,7 @@ import json
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ from gateway_server import (
 from upstream import DRIP_S, UpstreamServer
 
 from xrouter.records.tokens import count_tokens
+from xrouter.serve import requestlog
 from xrouter.serve.config import GatewayConfig, load_gateway_config
 from xrouter.serve.keys import hash_key
 from xrouter.serve.requestlog import RequestEntry, RequestLog, default_log_path
@@ -945,3 +947,49 @@ def test_serve_says_at_the_first_ctrl_c_that_requests_in_flight_finish_first(
         "stopping: requests in flight finish first (up to the episode time limit, "
         "120 s); press Ctrl-C again to stop at once" in " ".join(stderr.split())
     )
+
+
+def test_answers_go_on_while_another_program_holds_the_log_locked(
+    make_config: MakeConfig, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(requestlog, "_BUSY_TIMEOUT_S", 0.2)
+    path = home / "locked.sqlite"
+    config = make_config("locked", log={"path": str(path), "max_held": 2})
+    ask = {"model": GPT, "messages": USER, "max_tokens": 5}
+    chat = "/v1/chat/completions"
+    with (
+        GatewayServer(config) as gateway,
+        httpx.Client(base_url=gateway.url, timeout=30) as http,
+        contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other,
+    ):
+        other.execute("BEGIN EXCLUSIVE")  # as an sqlite3 shell or a backup may
+        served = http.post(chat, json=ask)
+        assert served.status_code == 200, served.text
+        waiting = http.get("/health").json()["request_log"]
+        assert waiting == {
+            "held": 2,  # the request's in-flight row and its answer
+            "problem": f"cannot write to the request log {path} (database is "
+            "locked); another program holds it locked (an sqlite3 shell, a "
+            "backup): close it",
+        }
+        refused = http.post(chat, json=ask)
+        assert refused.status_code == 503
+        assert refused.json()["error"] == {
+            "message": "the gateway's request log cannot be written "
+            f"({waiting['problem']}), and it takes no requests until it can; try "
+            "again later",
+            "type": "server_error",
+            "param": None,
+            "code": "log_unwritable",
+        }
+        other.execute("ROLLBACK")
+        for _ in range(100):
+            if "request_log" not in (health := http.get("/health").json()):
+                break
+            time.sleep(0.1)
+        assert health["status"] == "ok" and "request_log" not in health
+        with contextlib.closing(RequestLog(path)) as log:
+            logged = log.recent(5)
+    # The answer's row, not the refusal's: a full log takes no more rows.
+    assert [e.request_id for e in logged] == [served.headers["x-xrouter-request-id"]]
+    assert logged[0].outcome == "ok" and logged[0].answered_by == (GPT,)

@@ -100,7 +100,7 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
         if request.url.path != CHAT_PATH:
             return error_response(exc)
         key = getattr(request.state, "key", None)
-        request_id = service.refused(
+        request_id = await service.refused(
             exc,
             key.name if key is not None else None,
             getattr(request.state, "model", ""),
@@ -129,9 +129,15 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
             return JSONResponse({"status": "failed", "error": gateway.failed}, 503)
         if not gateway.ready.is_set():
             return JSONResponse({"status": "starting"}, 503)
-        return JSONResponse(
-            {"status": "ok", "router": gateway.router_name, "models": gateway.models()}
-        )
+        state: dict[str, object] = {
+            "status": "ok",
+            "router": gateway.router_name,
+            "models": gateway.models(),
+        }
+        log = service.log
+        if log is not None and log.problem is not None:  # answers go on; rows wait
+            state["request_log"] = {"held": log.held, "problem": log.problem}
+        return JSONResponse(state)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -161,7 +167,7 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
         budget = Budget(
             [*service.ledgers(key), *_ceiling(request, config.request_limit_header)]
         )
-        service.begin(outcome, body, key)
+        await service.begin(outcome, body, key)
         if body.stream:
             mode = _stream_mode(request, config.router.stream)
             return await service.stream(
@@ -171,12 +177,12 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
             await gateway.complete(outcome, body.conversation(), body.caller(), budget)
         except (BackendError, BudgetExceededError) as exc:
             failure = failure_of(exc, config.request_limit_header)
-            service.finish(outcome, body, key, failure.status, failure)
+            await service.finish(outcome, body, key, failure.status, failure)
             return error_response(failure, outcome.request_id)
         except Exception:
             logger.exception("unexpected error on request %s", outcome.request_id)
-            return service.crashed(outcome, body, key)
-        service.finish(outcome, body, key, 200)
+            return await service.crashed(outcome, body, key)
+        await service.finish(outcome, body, key, 200)
         return JSONResponse(
             service.completion_body(outcome), headers=service.headers(outcome)
         )

@@ -26,7 +26,10 @@ replayed from their recorded answers, behind the RL-trained policy::
     daily_limit_usd: 100          # all keys together, per UTC day
     request_limit_header: x-xrouter-max-cost   # a per-request ceiling in USD
     max_body_bytes: 1000000
-    log: {path: ~/.cache/xrouter/gateway/requests.sqlite, keep_prompts: false}
+    log: {path: ~/.cache/xrouter/gateway/requests.sqlite, keep_prompts: false,
+          max_held: 10000}        # rows held in memory while the log cannot be
+                                  # written (locked, disk full); past that, new
+                                  # requests get 503 until it can
 
 Relative paths are read from the config file's folder.
 """
@@ -78,6 +81,7 @@ class LogSpec(BaseModel):
 
     path: Path | None = None
     keep_prompts: bool = False
+    max_held: int = Field(default=10_000, ge=1)
 
 
 class GatewayConfig(BaseModel):

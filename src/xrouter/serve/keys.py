@@ -33,7 +33,6 @@ from typing import Any, Protocol
 
 from xrouter.core.errors import ConfigError
 from xrouter.orchestrator.budget import Ledger
-from xrouter.serve.requestlog import RequestLog
 
 __all__ = ["ApiKey", "DailyLimits", "KeyEntry", "KeyRing", "hash_key", "new_key"]
 
@@ -209,6 +208,12 @@ def _from_env(name: str, variable: object) -> str:
     return raw
 
 
+class SpendLog(Protocol):
+    """Where a day's spend so far is read from (the gateway's request log)."""
+
+    def spend(self, since_ts: float, key_name: str | None = None) -> float: ...
+
+
 class DailyLimits:
     """Today's ledgers: the gateway's daily limit and each key's own.
 
@@ -221,7 +226,7 @@ class DailyLimits:
     def __init__(
         self,
         global_limit_usd: float | None,
-        log: RequestLog | None,
+        log: SpendLog | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.global_limit_usd = global_limit_usd

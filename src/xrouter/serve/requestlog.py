@@ -186,11 +186,7 @@ class RequestLog:
         try:
             self._reader = _connect(self.path, create=False)
             if owner:  # no other gateway writes it: what is in flight was left
-                with self._writer:
-                    self._writer.execute(
-                        "UPDATE requests SET outcome = ?, error = ? WHERE outcome = ?",
-                        (INTERRUPTED, _INTERRUPTED_ERROR, IN_FLIGHT),
-                    )
+                self.mark_interrupted()
         except BaseException:
             self._writer.close()
             self._release()
@@ -229,21 +225,25 @@ class RequestLog:
         """Write ``entry`` and its calls in one transaction, committed on return,
         in place of the request's ``in_flight`` row if it has one; ``ValueError``
         for a request id already in the log otherwise, ``ConfigError`` when the
-        file cannot be written (disk full, removed)."""
-        row = (*_request_values(entry), json.dumps(entry.answered_by))
-        numbered = enumerate(entry.calls)
-        calls = [(entry.request_id, n, *_call_values(call)) for n, call in numbered]
+        file cannot be written (disk full, removed, locked by another program)."""
+        self.append_all([entry])
+
+    def append_all(
+        self, entries: Sequence[RequestEntry], *, known: bool = False
+    ) -> None:
+        """Write ``entries`` in order, in one transaction, as :meth:`append` does
+        one; with ``known``, an entry whose request id the log already holds (not
+        in flight) is skipped instead of refused."""
         with self._write_lock:
             conn = self._writer
             try:
                 conn.execute("BEGIN")
-                conn.execute(
-                    "DELETE FROM requests WHERE request_id = ? AND outcome = ?",
-                    (entry.request_id, IN_FLIGHT),
-                )
-                conn.execute(_INSERT_REQUEST, row)
-                if calls:
-                    conn.executemany(_INSERT_CALL, calls)
+                for entry in entries:
+                    try:
+                        _insert(conn, entry)
+                    except sqlite3.IntegrityError:
+                        if not known:
+                            raise
                 conn.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 with contextlib.suppress(sqlite3.Error):
@@ -262,6 +262,15 @@ class RequestLog:
                 raise ConfigError(
                     f"cannot write to the request log {self.path} ({exc}); {advice}"
                 ) from exc
+
+    def mark_interrupted(self) -> None:
+        """Mark the rows in flight as interrupted: for a gateway that owns the log,
+        no request of its own is in flight yet, so these are a stopped one's."""
+        with self._write_lock, self._writer:
+            self._writer.execute(
+                "UPDATE requests SET outcome = ?, error = ? WHERE outcome = ?",
+                (INTERRUPTED, _INTERRUPTED_ERROR, IN_FLIGHT),
+            )
 
     def spend(self, since_ts: float, key_name: str | None = None) -> float:
         """USD spent by the requests that arrived at or after ``since_ts``, of
@@ -373,6 +382,22 @@ def _percentile(ordered: Sequence[float], q: float) -> float | None:
     low = math.floor(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _insert(conn: sqlite3.Connection, entry: RequestEntry) -> None:
+    """Insert ``entry`` and its calls, in place of its ``in_flight`` row if any."""
+    conn.execute(
+        "DELETE FROM requests WHERE request_id = ? AND outcome = ?",
+        (entry.request_id, IN_FLIGHT),
+    )
+    conn.execute(
+        _INSERT_REQUEST, (*_request_values(entry), json.dumps(entry.answered_by))
+    )
+    calls = [
+        (entry.request_id, n, *_call_values(call)) for n, call in enumerate(entry.calls)
+    ]
+    if calls:
+        conn.executemany(_INSERT_CALL, calls)
 
 
 def _entry(row: Sequence[Any], calls: list[CallEntry]) -> RequestEntry:

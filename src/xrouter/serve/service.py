@@ -33,6 +33,7 @@ from xrouter.serve.config import GatewayConfig
 from xrouter.serve.failures import RequestError, failure_of
 from xrouter.serve.gateway import Gateway, Outcome, aclose, new_request_id
 from xrouter.serve.keys import ApiKey, DailyLimits, KeyRing
+from xrouter.serve.logwriter import LogWriter
 from xrouter.serve.metrics import Metrics
 from xrouter.serve.requestlog import IN_FLIGHT, CallEntry, RequestEntry, RequestLog
 from xrouter.serve.schema import ChatRequestBody, error_body
@@ -52,16 +53,26 @@ class Service:
         self.gateway = gateway
         self.metrics = metrics
         self.keys = KeyRing(config.keys)
-        self.log: RequestLog | None = None
+        self.log: LogWriter | None = None
         self.limits: DailyLimits | None = None
 
     def open(self) -> None:
-        self.log = RequestLog(self.config.log_path, owner=True)
+        log = RequestLog(self.config.log_path, owner=True)
+        try:
+            self.log = LogWriter(log, limit=self.config.log.max_held)
+        except BaseException:
+            log.close()
+            raise
         self.limits = DailyLimits(self.config.daily_limit_usd, self.log)
 
     def close(self) -> None:
         if self.log is not None:
             self.log.close()
+
+    async def _write(self, entry: RequestEntry) -> None:
+        """Log ``entry`` off the event loop: a locked log waits in a thread."""
+        if self.log is not None:
+            await asyncio.to_thread(self.log.write, entry)
 
     # -- keys and budgets -------------------------------------------------------
 
@@ -139,11 +150,11 @@ class Service:
             first = await anext(pieces, None)
         except (BackendError, BudgetExceededError) as exc:
             failure = failure_of(exc, self.config.request_limit_header)
-            self.finish(outcome, body, key, failure.status, failure, stream=True)
+            await self.finish(outcome, body, key, failure.status, failure, stream=True)
             return error_response(failure, outcome.request_id)
         except Exception:
             logger.exception("unexpected error on request %s", outcome.request_id)
-            return self.crashed(outcome, body, key)
+            return await self.crashed(outcome, body, key)
         return _EventStream(
             self._events(outcome, body, key, pieces, first),
             media_type="text/event-stream",
@@ -167,7 +178,7 @@ class Service:
                 yield chunks.event({"content": text})
         except (BackendError, BudgetExceededError) as exc:
             failure = failure_of(exc, self.config.request_limit_header)
-            self.finish(outcome, body, key, 200, failure, stream=True)
+            await self.finish(outcome, body, key, 200, failure, stream=True)
             error = error_body(str(failure), failure.kind, code=failure.code)
             error["xrouter"] = outcome.metadata()  # what the text sent cost
             yield f"data: {json.dumps(error)}\n\n"
@@ -178,25 +189,25 @@ class Service:
             # something broke: stop the model's stream and log what it cost.
             gone = isinstance(exc, GeneratorExit | asyncio.CancelledError)
             status, code = (499, "client_closed") if gone else (500, "server_error")
-            with anyio.CancelScope(shield=True):
-                await aclose(pieces)
             failure = RequestError(
                 status, "the stream ended before its answer did", code=code
             )
-            self.finish(outcome, body, key, status, failure, stream=True)
+            with anyio.CancelScope(shield=True):
+                await aclose(pieces)
+                await self.finish(outcome, body, key, status, failure, stream=True)
             raise
         final: dict[str, Any] = {}
         if outcome.tool_calls:
             final["tool_calls"] = [
                 {"index": k, **call} for k, call in enumerate(outcome.tool_calls)
             ]
-        self.finish(outcome, body, key, 200, stream=True)
+        await self.finish(outcome, body, key, 200, stream=True)
         yield chunks.event(final, outcome.finish_reason)
         if body.stream_options is not None and body.stream_options.include_usage:
             yield chunks.usage()
         yield "data: [DONE]\n\n"
 
-    def crashed(
+    async def crashed(
         self, outcome: Outcome, body: ChatRequestBody, key: ApiKey | None
     ) -> JSONResponse:
         """A 500 for a request the gateway failed on unexpectedly, logged under
@@ -207,12 +218,12 @@ class Service:
             "server_error",
             code="server_error",
         )
-        self.finish(outcome, body, key, 500, failure, stream=body.stream)
+        await self.finish(outcome, body, key, 500, failure, stream=body.stream)
         return error_response(failure, outcome.request_id)
 
     # -- the record of a request ---------------------------------------------------
 
-    def refused(
+    async def refused(
         self, failure: RequestError, key_name: str | None = None, model: str = ""
     ) -> str:
         """Count and log a request refused before any model was asked (a bad
@@ -220,7 +231,7 @@ class Service:
         kind = failure.code or failure.kind
         self.metrics.refused(failure.status, kind)
         request_id = new_request_id()
-        if self.log is None:
+        if self.log is None or kind == "log_unwritable":  # that log takes no more
             return request_id
         entry = RequestEntry(
             request_id=request_id,
@@ -240,20 +251,30 @@ class Service:
             stream=False,
             error=str(failure),
         )
-        self.log.append(entry)
+        await self._write(entry)
         return request_id
 
-    def begin(
+    async def begin(
         self, outcome: Outcome, body: ChatRequestBody, key: ApiKey | None
     ) -> None:
         """Log the request as in flight, before any model is called: a gateway
         stopped mid-request leaves the row, which its next start marks
-        interrupted (see ``requestlog``)."""
-        if self.log is not None:
-            entry = self._entry(outcome, body, key, 0, None, body.stream)
-            self.log.append(replace(entry, outcome=IN_FLIGHT, latency_s=0.0))
+        interrupted (see ``requestlog``). Refused (503) while the log holds back
+        as many rows as it may (see ``logwriter``)."""
+        if self.log is None:
+            return
+        if self.log.full:
+            raise RequestError(
+                503,
+                f"the gateway's request log cannot be written ({self.log.problem}), "
+                "and it takes no requests until it can; try again later",
+                "server_error",
+                code="log_unwritable",
+            )
+        entry = self._entry(outcome, body, key, 0, None, body.stream)
+        await self._write(replace(entry, outcome=IN_FLIGHT, latency_s=0.0))
 
-    def finish(
+    async def finish(
         self,
         outcome: Outcome,
         body: ChatRequestBody,
@@ -273,8 +294,7 @@ class Service:
             outcome.calls,
             None if failure is None else str(failure.code or failure.kind),
         )
-        if self.log is not None:
-            self.log.append(entry)
+        await self._write(entry)
 
     def _entry(
         self,
