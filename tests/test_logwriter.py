@@ -15,11 +15,16 @@ from pathlib import Path
 
 import pytest
 from test_requestlog import MAY_9, entry
+from typer.testing import CliRunner
 
+from xrouter.cli import logs  # noqa: F401  (registers the sub-commands)
+from xrouter.cli.app import app
 from xrouter.core.errors import ConfigError
 from xrouter.serve import requestlog
 from xrouter.serve.logwriter import LogWriter, unsaved_path
 from xrouter.serve.requestlog import IN_FLIGHT, INTERRUPTED, RequestLog
+
+runner = CliRunner()
 
 
 @pytest.fixture
@@ -120,6 +125,13 @@ def test_rows_still_waiting_at_shutdown_are_saved_and_written_by_the_next_owner(
         f"{saved}; the next gateway on this log writes them in"
     )
     locker.execute("ROLLBACK")
+    shown = runner.invoke(app, ["logs", "--db", str(path)])
+    assert shown.exit_code == 0
+    assert " ".join(shown.stderr.split()) == (
+        f"note: 2 rows the gateway could not write wait in {saved}; they are not "
+        "shown or counted here until the next `xrouter serve` on this log writes "
+        "them in"
+    )
 
     writer = LogWriter(RequestLog(path, owner=True))
     try:

@@ -19,6 +19,7 @@ from rich.text import Text
 from xrouter.cli.app import app, console, err_console, guarded
 from xrouter.core.errors import ConfigError
 from xrouter.serve.keys import hash_key, new_key
+from xrouter.serve.logwriter import unsaved_path
 from xrouter.serve.requestlog import RequestLog, default_log_path
 
 __all__ = ["open_log"]
@@ -61,7 +62,20 @@ def open_log(path: Path | None) -> RequestLog:
             f"no request log at {target}; start the gateway with `xrouter serve` "
             "first, or pass --db"
         )
-    return RequestLog(target, create=False)  # read: a file of another kind is kept
+    log = RequestLog(target, create=False)  # read: a file of another kind is kept
+    saved = unsaved_path(target)
+    if saved.is_file():
+        with saved.open("rb") as handle:
+            count = sum(1 for _ in handle)
+        err_console.print(
+            Text(
+                f"note: {count} rows the gateway could not write wait in {saved}; "
+                "they are not shown or counted here until the next `xrouter serve` "
+                "on this log writes them in"
+            ),
+            soft_wrap=True,
+        )
+    return log
 
 
 @app.command("logs")
