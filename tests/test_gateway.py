@@ -965,23 +965,30 @@ def test_answers_go_on_while_another_program_holds_the_log_locked(
         other.execute("BEGIN EXCLUSIVE")  # as an sqlite3 shell or a backup may
         served = http.post(chat, json=ask)
         assert served.status_code == 200, served.text
-        waiting = http.get("/health").json()["request_log"]
-        assert waiting == {
-            "held": 2,  # the request's in-flight row and its answer
+        health = http.get("/health")
+        # Full: the instance says so to its load balancer, and refuses requests.
+        assert health.status_code == 503
+        assert health.json()["status"] == "log_full"
+        assert health.json()["request_log"] == {
+            "waiting_rows": 2,  # the request's in-flight row and its answer
             "problem": f"cannot write to the request log {path} (database is "
             "locked); another program holds it locked (an sqlite3 shell, a "
             "backup): close it",
+            "dropped_refusals": 0,
         }
         refused = http.post(chat, json=ask)
         assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "5"
+        assert "x-xrouter-request-id" not in refused.headers  # it is not logged
         assert refused.json()["error"] == {
-            "message": "the gateway's request log cannot be written "
-            f"({waiting['problem']}), and it takes no requests until it can; try "
-            "again later",
+            "message": "the gateway cannot write its request log, and takes no new "
+            "requests until it can; try again later",
             "type": "server_error",
             "param": None,
             "code": "log_unwritable",
         }
+        scraped = http.get("/metrics").text
+        assert "xrouter_request_log_waiting_rows 2.0" in scraped
         other.execute("ROLLBACK")
         for _ in range(100):
             if "request_log" not in (health := http.get("/health").json()):

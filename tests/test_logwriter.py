@@ -1,17 +1,20 @@
-"""The gateway's log writes while another program holds the SQLite file locked:
-rows wait in order and are written once the lock goes, the spend they carry
-still counts, and rows still waiting at shutdown are saved beside the log and
-written in by the next owner."""
+"""The gateway's log writes while the SQLite file cannot be written (another
+program holds it locked, it was removed): rows wait in order and are written once
+it can be, the spend they carry still counts, concurrent writers wait out the lock
+once, and rows still waiting at shutdown are saved beside the log and written in
+by the next owner, in place of the rows their requests left in flight."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_requestlog import MAY_9, entry
@@ -25,11 +28,13 @@ from xrouter.serve.logwriter import LogWriter, unsaved_path
 from xrouter.serve.requestlog import IN_FLIGHT, INTERRUPTED, RequestLog
 
 runner = CliRunner()
+STARTED = dict(outcome=IN_FLIGHT, status=0, cost_usd=0.0, calls=())
+REFUSED = dict(outcome="auth", status=401, cost_usd=0.0, calls=(), answered_by=())
 
 
 @pytest.fixture
 def path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(requestlog, "_BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(requestlog, "_BUSY_TIMEOUT_S", 0.3)
     return tmp_path / "requests.sqlite"
 
 
@@ -41,12 +46,19 @@ def locker(path: Path) -> Iterator[sqlite3.Connection]:
         yield other
 
 
+def locked(path: Path) -> str:
+    return (
+        f"cannot write to the request log {path} (database is locked); another "
+        "program holds it locked (an sqlite3 shell, a backup): close it"
+    )
+
+
 def wait_until_written(writer: LogWriter) -> None:
-    for _ in range(200):  # the writer retries every half second
-        if writer.held == 0:
+    for _ in range(200):  # the writer tries again every half second
+        if writer.waiting == 0 and writer.problem is None:
             return
         time.sleep(0.05)
-    raise AssertionError(f"{writer.held} rows still wait: {writer.problem}")
+    raise AssertionError(f"{writer.waiting} rows still wait: {writer.problem}")
 
 
 def test_rows_wait_while_the_log_is_locked_and_are_written_after(
@@ -56,27 +68,28 @@ def test_rows_wait_while_the_log_is_locked_and_are_written_after(
     try:
         writer.write(entry("before"))
         locker.execute("BEGIN EXCLUSIVE")  # as an sqlite3 shell or a backup may
-        start = entry("r1", outcome=IN_FLIGHT, cost_usd=0.0, calls=())
         with caplog.at_level(logging.WARNING, logger="xrouter.serve.logwriter"):
-            writer.write(start)  # waits out the busy timeout once
-            writer.write(entry("r1"))  # joins the waiting row without a wait
+            writer.write(entry("r1", **STARTED))  # waits out the busy timeout
+            writer.write(entry("r1"))  # joins the waiting row
             writer.write(entry("r2", key_name="bob", cost_usd=0.5))
-        locked = (
-            f"cannot write to the request log {path} (database is locked); another "
-            "program holds it locked (an sqlite3 shell, a backup): close it"
-        )
-        assert (writer.held, writer.problem) == (3, locked)
-        assert caplog.messages == [
-            f"{locked}; answers go on, and their log rows are held in memory until "
-            "the log can be written (at most 10000, then new requests are refused)"
-        ]
-        # The waiting rows' spend counts in the day's limits meanwhile.
-        assert writer.spend(MAY_9) == 0.25 + 0.25 + 0.5
-        assert writer.spend(MAY_9, "bob") == 0.5
-        assert not writer.full
+            # The count stays right while the writer tries again and again.
+            counts = set()
+            for _ in range(15):
+                counts.add((writer.waiting, writer.problem))
+                time.sleep(0.1)
+            assert counts == {(3, locked(path))}
+            # The waiting rows' spend counts in the day's limits meanwhile.
+            assert writer.spend(MAY_9) == 0.25 + 0.25 + 0.5
+            assert writer.spend(MAY_9, "bob") == 0.5
+            assert not writer.full
 
-        locker.execute("ROLLBACK")
-        wait_until_written(writer)
+            locker.execute("ROLLBACK")
+            wait_until_written(writer)
+        assert caplog.messages == [
+            f"{locked(path)}; answers go on, and their log rows wait in memory until "
+            "the log can be written (at most 10000, then new requests get 503)",
+            f"request log {path} can be written again: wrote the 3 rows that waited",
+        ]
         assert writer.problem is None
         logged = {e.request_id: e for e in writer.log.recent(10)}
         assert sorted(logged) == ["before", "r1", "r2"]
@@ -85,6 +98,41 @@ def test_rows_wait_while_the_log_is_locked_and_are_written_after(
     finally:
         writer.close()
     assert not unsaved_path(path).exists()
+
+
+def test_concurrent_writers_wait_out_one_lock_together(
+    path: Path, locker: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(requestlog, "_BUSY_TIMEOUT_S", 2.0)  # all start within it
+    writer = LogWriter(RequestLog(path, owner=True))
+    attempts: list[int] = []
+    append_all = writer.log.append_all
+
+    def counted(entries: Any, **options: Any) -> None:
+        attempts.append(len(entries))
+        append_all(entries, **options)
+
+    monkeypatch.setattr(writer.log, "append_all", counted)
+    locker.execute("BEGIN EXCLUSIVE")
+    seen: list[int] = []  # attempts made when each write returned
+
+    def write(n: int) -> None:
+        writer.write(entry(f"r{n}"))
+        seen.append(len(attempts))
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        # One busy wait that all eight rows wait out together, not eight in turn.
+        assert seen == [1] * 8 and writer.waiting == 8
+        locker.execute("ROLLBACK")
+        wait_until_written(writer)
+        assert len(writer.log.recent(10)) == 8
+    finally:
+        writer.close()
 
 
 def test_the_limit_of_waiting_rows_makes_the_writer_full(
@@ -97,9 +145,14 @@ def test_the_limit_of_waiting_rows_makes_the_writer_full(
         assert not writer.full
         writer.write(entry("r2"))
         assert writer.full
+        # Full: a refusal's row is counted, not kept; an answer's still waits.
+        writer.write(entry("no-key", **REFUSED))
+        writer.write(entry("r3"))
+        assert (writer.waiting, writer.dropped) == (3, 1)
         locker.execute("ROLLBACK")
         wait_until_written(writer)
         assert not writer.full
+        assert [e.request_id for e in writer.log.recent(5)] == ["r3", "r2", "r1"]
     finally:
         writer.close()
 
@@ -108,22 +161,23 @@ def test_rows_still_waiting_at_shutdown_are_saved_and_written_by_the_next_owner(
     path: Path, locker: sqlite3.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     writer = LogWriter(RequestLog(path, owner=True))
+    writer.write(entry("r1", **STARTED))  # logged in flight before the lock
     locker.execute("BEGIN EXCLUSIVE")
-    served, left = entry("r1"), entry("r2", outcome=IN_FLIGHT, cost_usd=0.0, calls=())
+    served = entry("r1")
+    left = entry("r2", **STARTED)  # a request that never ended
     writer.write(served)
-    writer.write(left)  # a request that never ended
-    with caplog.at_level(logging.ERROR, logger="xrouter.serve.logwriter"):
+    writer.write(left)
+    with caplog.at_level(logging.WARNING, logger="xrouter.serve.logwriter"):
         writer.close()
     saved = unsaved_path(path)
     assert saved.name == "requests.sqlite.unsaved.jsonl"
     lines = saved.read_text().splitlines()
     assert [json.loads(line)["request_id"] for line in lines] == ["r1", "r2"]
-    assert caplog.messages[-1] == (
-        f"request log {path} could not be written (cannot write to the request log "
-        f"{path} (database is locked); another program holds it locked (an sqlite3 "
-        "shell, a backup): close it): saved its last 2 requests to "
-        f"{saved}; the next gateway on this log writes them in"
-    )
+    assert caplog.messages[-2:] == [
+        f"request log {path}: 2 rows wait; trying once more before saving them",
+        f"request log {path} could not be written ({locked(path)}): saved its 2 rows "
+        f"that waited to {saved}; the next gateway on this log writes them in",
+    ]
     locker.execute("ROLLBACK")
     shown = runner.invoke(app, ["logs", "--db", str(path)])
     assert shown.exit_code == 0
@@ -133,37 +187,124 @@ def test_rows_still_waiting_at_shutdown_are_saved_and_written_by_the_next_owner(
         "them in"
     )
 
+    # The next owner marks r1's in-flight row interrupted on opening; the saved
+    # answer then takes its place, with its cost.
     writer = LogWriter(RequestLog(path, owner=True))
     try:
         logged = {e.request_id: e for e in writer.log.recent(10)}
         assert logged["r1"] == served
         assert logged["r2"].outcome == INTERRUPTED
+        assert writer.log.spend(0) == 0.25
         assert not saved.exists()
     finally:
         writer.close()
     # Written in once: a start that finds the rows already there skips them.
-    saved.write_text(lines[0] + "\n")
+    saved.write_text(lines[0] + "\n\n")
     writer = LogWriter(RequestLog(path, owner=True))
     try:
         assert [e.request_id for e in writer.log.recent(10)] == ["r2", "r1"]
+        assert writer.log.spend(0) == 0.25
     finally:
         writer.close()
 
 
+def test_a_removed_log_keeps_its_rows_for_the_next_start(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = LogWriter(RequestLog(path, owner=True))
+    writer.write(entry("r1"))
+    for name in ("requests.sqlite", "requests.sqlite-wal", "requests.sqlite-shm"):
+        (path.parent / name).unlink(missing_ok=True)
+    writer.write(entry("r2"))
+    assert writer.waiting == 1
+    assert writer.problem == (
+        f"the request log {path} was removed or replaced while the gateway ran; the "
+        "rows wait in memory, are saved beside it when the gateway stops, and the "
+        "next start writes them into the log there"
+    )
+    writer.close()
+    writer = LogWriter(RequestLog(path, owner=True))
+    try:
+        assert [e.request_id for e in writer.log.recent(5)] == ["r2"]
+    finally:
+        writer.close()
+
+
+def test_rows_that_cannot_be_saved_either_go_to_stderr_one_a_line(
+    path: Path, locker: sqlite3.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    writer = LogWriter(RequestLog(path, owner=True))
+    locker.execute("BEGIN EXCLUSIVE")
+    writer.write(entry("r1"))
+    writer.write(entry("r2"))
+    unsaved_path(path).mkdir()  # in the way of the saved file
+    writer.close()
+    printed = capsys.readouterr().err.splitlines()
+    assert [json.loads(line) for line in printed] == [
+        json.loads(json.dumps(entry(n).as_dict())) for n in ("r1", "r2")
+    ]
+
+
+def test_a_log_locked_at_start_is_refused_in_one_line(
+    path: Path, locker: sqlite3.Connection
+) -> None:
+    locker.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(ConfigError) as info:
+        RequestLog(path, owner=True)
+    assert str(info.value) == locked(path)
+    locker.execute("ROLLBACK")
+    RequestLog(path, owner=True).close()  # the lock file was let go
+
+
+GOOD = json.dumps(entry("r1").as_dict())
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (f"{GOOD}\n{{not json\n", "line 2 of {saved} is not a saved request row "
+         "(Invalid JSON: key must be a string at line 1 column 2)"),
+        ("null\n", "line 1 of {saved} is not a saved request row (Input should be "
+         "an object)"),
+        (GOOD.replace('"ts": ', '"ts": null, "x": '), "line 1 of {saved} is not a "
+         "saved request row (ts: Input should be a valid number)"),
+        (GOOD.replace('"cost_usd": 0.25', '"cost_usd": "lots"', 1), "line 1 of "
+         "{saved} is not a saved request row (calls.0.cost_usd: Input should be a "
+         "valid number)"),
+        (b"\xff\xfe\n", "line 1 of {saved} is not a saved request row (Invalid "
+         "JSON: expected value at line 1 column 1)"),
+    ],
+)  # fmt: skip
 def test_a_damaged_saved_file_stops_the_start_and_says_which_line(
-    path: Path,
+    path: Path, content: str | bytes, says: str
 ) -> None:
     saved = unsaved_path(path)
     saved.parent.mkdir(parents=True, exist_ok=True)
-    good = json.dumps(entry("r1").as_dict())
-    saved.write_text(f"{good}\n{{not json\n")
+    if isinstance(content, bytes):
+        saved.write_bytes(content)
+    else:
+        saved.write_text(content)
+    log = RequestLog(path, owner=True)
+    with pytest.raises(ConfigError) as info:
+        LogWriter(log)
+    log.close()
+    assert str(info.value) == says.format(saved=saved) + (
+        "; repair or remove that line, or move the file aside, and start the "
+        "gateway again"
+    )
+    assert saved.exists()  # kept for the person to repair
+    with closing(RequestLog(path)) as reader:
+        assert reader.recent(5) == []  # nothing of it written
+
+
+def test_a_saved_file_that_is_a_folder_is_named(path: Path) -> None:
+    saved = unsaved_path(path)
+    saved.mkdir(parents=True)
     log = RequestLog(path, owner=True)
     with pytest.raises(ConfigError) as info:
         LogWriter(log)
     log.close()
     assert str(info.value) == (
-        f"line 2 of {saved} is not a saved request (Expecting property name "
-        "enclosed in double quotes: line 1 column 2 (char 1)); repair or remove "
-        "that line, or move the file aside, and start the gateway again"
+        f"{saved} should hold the rows a gateway could not write to its request "
+        "log, but it is not a file; move it aside and start the gateway again"
     )
-    assert saved.exists()  # kept for the person to repair

@@ -43,6 +43,7 @@ def serve_command(
     from xrouter.serve.app import create_app
     from xrouter.serve.config import load_gateway_config
     from xrouter.serve.gateway import Gateway
+    from xrouter.serve.logwriter import LogWriter
     from xrouter.serve.requestlog import RequestLog
 
     if not 0 < port < 65536:
@@ -53,9 +54,10 @@ def serve_command(
             f"--log-level must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}"
         )
     config = load_gateway_config(config_file)
-    # The log is opened (and its lock taken) at startup; trying it here first
-    # turns a bad log.path, or another gateway on it, into one line.
-    RequestLog(config.log_path, owner=True).close()
+    # The log is opened (its lock taken, rows a stopped gateway saved written in)
+    # at startup; doing it here first turns a bad log.path, another gateway on
+    # it, or a damaged saved file into one line.
+    LogWriter(RequestLog(config.log_path, owner=True)).close()
     _check_free(host, port)
     _one_blas_thread()
     gateway = Gateway(config)

@@ -136,7 +136,14 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
         }
         log = service.log
         if log is not None and log.problem is not None:  # answers go on; rows wait
-            state["request_log"] = {"held": log.held, "problem": log.problem}
+            state["request_log"] = {
+                "waiting_rows": log.waiting,
+                "problem": log.problem,
+                "dropped_refusals": log.dropped,
+            }
+            if log.full:  # chat requests get 503 until the rows are written
+                state["status"] = "log_full"
+                return JSONResponse(state, 503)
         return JSONResponse(state)
 
     @app.get("/metrics")

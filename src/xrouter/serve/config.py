@@ -27,9 +27,9 @@ replayed from their recorded answers, behind the RL-trained policy::
     request_limit_header: x-xrouter-max-cost   # a per-request ceiling in USD
     max_body_bytes: 1000000
     log: {path: ~/.cache/xrouter/gateway/requests.sqlite, keep_prompts: false,
-          max_held: 10000}        # rows held in memory while the log cannot be
-                                  # written (locked, disk full); past that, new
-                                  # requests get 503 until it can
+          max_held: 10000}        # rows kept in memory while the log cannot be
+                                  # written (locked, disk full); with that many
+                                  # waiting, new requests get 503 until it can
 
 Relative paths are read from the config file's folder.
 """

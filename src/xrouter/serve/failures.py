@@ -27,9 +27,11 @@ class RequestError(Exception):
         kind: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        retry_after_s: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.kind, self.param, self.code = status, kind, param, code
+        self.retry_after_s = retry_after_s  # sent as Retry-After when given
 
 
 def failure_of(

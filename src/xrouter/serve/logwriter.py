@@ -1,203 +1,263 @@
 """The gateway's writes to its request log, which neither stall nor lose a request.
 
-A write that fails (another program holds the log locked, the disk is full, the
-file was removed) does not fail the request: its entry is held in memory, in
-order, and a thread writes what is held as soon as the log takes writes again.
-While entries are held, new ones join them at once, so requests do not each wait
-out SQLite's busy timeout. Past ``limit`` held entries the gateway takes no new
-requests (``full``) until the log is writable.
+One thread writes the log: rows queue in order and it commits what has queued in
+one transaction, while :meth:`LogWriter.write` waits for its row's commit (a row
+is durable before its answer leaves). When a commit fails (another program holds
+the log locked past the busy timeout, the disk is full, the file was removed or
+replaced), the rows stay queued and every waiting request goes on at once; while
+the log cannot be written, rows join the queue without waiting, and the thread
+tries again every half second, without a busy wait, until it commits them all.
+Their spend still counts (:meth:`LogWriter.spend`). With ``limit`` rows waiting the
+writer is ``full``: the gateway takes no new requests, and rows of requests that
+called no model (refusals) are no longer kept, only counted (``dropped``).
 
-On close, entries still held are saved as JSON lines to ``<log>.unsaved.jsonl``
-beside the log; the next gateway to own the log writes them in and removes the
-file. Only a kill of the process while entries are held loses them.
+On close, rows still waiting are saved as JSON lines to ``<log>.unsaved.jsonl``
+beside the log; the next gateway to own the log writes them in (a saved answer
+takes the place of the row its request left in flight) and removes the file. Only
+a kill of the process while rows wait loses them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import os
+import sys
 import threading
-from collections.abc import Sequence
+import time
 from pathlib import Path
-from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from xrouter.core.errors import ConfigError
-from xrouter.serve.requestlog import CallEntry, RequestEntry, RequestLog
+from xrouter.serve.requestlog import RequestEntry, RequestLog
 
 __all__ = ["LogWriter", "unsaved_path"]
 
 logger = logging.getLogger(__name__)
 
 _RETRY_EVERY_S = 0.5
+_WAIT_WHILE_FAILING_S = 0.05  # SQLite's busy wait once rows are held anyway
+_SAVED = TypeAdapter(RequestEntry)
 
 
 def unsaved_path(log_path: Path) -> Path:
-    """Where a gateway saves the entries it could not write to ``log_path``."""
+    """Where a gateway saves the rows it could not write to ``log_path``."""
     return log_path.with_name(log_path.name + ".unsaved.jsonl")
 
 
+def rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
 class LogWriter:
-    """Writes entries to ``log``, holding them back while it cannot be written."""
+    """Writes rows to ``log`` from one thread, holding them while it cannot."""
 
     def __init__(self, log: RequestLog, *, limit: int = 10_000) -> None:
         self.log = log
         self.limit = limit
         self.problem: str | None = None  # why the log cannot be written now
-        self._held: list[RequestEntry] = []
-        self._flushing = False  # held entries are being written: new ones wait
-        self._lock = threading.Lock()  # guards the three above, never held on I/O
-        self._closing = threading.Event()
+        self.dropped = 0  # refusals not kept while full
+        self._queue: list[RequestEntry] = []  # not yet committed, in order
+        self._committed = 0  # rows committed so far (a prefix of all queued)
+        self._queued = 0
+        self._committed_before_failing = 0
+        self._retry_at = 0.0
+        self._closing = False
+        self._cond = threading.Condition()
+        stat = os.stat(log.path)
+        self._file = (stat.st_dev, stat.st_ino)
         self._recover()
-        self._retrier = threading.Thread(target=self._retry, daemon=True)
-        self._retrier.start()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
 
     @property
-    def held(self) -> int:
-        """How many entries wait to be written."""
-        return len(self._held)
+    def waiting(self) -> int:
+        """How many rows wait to be written."""
+        return len(self._queue)
 
     @property
     def full(self) -> bool:
-        """Whether the held entries reached the limit: take no new requests."""
-        return len(self._held) >= self.limit
+        """Whether as many rows wait as may: take no new requests."""
+        return self.problem is not None and len(self._queue) >= self.limit
 
     def write(self, entry: RequestEntry) -> None:
-        """Write ``entry`` now, or hold it if the log cannot be written (or others
-        already wait); ``ValueError`` for a request id already in the log."""
-        with self._lock:
-            if self._held or self._flushing:  # keep a request's rows in order
-                self._held.append(entry)
+        """Queue ``entry``; return once it is committed, or as soon as the log is
+        found unwritable (the row then waits in memory)."""
+        with self._cond:
+            if self.full and not entry.calls:
+                self.dropped += 1
                 return
-        try:
-            self.log.append(entry)
-        except ConfigError as exc:
-            self._hold([entry], str(exc))
+            self._queue.append(entry)
+            self._queued += 1
+            ticket = self._queued
+            self._cond.notify_all()
+            while self._committed < ticket and self.problem is None:
+                self._cond.wait()
 
     def spend(self, since_ts: float, key_name: str | None = None) -> float:
-        """The log's spend since ``since_ts`` (see ``RequestLog.spend``), with the
-        spend of the entries held back."""
-        with self._lock:
-            held = sum(
+        """The log's spend since ``since_ts`` (see ``RequestLog.spend``) with the
+        spend of the rows that wait. A row committed between the two reads is
+        counted twice, never missed: a limit errs on the safe side."""
+        with self._cond:
+            waiting = sum(
                 e.cost_usd
-                for e in self._held
+                for e in self._queue
                 if e.ts >= since_ts and key_name in (None, e.key_name)
             )
-        return self.log.spend(since_ts, key_name) + held
+        return self.log.spend(since_ts, key_name) + waiting
 
     def close(self) -> None:
-        """Write what is held (else save it beside the log), then close the log."""
-        self._closing.set()
-        self._retrier.join()
-        if self._held and not self._flush():
+        """Write what waits (else save it beside the log), then close the log."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+        if self._queue:
+            logger.warning(
+                "request log %s: %s wait; trying once more before saving them",
+                self.log.path,
+                rows(len(self._queue)),
+            )
+            self._commit(list(self._queue))
+        if self._queue:
             self._save()
         self.log.close()
 
-    def _hold(self, entries: list[RequestEntry], problem: str) -> None:
-        with self._lock:
-            first = self.problem is None
-            self._held[:0] = entries  # before any that joined meanwhile
-            self.problem = problem
-        if first:
-            logger.warning(
-                "%s; answers go on, and their log rows are held in memory until "
-                "the log can be written (at most %d, then new requests are refused)",
-                problem,
-                self.limit,
-            )
-
-    def _flush(self) -> bool:
-        """Write the held entries, those that join meanwhile too; whether the log
-        took them all. A request id the log already holds is skipped."""
-        written = 0
+    def _run(self) -> None:
         while True:
-            with self._lock:
-                batch, self._held = self._held, []
-                self._flushing = bool(batch)
-            if not batch:
-                break
-            try:
-                self.log.append_all(batch, known=True)
-            except ConfigError as exc:
-                self._hold(batch, str(exc))
-                return False
-            finally:
-                with self._lock:
-                    self._flushing = False
-            written += len(batch)
-        with self._lock:
-            self.problem = None
-        if written:
-            logger.warning(
-                "request log %s can be written again: wrote the %d requests held back",
-                self.log.path,
-                written,
-            )
-        return True
+            with self._cond:
+                while not self._closing and (
+                    not self._queue
+                    or (self.problem and time.monotonic() < self._retry_at)
+                ):
+                    wait = self._retry_at - time.monotonic() if self._queue else None
+                    self._cond.wait(wait)
+                if self._closing:
+                    return
+                batch = list(self._queue)
+            self._commit(batch)
 
-    def _retry(self) -> None:
-        while not self._closing.wait(_RETRY_EVERY_S):
-            if self._held:
-                self._flush()
+    def _commit(self, batch: list[RequestEntry]) -> None:
+        """Write ``batch``, the first rows of the queue, and take them off it."""
+        failing = self.problem is not None
+        try:
+            self._check_file()
+            wait_s = _WAIT_WHILE_FAILING_S if failing else None
+            self.log.append_all(batch, wait_s=wait_s)
+        except Exception as exc:
+            problem = str(exc) if isinstance(exc, ConfigError) else repr(exc)
+            with self._cond:
+                self.problem = problem
+                self._retry_at = time.monotonic() + _RETRY_EVERY_S
+                if not failing:
+                    self._committed_before_failing = self._committed
+                self._cond.notify_all()  # the rows wait; their requests go on
+            if not failing:
+                logger.warning(
+                    "%s; answers go on, and their log rows wait in memory until the "
+                    "log can be written (at most %d, then new requests get 503)",
+                    problem,
+                    self.limit,
+                    exc_info=not isinstance(exc, ConfigError),
+                )
+            return
+        with self._cond:
+            del self._queue[: len(batch)]
+            self._committed += len(batch)
+            self._retry_at = 0.0
+            if failing and not self._queue:  # said before anyone sees it cleared
+                logger.warning(
+                    "request log %s can be written again: wrote the %s that waited",
+                    self.log.path,
+                    rows(self._committed - self._committed_before_failing),
+                )
+            if not self._queue:
+                self.problem = None
+            self._cond.notify_all()
+
+    def _check_file(self) -> None:
+        """``ConfigError`` if the log's file was removed or replaced: SQLite would
+        go on writing into the file it holds open, which no one can read."""
+        try:
+            stat = os.stat(self.log.path)
+            same = (stat.st_dev, stat.st_ino) == self._file
+        except OSError:
+            same = False
+        if not same:
+            raise ConfigError(
+                f"the request log {self.log.path} was removed or replaced while the "
+                "gateway ran; the rows wait in memory, are saved beside it when the "
+                "gateway stops, and the next start writes them into the log there"
+            )
 
     def _save(self) -> None:
         path = unsaved_path(self.log.path)
-        lines = "".join(json.dumps(e.as_dict()) + "\n" for e in self._held)
+        lines = "".join(_SAVED.dump_json(e).decode() + "\n" for e in self._queue)
+        existed = path.exists()
         try:
             with path.open("a", encoding="utf-8") as handle:
                 handle.write(lines)
         except OSError as exc:
+            if not existed:
+                path.unlink(missing_ok=True)
             logger.error(
-                "request log %s: could not save %d unwritten requests to %s (%s); "
-                "here they are, one JSON object a line:\n%s",
+                "request log %s: could not save its %s that wait to %s (%s); they "
+                "follow on stderr, one JSON object a line",
                 self.log.path,
-                self.held,
+                rows(len(self._queue)),
                 path,
                 exc.strerror,
-                lines,
             )
+            sys.stderr.write(lines)
+            sys.stderr.flush()
             return
         logger.error(
-            "request log %s could not be written (%s): saved its last %d requests "
-            "to %s; the next gateway on this log writes them in",
+            "request log %s could not be written (%s): saved its %s that waited to "
+            "%s; the next gateway on this log writes them in",
             self.log.path,
             self.problem,
-            self.held,
+            rows(len(self._queue)),
             path,
         )
 
     def _recover(self) -> None:
-        """Write in the entries a gateway saved beside this log, then remove them."""
+        """Write in the rows a gateway saved beside this log, then remove them."""
         path = unsaved_path(self.log.path)
         if not path.exists():
             return
         entries = _read_saved(path)
-        self.log.append_all(entries, known=True)
-        self.log.mark_interrupted()  # saved in flight: never ended
+        self.log.append_all(entries, saved=True)
+        self.log.mark_interrupted()  # saved in flight: they never ended
         path.unlink()
         logger.warning(
-            "request log %s: wrote in the %d requests saved in %s",
+            "request log %s: wrote in the %s saved in %s",
             self.log.path,
-            len(entries),
+            rows(len(entries)),
             path,
         )
 
 
-def _read_saved(path: Path) -> Sequence[RequestEntry]:
+def _read_saved(path: Path) -> list[RequestEntry]:
+    """The rows saved in ``path``; ``ConfigError`` naming a line that is not one."""
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} should hold the rows a gateway could not write to its request "
+            "log, but it is not a file; move it aside and start the gateway again"
+        )
     entries = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
             try:
-                entries.append(_from_dict(json.loads(line)))
-            except (ValueError, TypeError, KeyError) as exc:
+                entries.append(_SAVED.validate_json(line, strict=True))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(part) for part in first["loc"])
                 raise ConfigError(
-                    f"line {number} of {path} is not a saved request ({exc}); "
-                    "repair or remove that line, or move the file aside, and start "
-                    "the gateway again"
+                    f"line {number} of {path} is not a saved request row "
+                    f"({where + ': ' if where else ''}{first['msg']}); repair or "
+                    "remove that line, or move the file aside, and start the "
+                    "gateway again"
                 ) from None
     return entries
-
-
-def _from_dict(values: dict[str, Any]) -> RequestEntry:
-    calls = tuple(CallEntry(**call) for call in values.pop("calls"))
-    answered_by = tuple(values.pop("answered_by"))
-    return RequestEntry(**values, calls=calls, answered_by=answered_by)

@@ -7,7 +7,11 @@
 - ``xrouter_request_latency_seconds{router}``: time to the whole answer;
 - ``xrouter_calls_total{model, outcome}``: model calls (``ok`` or the failure kind);
 - ``xrouter_cost_usd_total{model}`` and ``xrouter_tokens_total{model, kind}``: spend
-  and tokens by model, the router's own included.
+  and tokens by model, the router's own included;
+- ``xrouter_request_log_waiting_rows``: rows waiting in memory because the request
+  log cannot be written (alert when above 0), and
+  ``xrouter_request_log_dropped_refusals``: rows of refused requests not kept
+  while the waiting rows were at their limit.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
 
 from xrouter.core.types import CallRecord
+from xrouter.serve.logwriter import LogWriter
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -58,6 +64,22 @@ class Metrics:
         self.tokens = Counter(
             "xrouter_tokens", "Tokens of model calls", ["model", "kind"], registry=r
         )
+        self.log_waiting = Gauge(
+            "xrouter_request_log_waiting_rows",
+            "Request log rows waiting in memory to be written",
+            registry=r,
+        )
+        self.log_dropped = Gauge(
+            "xrouter_request_log_dropped_refusals",
+            "Rows of refused requests not kept while the waiting rows were at their "
+            "limit",
+            registry=r,
+        )
+
+    def watch(self, log: LogWriter) -> None:
+        """Read the request log's waiting and dropped rows at each scrape."""
+        self.log_waiting.set_function(lambda: log.waiting)
+        self.log_dropped.set_function(lambda: log.dropped)
 
     def observe(
         self,

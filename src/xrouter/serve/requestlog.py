@@ -23,21 +23,20 @@ delays an append. Any thread may use a log. The tables are in ``_SCHEMA``;
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import math
 import operator
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal
 
 from xrouter.core.errors import ConfigError
 from xrouter.records.store import default_store_path
+from xrouter.serve.logpath import check_path, own
 
 __all__ = [
     "INTERRUPTED",
@@ -174,8 +173,8 @@ class RequestLog:
 
     def __init__(self, path: Path, *, owner: bool = False, create: bool = True) -> None:
         self.path = Path(path)
-        _check_path(self.path)
-        self._owned = _own(self.path) if owner else None
+        check_path(self.path)
+        self._owned = own(self.path) if owner else None
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         try:
@@ -229,30 +228,50 @@ class RequestLog:
         self.append_all([entry])
 
     def append_all(
-        self, entries: Sequence[RequestEntry], *, known: bool = False
+        self,
+        entries: Sequence[RequestEntry],
+        *,
+        saved: bool = False,
+        wait_s: float | None = None,
     ) -> None:
         """Write ``entries`` in order, in one transaction, as :meth:`append` does
-        one; with ``known``, an entry whose request id the log already holds (not
-        in flight) is skipped instead of refused."""
-        with self._write_lock:
-            conn = self._writer
-            try:
-                conn.execute("BEGIN")
-                for entry in entries:
-                    try:
-                        _insert(conn, entry)
-                    except sqlite3.IntegrityError:
-                        if not known:
-                            raise
-                conn.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.rollback()
-                if isinstance(exc, sqlite3.IntegrityError):
+        one. ``saved``: rows a gateway saved beside the log, which also replace
+        their requests' ``interrupted`` rows and skip rows the log already holds.
+        ``wait_s``: how long to wait for another program's lock (default 5 s)."""
+        wait_ms = round(1000 * (_BUSY_TIMEOUT_S if wait_s is None else wait_s))
+        with self._write_lock, self._writing():
+            self._writer.execute(f"PRAGMA busy_timeout = {wait_ms}")
+            self._writer.execute("BEGIN IMMEDIATE")
+            for entry in entries:
+                try:
+                    _insert(self._writer, entry, saved)
+                except sqlite3.IntegrityError:
                     raise ValueError(
                         f"request {entry.request_id!r} is already in the request "
                         f"log {self.path}; give each request its own id"
                     ) from None
+            self._writer.execute("COMMIT")
+
+    def mark_interrupted(self) -> None:
+        """Mark the rows in flight as interrupted: for a gateway that owns the log,
+        no request of its own is in flight yet, so these are a stopped one's."""
+        with self._write_lock, self._writing():
+            self._writer.execute("BEGIN IMMEDIATE")
+            self._writer.execute(
+                "UPDATE requests SET outcome = ?, error = ? WHERE outcome = ?",
+                (INTERRUPTED, _INTERRUPTED_ERROR, IN_FLIGHT),
+            )
+            self._writer.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Roll back a failed write; ``ConfigError`` for a file it cannot write."""
+        try:
+            yield
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._writer.rollback()
+            if isinstance(exc, sqlite3.DatabaseError):
                 advice = (
                     "another program holds it locked (an sqlite3 shell, a backup): "
                     "close it"
@@ -262,15 +281,7 @@ class RequestLog:
                 raise ConfigError(
                     f"cannot write to the request log {self.path} ({exc}); {advice}"
                 ) from exc
-
-    def mark_interrupted(self) -> None:
-        """Mark the rows in flight as interrupted: for a gateway that owns the log,
-        no request of its own is in flight yet, so these are a stopped one's."""
-        with self._write_lock, self._writer:
-            self._writer.execute(
-                "UPDATE requests SET outcome = ?, error = ? WHERE outcome = ?",
-                (INTERRUPTED, _INTERRUPTED_ERROR, IN_FLIGHT),
-            )
+            raise
 
     def spend(self, since_ts: float, key_name: str | None = None) -> float:
         """USD spent by the requests that arrived at or after ``since_ts``, of
@@ -384,12 +395,17 @@ def _percentile(ordered: Sequence[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def _insert(conn: sqlite3.Connection, entry: RequestEntry) -> None:
-    """Insert ``entry`` and its calls, in place of its ``in_flight`` row if any."""
+def _insert(conn: sqlite3.Connection, entry: RequestEntry, saved: bool) -> None:
+    """Insert ``entry`` and its calls, in place of its ``in_flight`` row (or, for a
+    ``saved`` one, ``interrupted`` row) if any."""
+    replaced = (IN_FLIGHT, INTERRUPTED if saved else IN_FLIGHT)
     conn.execute(
-        "DELETE FROM requests WHERE request_id = ? AND outcome = ?",
-        (entry.request_id, IN_FLIGHT),
+        "DELETE FROM requests WHERE request_id = ? AND outcome IN (?, ?)",
+        (entry.request_id, *replaced),
     )
+    found = "SELECT 1 FROM requests WHERE request_id = ?"
+    if saved and conn.execute(found, (entry.request_id,)).fetchone():
+        return  # written in by an earlier start
     conn.execute(
         _INSERT_REQUEST, (*_request_values(entry), json.dumps(entry.answered_by))
     )
@@ -405,52 +421,6 @@ def _entry(row: Sequence[Any], calls: list[CallEntry]) -> RequestEntry:
     fields["stream"] = bool(fields["stream"])
     answered_by = tuple(json.loads(row[len(_REQUEST_FIELDS)]))
     return RequestEntry(**fields, answered_by=answered_by, calls=tuple(calls))
-
-
-def _check_path(path: Path) -> None:
-    """Refuse a path that cannot hold a log, before SQLite gives a vaguer error."""
-    if path.is_dir():
-        raise ConfigError(
-            f"request log path {path} is a directory; give the path of a file, "
-            f"such as {path / 'requests.sqlite'}"
-        )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # SQLite writes its -wal and -shm files beside the log.
-        writable = os.access(path.parent, os.W_OK | os.X_OK) and (
-            not path.exists() or os.access(path, os.R_OK | os.W_OK)
-        )
-        problem = None if writable else "not writable by this user"
-    except OSError as exc:
-        problem = exc.strerror
-    if problem:
-        raise ConfigError(
-            f"cannot write the request log {path} ({problem}); give a path in a "
-            "writable folder"
-        )
-
-
-def _own(path: Path) -> TextIO:
-    """The lock file of the log at ``path``, locked for this process (its pid
-    written in it); ``ConfigError`` when another process holds it."""
-    lock_path = path.with_name(path.name + ".lock")
-    handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (kept open)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise ConfigError(
-            f"another gateway (pid {holder}) is writing the request log {path}; "
-            "two gateways on one log would each spend the whole daily limits. "
-            "Give this one its own log.path, or stop the other"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
 
 
 def _connect(path: Path, create: bool) -> sqlite3.Connection:

@@ -63,6 +63,7 @@ class Service:
         except BaseException:
             log.close()
             raise
+        self.metrics.watch(self.log)
         self.limits = DailyLimits(self.config.daily_limit_usd, self.log)
 
     def close(self) -> None:
@@ -227,11 +228,14 @@ class Service:
         self, failure: RequestError, key_name: str | None = None, model: str = ""
     ) -> str:
         """Count and log a request refused before any model was asked (a bad
-        key, body or model, the gateway not ready); returns its request id."""
+        key, body or model, the gateway not ready); returns its request id, or ""
+        when it is not logged (a log that cannot be written takes no more)."""
         kind = failure.code or failure.kind
         self.metrics.refused(failure.status, kind)
+        if kind == "log_unwritable":
+            return ""
         request_id = new_request_id()
-        if self.log is None or kind == "log_unwritable":  # that log takes no more
+        if self.log is None:
             return request_id
         entry = RequestEntry(
             request_id=request_id,
@@ -266,10 +270,11 @@ class Service:
         if self.log.full:
             raise RequestError(
                 503,
-                f"the gateway's request log cannot be written ({self.log.problem}), "
-                "and it takes no requests until it can; try again later",
+                "the gateway cannot write its request log, and takes no new "
+                "requests until it can; try again later",
                 "server_error",
                 code="log_unwritable",
+                retry_after_s=5,
             )
         entry = self._entry(outcome, body, key, 0, None, body.stream)
         await self._write(replace(entry, outcome=IN_FLIGHT, latency_s=0.0))
@@ -393,7 +398,9 @@ def error_response(failure: RequestError, request_id: str = "") -> JSONResponse:
     """A refusal as its OpenAI-style JSON error, with the request id its log
     entry has."""
     body = error_body(str(failure), failure.kind, failure.param, failure.code)
-    headers = {"x-xrouter-request-id": request_id} if request_id else None
+    headers = {"x-xrouter-request-id": request_id} if request_id else {}
+    if failure.retry_after_s is not None:
+        headers["retry-after"] = str(failure.retry_after_s)
     return JSONResponse(body, status_code=failure.status, headers=headers)
 
 
