@@ -7,7 +7,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -22,10 +22,11 @@ from xrouter.core.types import ROLES, Message
 from xrouter.orchestrator.budget import Budget
 from xrouter.orchestrator.loop import EpisodeResult, Limits, Orchestrator
 from xrouter.orchestrator.reward import read_lambda
-from xrouter.policies.checkpoint import load_checkpoint
 from xrouter.policies.llm_router import LLMRouter
-from xrouter.policies.policy_router import PolicyRouter
 from xrouter.records.store import Store
+
+if TYPE_CHECKING:  # torch, which a policy needs, takes seconds to import
+    from xrouter.policies.policy_router import PolicyRouter
 
 __all__ = ["default_replay_pool", "read_messages"]
 
@@ -191,6 +192,9 @@ def route_command(
         pool = build_pool(spec, cards, target)
     chosen: LLMRouter | PolicyRouter
     if policy is not None:
+        from xrouter.policies.checkpoint import load_checkpoint
+        from xrouter.policies.policy_router import PolicyRouter
+
         checkpoint = load_checkpoint(policy)
         chosen = PolicyRouter(checkpoint, cards, pool.ids, None)
         lam = checkpoint.default_lambda if lam is None else lam
