@@ -21,7 +21,7 @@ from upstream import UpstreamServer
 from xrouter.backends.http import HttpBackend
 from xrouter.backends.pool import Pool, PoolEntry
 from xrouter.backends.replay import ReplayPool
-from xrouter.cli import evaluate  # noqa: F401  (registers `eval`)
+from xrouter.cli import evaluate, train  # noqa: F401  (registers `eval`, `train`)
 from xrouter.cli.app import app
 from xrouter.cli.collect import collect_command  # noqa: F401  (registers it)
 from xrouter.core.catalog import load_catalog
@@ -441,6 +441,35 @@ def test_cli_collects_then_eval_reads_the_collected_source(
     assert code == 0, output
     report = json.loads((out / "report.json").read_text())
     assert report["suites"]["mine"]["items"]["all"] == 24
+
+    # A policy trains on the collected records as on any others (more of them).
+    code, output = xrouter(*args, "--task", "gsm8k", "--limit", "64")
+    assert code == 0, output
+    ckpt = tmp_path / "ckpt"
+    settings = ("--steps", "2", "--threads", "1", "--embedding", "static")
+    code, output = xrouter(
+        "train", "policy", *map(str, places), "--out", str(ckpt), *settings
+    )
+    assert code == 0, output
+    assert "trained 2 steps" in output
+    code, output = xrouter(
+        "eval", *map(str, places), "--policy", str(ckpt), "--out", str(out)
+    )
+    assert code == 0, output
+    report = json.loads((out / "report.json").read_text())
+    names = [p["name"] for p in report["suites"]["mine"]["policies"]]
+    assert "rl-router" in names
+
+    # A collection that was never made is named as such.
+    suites.write_text(suites.read_text().replace("collected-mine", "collected-mien"))
+    code, output = xrouter("eval", *map(str, places), "--out", str(out))
+    assert code == 1
+    assert " ".join(output.split()) == (
+        "suite mine skipped: the store has no collected-mien source; collect it "
+        "with `xrouter data collect --name mien` error: no suite's records can be "
+        "read: the suites read collected-mien; point --from at the recorded data, "
+        "or collect the source with `xrouter data collect`"
+    )
 
 
 BAD_INPUT = {

@@ -185,3 +185,26 @@ def test_serve_refuses_a_taken_port_and_a_config_that_is_not_text(
     assert output.strip() == (
         f"error: gateway config {binary} is not UTF-8 text (byte 0); save it as UTF-8"
     )
+
+
+def test_a_pool_of_other_models_is_refused_before_the_default_policy_trains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xrouter.core.catalog import load_catalog
+    from xrouter.serve.startup import prepare
+
+    (tmp_path / "mine.yaml").write_text(
+        "models:\n"
+        "  - {model: gpt-4o-mini-2024-07-18, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "  - {model: gpt-4-1106-preview, base_url: 'http://127.0.0.1:9/v1'}\n"
+    )
+    config = _gateway_yaml(tmp_path, monkeypatch, "pool: mine.yaml\n")
+    with pytest.raises(ConfigError) as info:
+        prepare(load_gateway_config(config), load_catalog())
+    assert str(info.value) == (
+        "the default policy is trained on the zeroeval suite's models, and the pool "
+        f"{tmp_path / 'mine.yaml'} has others (gpt-4-1106-preview); train a policy "
+        "on records of this pool (`xrouter data collect`, then `xrouter train "
+        "policy --suites FILE --out DIR`) and set router.checkpoint to DIR, or use "
+        "router.kind: llm"
+    )

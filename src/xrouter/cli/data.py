@@ -55,20 +55,40 @@ def open_store(path: Path | None) -> Store:
 
 
 def suites_with_records(
-    suites: Sequence[Suite], present: Sequence[str], data_dir: Path
+    suites: Sequence[Suite], store: Store, data_dir: Path
 ) -> tuple[Suite, ...]:
-    """The suites whose source is in ``present``; each other one is named on
-    stderr as skipped, so a partial data directory does not pass unnoticed."""
+    """The suites whose records can be read: a source with a folder under
+    ``data_dir``, or a collected source in ``store``. Each other suite is named on
+    stderr as skipped, so a partial data directory does not pass unnoticed;
+    ``ConfigError`` when none is left."""
+    from xrouter.records.ingest import sources_under
+
+    # Collected sources live in the store alone: there is no folder to ingest.
+    present = set(sources_under(data_dir))
+    present.update(s for s in store.sources() if s.startswith("collected-"))
     for suite in suites:
         if suite.source not in present:
             err_console.print(
-                Text(
-                    f"suite {suite.name} skipped: no {suite.source} folder under "
-                    f"{data_dir}"
-                ),
+                Text(f"suite {suite.name} skipped: {_missing(suite.source, data_dir)}"),
                 soft_wrap=True,
             )
-    return tuple(s for s in suites if s.source in present)
+    chosen = tuple(s for s in suites if s.source in present)
+    if not chosen:
+        read = ", ".join(sorted({s.source for s in suites}))
+        raise ConfigError(
+            f"no suite's records can be read: the suites read {read}; point --from "
+            "at the recorded data, or collect the source with `xrouter data collect`"
+        )
+    return chosen
+
+
+def _missing(source: str, data_dir: Path) -> str:
+    if source.startswith("collected-"):
+        return (
+            f"the store has no {source} source; collect it with `xrouter data "
+            f"collect --name {source.removeprefix('collected-')}`"
+        )
+    return f"no {source} folder under {data_dir}"
 
 
 @data_app.command("ingest")

@@ -85,24 +85,15 @@ def eval_command(
     from xrouter.evaluate.runner import evaluate_suite
     from xrouter.evaluate.suites import load_suites
     from xrouter.policies.embedding import Embedder
-    from xrouter.records.ingest import ensure_ingested, sources_under
+    from xrouter.records.ingest import ensure_ingested
 
     started = time.perf_counter()
     writable_dir(out, "output directory")
     target = open_store(store)
     cards = load_catalog(catalog or ())
-    suites = _chosen(load_suites(suites_file), suite)
-    # Collected sources live in the store alone: there is no folder to ingest.
-    present = sources_under(data_dir) + [
-        s for s in target.sources() if s.startswith("collected-")
-    ]
-    skipped = [s for s in suites if s.source not in present]
-    if suite and skipped:
-        raise ConfigError(
-            f"suite {skipped[0].name} reads source {skipped[0].source}, which has no "
-            f"folder under {data_dir}; point --from at a directory that has it"
-        )
-    suites = suites_with_records(suites, present, data_dir)
+    suites = suites_with_records(
+        _chosen(load_suites(suites_file), suite), target, data_dir
+    )
     embedder = Embedder(target.path / "embeddings")
     learned = _learned_policies(policy or [])
     _check_pools(learned, suites, cards)
@@ -129,11 +120,6 @@ def eval_command(
             )
             report.notes += _other_data(learned, s.source, stored.get(s.source))
             reports.append(report)
-    if not reports:
-        raise ConfigError(
-            f"no suite's source is under {data_dir}; the suites read "
-            f"{', '.join(sorted({s.source for s in suites}))}"
-        )
     meta = {"data_dir": str(data_dir), "store": str(target.path)}
     written = write_report(reports, out, meta)
     for report in reports:

@@ -114,7 +114,7 @@ def policy_command(
     from xrouter.evaluate.suites import load_suites
     from xrouter.policies.checkpoint import MANIFEST
     from xrouter.policies.embedding import KINDS
-    from xrouter.records.ingest import ensure_ingested, sources_under
+    from xrouter.records.ingest import ensure_ingested
     from xrouter.train.grpo import GRPOConfig
     from xrouter.train.router_checkpoint import LATEST
     from xrouter.train.run import run_training
@@ -148,12 +148,7 @@ def policy_command(
     target = open_store(store)
     cards = load_catalog(catalog or ())
     suites = load_suites(suites_file)
-    chosen = suites_with_records(suites, sources_under(data_dir), data_dir)
-    if not chosen:
-        raise ConfigError(
-            f"no suite's source is under {data_dir}; the suites read "
-            f"{', '.join(sorted({s.source for s in suites}))}"
-        )
+    chosen = suites_with_records(suites, target, data_dir)
     with progress_reporter() as reporter:
         needed = sorted({s.source for s in chosen})
         ensure_ingested(data_dir, target, cards, reporter, sources=needed)

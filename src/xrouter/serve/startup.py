@@ -29,17 +29,29 @@ def prepare(config: GatewayConfig, catalog: Catalog) -> None:
     from xrouter.evaluate.suites import DEFAULT_SUITES
 
     store = open_store(None)
+    suite = next((s for s in DEFAULT_SUITES if s.name == config.suite), None)
+    path = config.checkpoint_path
+    training = config.router.kind == "policy" and _needs_training(config)
     if config.pool is not None:
         spec = load_pool_spec(config.pool)
+        cards = load_catalog(list(spec.catalog))
+        others = sorted(
+            {cards.get(m.model).id for m in spec.models}
+            - set(suite.pool if suite else ())
+        )
+        if training and others:
+            raise ConfigError(
+                f"the default policy is trained on the {config.suite} suite's "
+                f"models, and the pool {config.pool} has others ({', '.join(others)}); "
+                "train a policy on records of this pool (`xrouter data collect`, "
+                "then `xrouter train policy --suites FILE --out DIR`) and set "
+                "router.checkpoint to DIR, or use router.kind: llm"
+            )
         if spec.replay is not None:
-            catalog = load_catalog(list(spec.catalog))
-            ensure_source(store, catalog, spec.replay.source, config.data_dir)
-    else:
-        suite = next((s for s in DEFAULT_SUITES if s.name == config.suite), None)
-        if suite is not None:
-            ensure_source(store, catalog, suite.source, config.data_dir)
-    path = config.checkpoint_path
-    if config.router.kind == "policy" and _needs_training(config):
+            ensure_source(store, cards, spec.replay.source, config.data_dir)
+    elif suite is not None:
+        ensure_source(store, catalog, suite.source, config.data_dir)
+    if training:
         logger.warning(
             "no trained policy at %s (or one from an older xrouter): training one "
             "on the %s records, once (a few minutes on a CPU)",
