@@ -491,3 +491,28 @@ def test_cli_bad_input_is_one_clear_line(
     code, output = xrouter(*args, *extra.split())
     assert (code, output.strip()) == (1, "error: " + message.format(store=cli_store))
     assert server.attempts == 0
+
+
+def test_the_command_lines_cards_override_the_pool_files(
+    server: UpstreamServer, cli_store: Path, tmp_path: Path
+) -> None:
+    pool = pool_file(server, tmp_path)
+    (tmp_path / "pool-cards.yaml").write_text(
+        f"- {{id: {MINI}, input_per_mtok: 1.0, output_per_mtok: 2.0}}\n"
+    )
+    pool.write_text(pool.read_text() + "catalog: [pool-cards.yaml]\n")
+    override = tmp_path / "override.yaml"
+    override.write_text(
+        f"- {{id: {MINI}, input_per_mtok: 20.0, output_per_mtok: 80.0}}\n"
+    )
+    args = ("data", "collect", "--pool", str(pool), "--store", str(cli_store))
+    code, output = xrouter(
+        *args, "--task", "gsm8k", "--limit", "2", "--catalog", str(override)
+    )
+    assert code == 0, output
+    records = Store(cli_store).records(["collected-mine"]).to_pylist()
+    mini = [r for r in records if r["model"] == MINI]
+    assert len(mini) == 2
+    for r in mini:
+        priced = (r["input_tokens"] * 20.0 + r["output_tokens"] * 80.0) / 1_000_000
+        assert r["cost_usd"] == pytest.approx(priced, abs=1e-15)

@@ -126,7 +126,8 @@ def collect_command(
             "live models only, so give them a live backend (http, local or litellm)"
         )
     items = benchmark_items(target, task, source=source, split=split, limit=limit)
-    pool = build_pool(spec, load_catalog([*(catalog or ()), *spec.catalog]))
+    # The command line's cards come last: they override the pool file's.
+    pool = build_pool(spec, load_catalog([*spec.catalog, *(catalog or ())]))
 
     async def run(reporter: Reporter) -> CollectSummary:
         try:
@@ -186,7 +187,9 @@ def collect_command(
         err_console.print(
             Text(
                 f"stopped at the cost ceiling of ${max_cost:g}: {summary.left} pairs "
-                f"left; rerun with a higher --max-cost to resume ({summary.stopped})"
+                "left; rerun with a higher --max-cost to resume, or a lower "
+                "--max-tokens (a call starts only if its worst case, its prompt "
+                f"and --max-tokens of output, fits) ({summary.stopped})"
             )
         )
     if summary.failed or summary.stopped:

@@ -174,7 +174,8 @@ def route_command(
         else read_messages(messages_file)  # type: ignore[arg-type]
     )
     spec = load_pool_spec(pool_file) if pool_file else None
-    cards = load_catalog(list(catalog or []) + list(spec.catalog if spec else []))
+    # The command line's cards come last: they override the pool file's.
+    cards = load_catalog([*(spec.catalog if spec else ()), *(catalog or ())])
     if spec is None:
         pool = default_replay_pool(open_store(store), cards, data_dir)
     else:
