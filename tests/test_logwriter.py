@@ -6,6 +6,7 @@ by the next owner, in place of the rows their requests left in flight."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.requests import ClientDisconnect
 from test_requestlog import MAY_9, entry
 from typer.testing import CliRunner
 
@@ -174,7 +176,7 @@ def test_rows_still_waiting_at_shutdown_are_saved_and_written_by_the_next_owner(
     lines = saved.read_text().splitlines()
     assert [json.loads(line)["request_id"] for line in lines] == ["r1", "r2"]
     assert caplog.messages[-2:] == [
-        f"request log {path}: 2 rows wait; trying once more before saving them",
+        f"request log {path}: 2 rows still waiting; trying once more before saving",
         f"request log {path} could not be written ({locked(path)}): saved its 2 rows "
         f"that waited to {saved}; the next gateway on this log writes them in",
     ]
@@ -308,3 +310,30 @@ def test_a_saved_file_that_is_a_folder_is_named(path: Path) -> None:
         f"{saved} should hold the rows a gateway could not write to its request "
         "log, but it is not a file; move it aside and start the gateway again"
     )
+
+
+def test_a_stream_whose_events_never_ran_is_still_logged() -> None:
+    # The client is gone before the first event: the response's start cannot be
+    # sent, the events never run, and their own logging with them.
+    from xrouter.serve.service import _EventStream
+
+    ran, left = [], []
+
+    async def events() -> Any:
+        ran.append("events")
+        yield "data: {}\n\n"
+
+    async def log_left() -> None:
+        left.append("logged as left")
+
+    async def gone(message: Any) -> None:
+        raise OSError("the client left")
+
+    async def nothing() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    response = _EventStream(events(), log_left, media_type="text/event-stream")
+    scope = {"type": "http", "asgi": {"spec_version": "2.4"}}
+    with pytest.raises(ClientDisconnect):
+        asyncio.run(response(scope, nothing, gone))
+    assert (ran, left) == ([], ["logged as left"])

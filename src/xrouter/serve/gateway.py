@@ -82,6 +82,7 @@ class Outcome:
     tool_calls: tuple[dict[str, Any], ...] = ()
     finish_reason: str = "stop"
     started: float = field(default_factory=time.monotonic)
+    logged: bool = False  # its final log row is written
 
     @property
     def cost_usd(self) -> float:

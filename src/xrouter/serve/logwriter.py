@@ -114,7 +114,7 @@ class LogWriter:
         self._thread.join()
         if self._queue:
             logger.warning(
-                "request log %s: %s wait; trying once more before saving them",
+                "request log %s: %s still waiting; trying once more before saving",
                 self.log.path,
                 rows(len(self._queue)),
             )
@@ -138,12 +138,15 @@ class LogWriter:
             self._commit(batch)
 
     def _commit(self, batch: list[RequestEntry]) -> None:
-        """Write ``batch``, the first rows of the queue, and take them off it."""
+        """Write ``batch``, the first rows of the queue, and take them off it. A
+        row whose request the log already holds is skipped, not refused: a stream
+        the client left while its row was being written is logged again as left,
+        and the first row stands."""
         failing = self.problem is not None
         try:
             self._check_file()
             wait_s = _WAIT_WHILE_FAILING_S if failing else None
-            self.log.append_all(batch, wait_s=wait_s)
+            self.log.append_all(batch, saved=True, wait_s=wait_s)  # see _commit
         except Exception as exc:
             problem = str(exc) if isinstance(exc, ConfigError) else repr(exc)
             with self._cond:

@@ -235,8 +235,9 @@ class RequestLog:
         wait_s: float | None = None,
     ) -> None:
         """Write ``entries`` in order, in one transaction, as :meth:`append` does
-        one. ``saved``: rows a gateway saved beside the log, which also replace
-        their requests' ``interrupted`` rows and skip rows the log already holds.
+        one. ``saved``: rows a gateway kept (its own, or saved beside the log),
+        which also replace their requests' ``interrupted`` rows and skip rows the
+        log already holds.
         ``wait_s``: how long to wait for another program's lock (default 5 s)."""
         wait_ms = round(1000 * (_BUSY_TIMEOUT_S if wait_s is None else wait_s))
         with self._write_lock, self._writing():

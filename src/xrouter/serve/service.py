@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -156,8 +156,19 @@ class Service:
         except Exception:
             logger.exception("unexpected error on request %s", outcome.request_id)
             return await self.crashed(outcome, body, key)
+
+        async def left() -> None:
+            """Log a stream whose events never ran to their end (the client left
+            before the first, or while its last row was being written)."""
+            if not outcome.logged:
+                failure = RequestError(
+                    499, "the stream ended before its answer did", code="client_closed"
+                )
+                await self.finish(outcome, body, key, 499, failure, stream=True)
+
         return _EventStream(
             self._events(outcome, body, key, pieces, first),
+            left,
             media_type="text/event-stream",
             headers={**self.headers(outcome, final=False), "cache-control": "no-cache"},
         )
@@ -300,6 +311,7 @@ class Service:
             None if failure is None else str(failure.code or failure.kind),
         )
         await self._write(entry)
+        outcome.logged = True
 
     def _entry(
         self,
@@ -356,12 +368,22 @@ class _EventStream(StreamingResponse):
     when the client left midway: the model's stream stops and the request is
     logged then, not when the garbage collector finds the generator."""
 
+    def __init__(
+        self,
+        events: AsyncIterator[str],
+        left: Callable[[], Awaitable[None]],
+        **options: Any,
+    ) -> None:
+        super().__init__(events, **options)
+        self.left = left
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             with anyio.CancelScope(shield=True):
                 await aclose(self.body_iterator)
+                await self.left()
 
 
 class _Chunks:
