@@ -138,18 +138,18 @@ def test_concurrent_writers_wait_out_one_lock_together(
 
 
 def test_the_limit_of_waiting_rows_makes_the_writer_full(
-    path: Path, locker: sqlite3.Connection
+    path: Path, locker: sqlite3.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     writer = LogWriter(RequestLog(path, owner=True), limit=2)
     try:
         locker.execute("BEGIN EXCLUSIVE")
         writer.write(entry("r1"))
+        # While the log fails, a refusal's row is counted, not kept.
+        assert not writer.write(entry("no-key", **REFUSED))
         assert not writer.full
         writer.write(entry("r2"))
         assert writer.full
-        # Full: a refusal's row is counted, not kept; an answer's still waits.
-        writer.write(entry("no-key", **REFUSED))
-        writer.write(entry("r3"))
+        assert writer.write(entry("r3"))  # an answer's row still waits
         assert (writer.waiting, writer.dropped) == (3, 1)
         locker.execute("ROLLBACK")
         wait_until_written(writer)
@@ -157,6 +157,10 @@ def test_the_limit_of_waiting_rows_makes_the_writer_full(
         assert [e.request_id for e in writer.log.recent(5)] == ["r3", "r2", "r1"]
     finally:
         writer.close()
+    assert caplog.messages[-1] == (
+        f"request log {path}: no row kept for 1 request refused or starting while "
+        "it could not be written"
+    )
 
 
 def test_rows_still_waiting_at_shutdown_are_saved_and_written_by_the_next_owner(
@@ -167,14 +171,14 @@ def test_rows_still_waiting_at_shutdown_are_saved_and_written_by_the_next_owner(
     locker.execute("BEGIN EXCLUSIVE")
     served = entry("r1")
     left = entry("r2", **STARTED)  # a request that never ended
+    writer.write(left)  # kept: the log was not known to fail yet
     writer.write(served)
-    writer.write(left)
     with caplog.at_level(logging.WARNING, logger="xrouter.serve.logwriter"):
         writer.close()
     saved = unsaved_path(path)
     assert saved.name == "requests.sqlite.unsaved.jsonl"
     lines = saved.read_text().splitlines()
-    assert [json.loads(line)["request_id"] for line in lines] == ["r1", "r2"]
+    assert [json.loads(line)["request_id"] for line in lines] == ["r2", "r1"]
     assert caplog.messages[-2:] == [
         f"request log {path}: 2 rows still waiting; trying once more before saving",
         f"request log {path} could not be written ({locked(path)}): saved its 2 rows "
@@ -275,6 +279,12 @@ GOOD = json.dumps(entry("r1").as_dict())
          "valid number)"),
         (b"\xff\xfe\n", "line 1 of {saved} is not a saved request row (Invalid "
          "JSON: expected value at line 1 column 1)"),
+        (GOOD.replace('"cost_usd": 0.25', '"cost_usd": NaN', 1), "line 1 of {saved} "
+         "is not a saved request row (calls.0.cost_usd: nan is not a number >= 0)"),
+        (GOOD.replace('"latency_s": 1.0', '"latency_s": -1.0'), "line 1 of {saved} "
+         "is not a saved request row (latency_s: -1.0 is not a number >= 0)"),
+        (GOOD.replace('"r1"', '""'), "line 1 of {saved} is not a saved request row "
+         "(request_id: it is empty)"),
     ],
 )  # fmt: skip
 def test_a_damaged_saved_file_stops_the_start_and_says_which_line(

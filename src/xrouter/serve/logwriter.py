@@ -7,9 +7,10 @@ the log locked past the busy timeout, the disk is full, the file was removed or
 replaced), the rows stay queued and every waiting request goes on at once; while
 the log cannot be written, rows join the queue without waiting, and the thread
 tries again every half second, without a busy wait, until it commits them all.
-Their spend still counts (:meth:`LogWriter.spend`). With ``limit`` rows waiting the
-writer is ``full``: the gateway takes no new requests, and rows of requests that
-called no model (refusals) are no longer kept, only counted (``dropped``).
+Their spend still counts (:meth:`LogWriter.spend`). Meanwhile rows of requests
+that called no model (refusals, the in-flight rows of requests starting) are only
+counted (``dropped``), and with ``limit`` rows waiting the writer is ``full``: the
+gateway takes no new requests.
 
 On close, rows still waiting are saved as JSON lines to ``<log>.unsaved.jsonl``
 beside the log; the next gateway to own the log writes them in (a saved answer
@@ -20,6 +21,7 @@ a kill of the process while rows wait loses them.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import threading
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 _RETRY_EVERY_S = 0.5
 _WAIT_WHILE_FAILING_S = 0.05  # SQLite's busy wait once rows are held anyway
 _SAVED = TypeAdapter(RequestEntry)
+_NUMBERS = ("ts", "input_tokens", "output_tokens", "cost_usd", "latency_s")
 
 
 def unsaved_path(log_path: Path) -> Path:
@@ -45,8 +48,8 @@ def unsaved_path(log_path: Path) -> Path:
     return log_path.with_name(log_path.name + ".unsaved.jsonl")
 
 
-def rows(n: int) -> str:
-    return f"{n} row" if n == 1 else f"{n} rows"
+def rows(n: int, noun: str = "row") -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 class LogWriter:
@@ -80,19 +83,23 @@ class LogWriter:
         """Whether as many rows wait as may: take no new requests."""
         return self.problem is not None and len(self._queue) >= self.limit
 
-    def write(self, entry: RequestEntry) -> None:
+    def write(self, entry: RequestEntry) -> bool:
         """Queue ``entry``; return once it is committed, or as soon as the log is
-        found unwritable (the row then waits in memory)."""
+        found unwritable (the row then waits in memory). False for a row not
+        kept: while the log cannot be written, rows of requests that called no
+        model (refusals, requests starting) are counted, not kept, so that
+        requests anyone can send do not fill the memory the answers need."""
         with self._cond:
-            if self.full and not entry.calls:
+            if self.problem is not None and not entry.calls:
                 self.dropped += 1
-                return
+                return False
             self._queue.append(entry)
             self._queued += 1
             ticket = self._queued
             self._cond.notify_all()
             while self._committed < ticket and self.problem is None:
                 self._cond.wait()
+            return True
 
     def spend(self, since_ts: float, key_name: str | None = None) -> float:
         """The log's spend since ``since_ts`` (see ``RequestLog.spend``) with the
@@ -121,6 +128,13 @@ class LogWriter:
             self._commit(list(self._queue))
         if self._queue:
             self._save()
+        if self.dropped:
+            logger.warning(
+                "request log %s: no row kept for %s refused or starting while it "
+                "could not be written",
+                self.log.path,
+                rows(self.dropped, "request"),
+            )
         self.log.close()
 
     def _run(self) -> None:
@@ -253,14 +267,30 @@ def _read_saved(path: Path) -> list[RequestEntry]:
             if not line.strip():
                 continue
             try:
-                entries.append(_SAVED.validate_json(line, strict=True))
+                entry = _SAVED.validate_json(line, strict=True)
+                why = _implausible(entry)
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(str(part) for part in first["loc"])
+                why = f"{where + ': ' if where else ''}{first['msg']}"
+            if why:
                 raise ConfigError(
-                    f"line {number} of {path} is not a saved request row "
-                    f"({where + ': ' if where else ''}{first['msg']}); repair or "
-                    "remove that line, or move the file aside, and start the "
-                    "gateway again"
-                ) from None
+                    f"line {number} of {path} is not a saved request row ({why}); "
+                    "repair or remove that line, or move the file aside, and start "
+                    "the gateway again"
+                )
+            entries.append(entry)
     return entries
+
+
+def _implausible(entry: RequestEntry) -> str:
+    """What a well-typed row holds that no gateway writes, or ""."""
+    if not entry.request_id:
+        return "request_id: it is empty"
+    numbers = [(name, getattr(entry, name)) for name in _NUMBERS]
+    for k, call in enumerate(entry.calls):
+        numbers += [(f"calls.{k}.{name}", getattr(call, name)) for name in _NUMBERS[1:]]
+    for name, value in numbers:
+        if not (math.isfinite(value) and value >= 0):
+            return f"{name}: {value} is not a number >= 0"
+    return ""

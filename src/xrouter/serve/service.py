@@ -70,10 +70,12 @@ class Service:
         if self.log is not None:
             self.log.close()
 
-    async def _write(self, entry: RequestEntry) -> None:
-        """Log ``entry`` off the event loop: a locked log waits in a thread."""
-        if self.log is not None:
-            await asyncio.to_thread(self.log.write, entry)
+    async def _write(self, entry: RequestEntry) -> bool:
+        """Log ``entry`` off the event loop (a locked log waits in a thread);
+        whether the row is kept (see ``logwriter``)."""
+        if self.log is None:
+            return False
+        return await asyncio.to_thread(self.log.write, entry)
 
     # -- keys and budgets -------------------------------------------------------
 
@@ -240,11 +242,9 @@ class Service:
     ) -> str:
         """Count and log a request refused before any model was asked (a bad
         key, body or model, the gateway not ready); returns its request id, or ""
-        when it is not logged (a log that cannot be written takes no more)."""
+        when its row is not kept (while the log cannot be written)."""
         kind = failure.code or failure.kind
         self.metrics.refused(failure.status, kind)
-        if kind == "log_unwritable":
-            return ""
         request_id = new_request_id()
         if self.log is None:
             return request_id
@@ -266,8 +266,7 @@ class Service:
             stream=False,
             error=str(failure),
         )
-        await self._write(entry)
-        return request_id
+        return request_id if await self._write(entry) else ""
 
     async def begin(
         self, outcome: Outcome, body: ChatRequestBody, key: ApiKey | None
