@@ -38,6 +38,7 @@ from xrouter.orchestrator.collect import (
 )
 from xrouter.records.schema import Item
 from xrouter.records.store import Store
+from xrouter.records.tokens import count_tokens
 
 CATALOG = load_catalog()
 MINI, BIG = "gpt-4o-mini-2024-07-18", "gpt-4o-2024-05-13"
@@ -516,3 +517,19 @@ def test_the_command_lines_cards_override_the_pool_files(
     for r in mini:
         priced = (r["input_tokens"] * 20.0 + r["output_tokens"] * 80.0) / 1_000_000
         assert r["cost_usd"] == pytest.approx(priced, abs=1e-15)
+
+
+def test_tokens_a_server_does_not_report_are_counted_and_said_so(
+    server: UpstreamServer, gsm: list[Item], tmp_path: Path
+) -> None:
+    store = Store(tmp_path)
+    server.mode = "no_usage"
+    run(store, server, gsm[:1])
+    records = store.records([SOURCE]).to_pylist()
+    assert [(r["model"], r["usage_origin"]) for r in records] == [
+        (BIG, "counted"),
+        (MINI, "counted"),
+    ]
+    # o200k's count of the echo, not the server's word count
+    assert records[0]["output_tokens"] == count_tokens(records[0]["response"])
+    assert all(line["usage_counted"] for line in journal(store))

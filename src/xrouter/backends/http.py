@@ -264,7 +264,7 @@ def _key_from_env(card: ModelCard, url: str) -> str:
 
 
 def _counted(request: ChatRequest, text: str) -> Usage:
-    return Usage(count_request_tokens(request), count_tokens(text))
+    return Usage(count_request_tokens(request), count_tokens(text), counted=True)
 
 
 def _describe(exc: BaseException) -> str:

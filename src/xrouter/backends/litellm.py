@@ -113,9 +113,14 @@ class LiteLLMBackend:
         choice = reply.choices[0]
         text = choice.message.content or ""
         usage = getattr(reply, "usage", None)
+        reported = (
+            getattr(usage, "prompt_tokens", None),
+            getattr(usage, "completion_tokens", None),
+        )
         counted = Usage(
-            getattr(usage, "prompt_tokens", None) or count_request_tokens(request),
-            getattr(usage, "completion_tokens", None) or count_tokens(text),
+            reported[0] or count_request_tokens(request),
+            reported[1] or count_tokens(text),
+            counted=not all(reported),
         )
         calls = tuple(call.model_dump() for call in (choice.message.tool_calls or ()))
         return Completion(

@@ -49,15 +49,18 @@ class Message:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token counts of one call."""
+    """Token counts of one call; ``counted`` when xrouter counted them with a
+    tokenizer because the server reported none."""
 
     input_tokens: int
     output_tokens: int
+    counted: bool = False
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
+            self.counted or other.counted,
         )
 
     @property

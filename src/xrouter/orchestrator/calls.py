@@ -389,7 +389,7 @@ class _Streamed:
         if not self.started:
             return Usage(0, 0)
         prompt = count_request_tokens(self.request)
-        return Usage(prompt, count_tokens("".join(self.text)))
+        return Usage(prompt, count_tokens("".join(self.text)), counted=True)
 
     def settle(self) -> None:
         if not self.hold.open:

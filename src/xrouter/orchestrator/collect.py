@@ -13,8 +13,8 @@ succeeded, so no item is paid for twice; pairs that failed for good cost nothing
 and are tried again. A last line cut short by a crash is dropped with a warning.
 The journal is the truth: after each run, interrupted or not, the store source is
 rewritten from it, each response scored by the item's verifier. Token counts are
-the server's (``usage_origin`` "recorded"), except that the HTTP backend counts them
-with the o200k tokenizer when a server reports none, which a record cannot show.
+the server's (``usage_origin`` "recorded"), or, when a server reports none, counted
+with the o200k tokenizer (``counted``).
 
 The cost ceiling covers every run of the collection, the journal's earlier spend
 included. A call whose worst case does not fit waits for a call in flight to end
@@ -458,7 +458,7 @@ def _write_source(
                     score_origin="verifier",
                     input_tokens=entry.input_tokens,
                     output_tokens=entry.output_tokens,
-                    usage_origin="recorded",
+                    usage_origin="counted" if entry.usage_counted else "recorded",
                     cost_usd=entry.cost_usd,
                     cost_origin="estimated",
                     response=entry.response,

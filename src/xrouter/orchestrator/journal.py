@@ -49,6 +49,7 @@ class JournalEntry:
     attempts: int
     error: str | None
     at: float
+    usage_counted: bool = False  # xrouter counted the tokens: the server sent none
 
     @classmethod
     def of(cls, item_id: str, call: CallRecord) -> JournalEntry:
@@ -64,6 +65,7 @@ class JournalEntry:
             attempts=call.attempts,
             error=call.error,
             at=round(time.time(), 3),
+            usage_counted=call.usage.counted,
         )
 
 
