@@ -459,3 +459,14 @@ def test_server_stops_without_leaving_threads() -> None:
     assert set(threading.enumerate()) <= before
     with socket.socket() as sock:  # the port is free again
         assert sock.connect_ex(("127.0.0.1", int(url.split(":")[2][:-3]))) != 0
+
+
+def test_a_url_without_the_api_path_says_where_to_look(server: UpstreamServer) -> None:
+    bare = server.base_url.removesuffix("/v1")
+    error = _fails(BadRequestError, lambda: _call(bare, lambda b: b.complete(ASK)))
+    assert str(error) == (
+        f"model 'echo-7b' at {bare} rejected the request (HTTP 404: "
+        '{"detail":"Not Found"}); '
+        "check that the URL is the server's OpenAI-compatible API (often .../v1) "
+        "and that it serves this model."
+    )

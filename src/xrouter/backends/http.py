@@ -246,6 +246,11 @@ class HttpBackend:
             )
         if 400 <= status < 500:
             text = f"{where} rejected the request (HTTP {status}: {detail})."
+            if status in (404, 405):  # a path the server does not serve
+                text = text[:-1] + (
+                    "; check that the URL is the server's OpenAI-compatible API "
+                    "(often .../v1) and that it serves this model."
+                )
             return BadRequestError(text, model=model)
         text = f"{where} failed with HTTP {status}: {detail}."
         return UpstreamError(text, model=model)
