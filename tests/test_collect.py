@@ -372,6 +372,14 @@ def test_bad_input_is_refused_before_any_call(
     unscored = [replace(gsm[0], task="chat", verifier=None)]
     with pytest.raises(UnknownTaskError, match="1 items of task 'chat' have no verif"):
         run(store, server, unscored)
+    ungraded = [replace(gsm[0], gold=None), gsm[1]]
+    with pytest.raises(UnknownTaskError) as info:
+        run(store, server, ungraded)
+    assert str(info.value) == (
+        "1 items of task 'gsm8k' in source zeroeval have no gold answer, so their "
+        "collected responses could not be scored; take the task's items from a "
+        "source that records its answers (--source)"
+    )
     with pytest.raises(ConfigError, match="--concurrency must be at least 1, got 0"):
         run(store, server, gsm, concurrency=0)
     with pytest.raises(ConfigError, match="collected source collected-NAME, not mine"):

@@ -320,15 +320,21 @@ def _checked(items: Sequence[Item], knobs: dict[str, float]) -> None:
         raise ConfigError("there are no items to collect")
     if len({item.item_id for item in items}) != len(items):
         raise ConfigError("the items to collect repeat an item id; pass each once")
-    unscored = collections.Counter(
-        item.task for item in items if item.verifier is None or item.gold is None
-    )
-    if unscored:
-        task, count = unscored.most_common(1)[0]
+    unverified = collections.Counter(i.task for i in items if i.verifier is None)
+    if unverified:
+        task, count = unverified.most_common(1)[0]
         raise UnknownTaskError(
-            f"{count} items of task {task!r} have no verifier or no gold answer, so "
-            "their collected responses could not be scored; collect a task that "
-            "xrouter verifies (gsm8k, math, cruxeval, choice or mbpp)"
+            f"{count} items of task {task!r} have no verifier, so their collected "
+            "responses could not be scored; collect a task that xrouter verifies "
+            "(gsm8k, math, cruxeval, choice or mbpp)"
+        )
+    ungraded = collections.Counter((i.task, i.source) for i in items if i.gold is None)
+    if ungraded:
+        (task, source), count = ungraded.most_common(1)[0]
+        raise UnknownTaskError(
+            f"{count} items of task {task!r} in source {source} have no gold answer, "
+            "so their collected responses could not be scored; take the task's "
+            "items from a source that records its answers (--source)"
         )
 
 
