@@ -412,3 +412,19 @@ def test_a_suite_without_test_items_is_one_clear_line(
         "ingest more of its data, or leave it out of --suites"
     )
     assert "Traceback" not in output
+
+
+def test_a_misspelt_suite_key_is_named_beside_the_missing_one(
+    small_data: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "suites.yaml"
+    bad.write_text(
+        "suites:\n  - name: x\n    source: zeroeval\n    pool: [a, b]\n"
+        "    strong: a\n    weka: b\n"
+    )
+    code, output = run("eval", "--from", str(small_data), "--suites", str(bad))
+    assert code == 1
+    assert " ".join(output.split()) == (
+        f"error: {bad}: suite 1: weak: Field required; weka: Extra inputs are not "
+        "permitted"
+    )

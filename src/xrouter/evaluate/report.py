@@ -64,8 +64,9 @@ def format_row(row: dict[str, Any]) -> list[str]:
 def _markdown(reports: Sequence[SuiteReport], meta: dict[str, Any]) -> str:
     lines = ["# xrouter evaluation report", ""]
     lines.append(
-        f"Test split of each suite, replayed from recorded outputs in "
-        f"`{meta['data_dir']}`. Costs in USD; AIQ over the range of the single "
+        f"Test split of each suite, replayed from recorded outputs (from "
+        f"`{meta['data_dir']}`, or collected into the store `{meta['store']}`). "
+        "Costs in USD; AIQ over the range of the single "
         "models' costs (RouterBench); APGR against the suite's weak/strong pair "
         "(RouteLLM); match-best cost: the cost at which a policy first reaches the "
         "best single model's accuracy, as a share of that model's cost."

@@ -212,11 +212,13 @@ def load_suites(file: Path | None) -> tuple[Suite, ...]:
         try:
             suites.append(Suite.model_validate(entry))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            message = str(first["msg"]).removeprefix("Value error, ")
+            problems = []
+            for error in exc.errors():  # all of them: a typo'd key is two
+                where = ".".join(str(p) for p in error["loc"])
+                message = str(error["msg"]).removeprefix("Value error, ")
+                problems.append(f"{where + ': ' if where else ''}{message}")
             raise ConfigError(
-                f"{file}: suite {index + 1}: {where + ': ' if where else ''}{message}"
+                f"{file}: suite {index + 1}: {'; '.join(problems)}"
             ) from exc
         if suites[-1].name in [s.name for s in suites[:-1]]:
             raise ConfigError(
