@@ -181,8 +181,8 @@ def test_rows_still_waiting_at_shutdown_are_saved_and_written_by_the_next_owner(
     assert [json.loads(line)["request_id"] for line in lines] == ["r2", "r1"]
     assert caplog.messages[-2:] == [
         f"request log {path}: 2 rows still waiting; trying once more before saving",
-        f"request log {path} could not be written ({locked(path)}): saved its 2 rows "
-        f"that waited to {saved}; the next gateway on this log writes them in",
+        f"{locked(path)}. Saved the 2 rows that waited to {saved}; the next gateway "
+        "on this log writes them in",
     ]
     locker.execute("ROLLBACK")
     shown = runner.invoke(app, ["logs", "--db", str(path)])

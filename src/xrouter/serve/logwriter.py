@@ -229,9 +229,8 @@ class LogWriter:
             sys.stderr.flush()
             return
         logger.error(
-            "request log %s could not be written (%s): saved its %s that waited to "
-            "%s; the next gateway on this log writes them in",
-            self.log.path,
+            "%s. Saved the %s that waited to %s; the next gateway on this log "
+            "writes them in",
             self.problem,
             rows(len(self._queue)),
             path,
