@@ -66,7 +66,13 @@ _FAILURES: Final = (*_TIMEOUTS, *_CONNECTION, openai.OpenAIError, *_MALFORMED)
 
 
 class _MalformedError(ValueError):
-    """A reply that parsed but is not a chat completion (the message says why)."""
+    """A reply that parsed but is not a chat completion (the message says why).
+    Not ``retryable`` when the server would answer the same again: asking once
+    more would pay again for a reply no one can read."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class HttpBackend:
@@ -116,7 +122,9 @@ class HttpBackend:
                     **self._params(request)
                 )
             if not isinstance(reply, ChatCompletion):
-                raise _MalformedError(f"a body that is not JSON: {reply!r:.120}")
+                raise _MalformedError(
+                    f"a body that is not JSON: {reply!r:.120}", retryable=False
+                )
             if not reply.choices:
                 error = (reply.model_extra or {}).get("error")
                 found = f", error {error!r:.200}" if error else ""
@@ -224,6 +232,7 @@ class HttpBackend:
             f"{where} sent a reply that is not a chat completion ({_describe(exc)}); "
             "check that the URL is the server's OpenAI-compatible API (often .../v1).",
             model=model,
+            retryable=getattr(exc, "retryable", True),
         )
 
     def _status_error(self, exc: openai.APIStatusError) -> BackendError:
