@@ -101,6 +101,30 @@ def test_unknown_suite_lists_the_known_ones(small_data: Path, tmp_path: Path) ->
     )
 
 
+def test_a_suite_named_without_records_is_refused(
+    small_data: Path, tmp_path: Path
+) -> None:
+    # Left to the defaults, a suite without data is skipped; named, it is required.
+    code, output = run(
+        "eval",
+        "--from",
+        str(small_data),
+        "--store",
+        str(tmp_path / "store"),
+        "--suite",
+        "zeroeval",
+        "--suite",
+        "routellm",
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert (code, " ".join(output.split())) == (
+        1,
+        f"error: suite routellm cannot be read: no routellm folder under {small_data}",
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_suites_file_names_the_field(small_data: Path, tmp_path: Path) -> None:
     bad = tmp_path / "suites.yaml"
     bad.write_text("suites:\n  - name: x\n    source: zeroeval\n    pool: [a]\n")

@@ -55,17 +55,26 @@ def open_store(path: Path | None) -> Store:
 
 
 def suites_with_records(
-    suites: Sequence[Suite], store: Store, data_dir: Path
+    suites: Sequence[Suite], store: Store, data_dir: Path, *, named: bool = False
 ) -> tuple[Suite, ...]:
     """The suites whose records can be read: a source with a folder under
     ``data_dir``, or a collected source in ``store``. Each other suite is named on
     stderr as skipped, so a partial data directory does not pass unnoticed;
-    ``ConfigError`` when none is left."""
+    ``ConfigError`` when none is left, or when any is missing and the suites were
+    ``named`` one by one (``--suite``): a suite asked for by name is never left out.
+    """
     from xrouter.records.ingest import sources_under
 
     # Collected sources live in the store alone: there is no folder to ingest.
     present = set(sources_under(data_dir))
     present.update(s for s in store.sources() if s.startswith("collected-"))
+    if named:
+        for suite in suites:
+            if suite.source not in present:
+                raise ConfigError(
+                    f"suite {suite.name} cannot be read: "
+                    f"{_missing(suite.source, data_dir)}"
+                )
     for suite in suites:
         if suite.source not in present:
             err_console.print(

@@ -92,7 +92,7 @@ def eval_command(
     target = open_store(store)
     cards = load_catalog(catalog or ())
     suites = suites_with_records(
-        _chosen(load_suites(suites_file), suite), target, data_dir
+        _chosen(load_suites(suites_file), suite), target, data_dir, named=bool(suite)
     )
     embedder = Embedder(target.path / "embeddings")
     learned = _learned_policies(policy or [])
