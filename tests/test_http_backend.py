@@ -348,6 +348,20 @@ def test_complete_fault_maps_to_typed_error(
     assert server.attempts == 1  # the backend never retries
 
 
+def test_a_reply_without_choices_carries_the_usage_billed(
+    server: UpstreamServer,
+) -> None:
+    server.mode = "no_choices"
+    error = _fails(UpstreamError, lambda: _complete(server))
+    assert "(a reply with no choices)" in str(error)
+    # The upstream billed it: the orchestrator books that usage and asks no more.
+    assert error.billed == Usage(input_tokens=7, output_tokens=5)  # words
+    assert error.retryable is False
+    server.mode = "error_event"  # no usage reported: nothing known to be billed
+    error = _fails(UpstreamError, lambda: _complete(server))
+    assert (error.billed, error.retryable) == (None, True)
+
+
 def test_rate_limit_carries_retry_after(server: UpstreamServer) -> None:
     server.mode = "429"
     error = _fails(RateLimitError, lambda: _complete(server))

@@ -17,7 +17,7 @@ from xrouter.backends.http import HttpBackend
 from xrouter.backends.pool import Pool, PoolEntry
 from xrouter.core.catalog import ModelCard, load_catalog
 from xrouter.core.errors import BadRequestError
-from xrouter.core.types import ChatRequest, Completion, Message
+from xrouter.core.types import ChatRequest, Completion, Message, Usage
 from xrouter.orchestrator.budget import Budget, Ledger
 from xrouter.orchestrator.loop import (
     EpisodeResult,
@@ -142,6 +142,28 @@ def test_a_connection_cut_falls_back_to_the_next_model(server: UpstreamServer) -
     assert rescued.fallback_for == failed.model and rescued.response == "echo: 2+2?"
     assert [r["model"] for r in server.requests] == ["mini", "mini", "mini", "big"]
     assert result.answer == "echo: 2+2?"
+
+
+def test_a_reply_billed_without_an_answer_is_booked_and_not_asked_again(
+    server: UpstreamServer,
+) -> None:
+    server.script(["no_choices", "ok"])
+    ledger = Ledger("daily limit", 1.0)
+    result = episode(
+        http_pool(server, fallback=True),
+        TextRouter([CALL_MINI]),
+        Limits(max_turns=1, backoff_s=0.01, call_timeout_s=2.0),
+        budget=Budget([ledger]),
+    )
+    failed, rescued = (c for c in result.trace.calls if not c.by_router)
+    assert failed.error is not None and "a reply with no choices" in failed.error
+    assert (failed.attempts, failed.usage) == (1, Usage(8, 2))
+    # gpt-4o-mini: $0.15 per million tokens in, $0.60 out.
+    assert failed.cost_usd == pytest.approx((8 * 0.15 + 2 * 0.60) / 1e6)
+    assert [r["model"] for r in server.requests] == ["mini", "big"]
+    assert rescued.response == "echo: 2+2?"
+    assert ledger.spent_usd == pytest.approx(failed.cost_usd + rescued.cost_usd)
+    assert ledger.held_usd == 0.0
 
 
 def test_a_stalled_upstream_times_out_and_the_episode_goes_on(

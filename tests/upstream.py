@@ -51,6 +51,8 @@ is used up (``"ok"`` unless set). Faults (names in ``FAULTS``):
 - ``no_usage``: the answer, with no usage in it (none in a stream either).
 - ``drip``: a stream waits ``DRIP_S`` seconds before each text chunk.
 - ``negative_usage``: the answer, with a usage of -1000 prompt tokens.
+- ``no_choices``: HTTP 200 with the answer's usage and an empty list of choices
+  (a reply billed that holds no answer).
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ FAULTS: Final[tuple[str, ...]] = (
     "no_usage",
     "drip",
     "negative_usage",
+    "no_choices",
 )
 DRIP_S: Final = 0.6
 MODEL: Final = "upstream-echo"
@@ -344,6 +347,8 @@ def _app(upstream: UpstreamServer) -> FastAPI:
         completion = _completion(body, usage=fault != "no_usage")
         if fault == "negative_usage":
             completion["usage"]["prompt_tokens"] = -1000
+        if fault == "no_choices":
+            completion["choices"] = []
         reply = json.dumps(completion)
         if fault == "cut":
             return StreamingResponse(

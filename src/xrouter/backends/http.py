@@ -116,6 +116,7 @@ class HttpBackend:
     async def complete(self, request: ChatRequest) -> Completion:
         """The whole answer; BackendTimeoutError past ``timeout_s``."""
         start = time.perf_counter()
+        usage: Usage | None = None
         try:
             async with asyncio.timeout(self._timeout_s):
                 reply: object = await self._client.chat.completions.create(
@@ -125,6 +126,7 @@ class HttpBackend:
                 raise _MalformedError(
                     f"a body that is not JSON: {reply!r:.120}", retryable=False
                 )
+            usage = _usage(reply.usage)
             if not reply.choices:
                 error = (reply.model_extra or {}).get("error")
                 found = f", error {error!r:.200}" if error else ""
@@ -134,9 +136,12 @@ class HttpBackend:
             calls = tuple(
                 c.model_dump(exclude_none=True) for c in message.tool_calls or ()
             )
-            usage = _usage(reply.usage)
         except _FAILURES as exc:
-            raise self._typed(exc) from exc
+            failure = self._typed(exc)
+            if usage is not None:
+                # A reply that reports usage was billed: asking again pays again.
+                failure.billed, failure.retryable = usage, False
+            raise failure from exc
         return Completion(
             text=text,
             usage=usage or _counted(request, text),

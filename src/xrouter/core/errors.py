@@ -27,6 +27,11 @@ and what to do about it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xrouter.core.types import Usage
+
 __all__ = [
     "AccessDeniedError",
     "BackendError",
@@ -101,17 +106,25 @@ class BackendError(XRouterError):
 
     ``retryable`` says whether trying the same call again may succeed; each kind
     has a default that a raiser may override (a replay miss is an upstream error
-    that no retry can cure).
+    that no retry can cure). ``billed`` is the usage the upstream reported for a
+    reply that could not be used (one with no choices, say): it was paid for all
+    the same.
     """
 
     default_retryable = True
 
     def __init__(
-        self, message: str, *, model: str = "", retryable: bool | None = None
+        self,
+        message: str,
+        *,
+        model: str = "",
+        retryable: bool | None = None,
+        billed: Usage | None = None,
     ) -> None:
         super().__init__(message)
         self.model = model
         self.retryable = self.default_retryable if retryable is None else retryable
+        self.billed = billed
 
     @property
     def kind(self) -> str:

@@ -10,8 +10,10 @@ never more than ``episode_timeout_s``); a retryable failure (timeout, rate limit
 upstream error) is retried up to ``retries`` times after an exponential, jittered
 backoff, or after the rate limit's own ``retry_after_s``. A call that still fails
 goes to its pool entry's fallback model, once, under a hold of its own. Failed
-attempts cost nothing; a successful one costs what the backend reports (a replayed
-record's cost) or its usage priced by the card.
+attempts cost nothing, except a reply that came back unusable with its usage
+reported (``BackendError.billed``): that usage is priced by the card and booked.
+A successful attempt costs what the backend reports (a replayed record's cost) or
+its usage priced by the card.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ class CallRunner:
         card, limits = entry.card, self.limits
         started = time.monotonic()
         failure: BackendError | None = None
+        billed, billed_usd = Usage(0, 0), 0.0  # unusable replies paid for
         attempt = 0
         for attempt in range(1, limits.retries + 2):
             left = deadline - time.monotonic()
@@ -176,8 +179,13 @@ class CallRunner:
                 )
             except BackendError as exc:
                 failure = exc
+                if exc.billed is not None:
+                    billed = billed + exc.billed
+                    billed_usd += card.cost(
+                        exc.billed.input_tokens, exc.billed.output_tokens
+                    )
             except BaseException:
-                hold.release()
+                hold.settle(billed_usd)
                 raise
             else:
                 cost = done.cost_usd
@@ -194,12 +202,12 @@ class CallRunner:
                         retryable=False,
                     )
                     break
-                hold.settle(cost)
+                hold.settle(cost + billed_usd)
                 return CallRecord(
                     model=card.id,
                     response=done.text,
                     usage=done.usage,
-                    cost_usd=cost,
+                    cost_usd=cost + billed_usd,
                     latency_s=time.monotonic() - started,
                     finish_reason=done.finish_reason,
                     attempts=attempt,
@@ -213,13 +221,13 @@ class CallRunner:
             if time.monotonic() + pause >= deadline:  # no time for another attempt
                 break
             await asyncio.sleep(pause)
-        hold.release()
+        hold.settle(billed_usd)
         assert failure is not None
         return CallRecord(
             model=card.id,
             response=None,
-            usage=Usage(0, 0),
-            cost_usd=0.0,
+            usage=billed,
+            cost_usd=billed_usd,
             latency_s=time.monotonic() - started,
             finish_reason="error",
             error=f"{failure.kind}: {failure}",

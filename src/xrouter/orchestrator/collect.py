@@ -9,8 +9,10 @@ never to a fallback model: a record must be the answer of the model it names.
 Every finished call is appended to a journal, ``<store>/collect/<source>.jsonl``
 (see ``xrouter.orchestrator.journal``), and reaches the disk before anything else
 happens. A rerun reads the journal first and skips every pair that already
-succeeded, so no item is paid for twice; pairs that failed for good cost nothing
-and are tried again. A last line cut short by a crash is dropped with a warning.
+succeeded, so no item is paid for twice; pairs that failed for good are tried
+again, and cost nothing unless the server billed a reply it sent without an answer
+(its usage is booked, see ``xrouter.orchestrator.calls``). A last line cut short
+by a crash is dropped with a warning.
 The journal is the truth: after each run, interrupted or not, the store source is
 rewritten from it, each response scored by the item's verifier. Token counts are
 the server's (``usage_origin`` "recorded"), or, when a server reports none, counted
