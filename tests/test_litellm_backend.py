@@ -19,7 +19,7 @@ from xrouter.core.errors import (
     RateLimitError,
     UpstreamError,
 )
-from xrouter.core.types import ChatRequest, Completion, Message
+from xrouter.core.types import ChatRequest, Completion, Message, Usage
 
 HELLO = ChatRequest((Message("user", "hello there"),), max_tokens=5)
 
@@ -71,6 +71,28 @@ def test_failures_map_to_typed_errors_without_retries_of_its_own(
     assert caught.value.retryable is retryable
     assert str(caught.value).startswith("gpt-4o-mini-2024-07-18 via LiteLLM: ")
     assert server.attempts == 1
+
+
+def test_a_reply_without_choices_is_an_upstream_error_carrying_its_usage(
+    server: UpstreamServer,
+) -> None:
+    server.reset()
+    server.mode = "no_choices"
+    with pytest.raises(UpstreamError) as caught:
+        complete(LiteLLMBackend(card(server)))
+    assert str(caught.value) == (
+        "gpt-4o-mini-2024-07-18 via LiteLLM: a reply with no choices"
+    )
+    # Billed, so the orchestrator books it and does not ask again.
+    assert caught.value.billed == Usage(2, 3)
+    assert caught.value.retryable is False
+
+
+def test_a_negative_usage_is_counted_instead(server: UpstreamServer) -> None:
+    server.reset()
+    server.mode = "negative_usage"
+    done = complete(LiteLLMBackend(card(server)))
+    assert done.usage == Usage(6, 4, counted=True)
 
 
 def test_a_stalled_server_is_a_timeout(server: UpstreamServer) -> None:

@@ -10,13 +10,17 @@ Backends do not retry: retries and fallbacks are the orchestrator's.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 from xrouter.core.catalog import ModelCard
 from xrouter.core.types import ChatRequest, Completion, StreamDelta, Usage
+from xrouter.records.tokens import count_request_tokens, count_tokens
 
-__all__ = ["Backend", "stream_from_complete"]
+__all__ = ["Backend", "counted_usage", "reported_usage", "stream_from_complete"]
+
+_log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -48,3 +52,26 @@ async def stream_from_complete(
     done = await backend.complete(request)
     yield StreamDelta(text=done.text, tool_calls=done.tool_calls)
     yield StreamDelta(finish_reason=done.finish_reason, usage=done.usage or Usage(0, 0))
+
+
+def reported_usage(reported: object) -> Usage | None:
+    """The usage an OpenAI-style reply reports (``prompt_tokens`` and
+    ``completion_tokens``), or None when it reports none or a negative count."""
+    prompt = getattr(reported, "prompt_tokens", None)
+    output = getattr(reported, "completion_tokens", None)
+    if isinstance(prompt, int) and isinstance(output, int):
+        if prompt >= 0 and output >= 0:
+            return Usage(prompt, output)
+        _log.warning(
+            "an upstream reported negative token usage (prompt_tokens %d, "
+            "completion_tokens %d); the call's tokens are counted instead",
+            prompt,
+            output,
+        )
+    return None
+
+
+def counted_usage(request: ChatRequest, text: str) -> Usage:
+    """The usage of an answer whose server reported none, counted with the
+    tokenizer: everything sent, and the text that came back."""
+    return Usage(count_request_tokens(request), count_tokens(text), counted=True)

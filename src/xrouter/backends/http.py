@@ -14,7 +14,6 @@ tokenizer.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import os
 import time
@@ -27,6 +26,7 @@ import httpx2
 import openai
 from openai.types.chat import ChatCompletion
 
+from xrouter.backends.base import counted_usage, reported_usage
 from xrouter.core.catalog import ModelCard
 from xrouter.core.errors import (
     AccessDeniedError,
@@ -38,11 +38,9 @@ from xrouter.core.errors import (
     UpstreamError,
 )
 from xrouter.core.types import ChatRequest, Completion, StreamDelta, Usage
-from xrouter.records.tokens import count_request_tokens, count_tokens
 
 __all__ = ["HttpBackend"]
 
-_log = logging.getLogger(__name__)
 
 NO_KEY: Final = "not-needed"  # sent when the card names no key variable
 # What a call may raise: the client's errors, the transport's, and for a reply that
@@ -126,7 +124,7 @@ class HttpBackend:
                 raise _MalformedError(
                     f"a body that is not JSON: {reply!r:.120}", retryable=False
                 )
-            usage = _usage(reply.usage)
+            usage = reported_usage(reply.usage)
             if not reply.choices:
                 error = (reply.model_extra or {}).get("error")
                 found = f", error {error!r:.200}" if error else ""
@@ -144,7 +142,7 @@ class HttpBackend:
             raise failure from exc
         return Completion(
             text=text,
-            usage=usage or _counted(request, text),
+            usage=usage or counted_usage(request, text),
             finish_reason=finish or "stop",
             latency_s=time.perf_counter() - start,
             tool_calls=calls,
@@ -165,7 +163,7 @@ class HttpBackend:
             raise self._typed(exc) from exc
         try:
             async for chunk in chunks:
-                usage = _usage(chunk.usage) or usage
+                usage = reported_usage(chunk.usage) or usage
                 for choice in chunk.choices[:1]:
                     finish = choice.finish_reason or finish
                     text = _text(choice.delta.content)
@@ -185,7 +183,7 @@ class HttpBackend:
                 _MalformedError("a stream that ended before the model finished")
             )
         yield StreamDelta(
-            finish_reason=finish, usage=usage or _counted(request, "".join(parts))
+            finish_reason=finish, usage=usage or counted_usage(request, "".join(parts))
         )
 
     async def aclose(self) -> None:
@@ -282,10 +280,6 @@ def _key_from_env(card: ModelCard, url: str) -> str:
     return key
 
 
-def _counted(request: ChatRequest, text: str) -> Usage:
-    return Usage(count_request_tokens(request), count_tokens(text), counted=True)
-
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, _MalformedError) or not str(exc):
         return str(exc) or type(exc).__name__
@@ -296,21 +290,6 @@ def _text(content: object) -> str:
     if content is None or isinstance(content, str):
         return content or ""
     raise _MalformedError(f"content that is not text: {content!r:.100}")
-
-
-def _usage(reported: object) -> Usage | None:
-    prompt = getattr(reported, "prompt_tokens", None)
-    output = getattr(reported, "completion_tokens", None)
-    if isinstance(prompt, int) and isinstance(output, int):
-        if prompt >= 0 and output >= 0:
-            return Usage(prompt, output)
-        _log.warning(
-            "an upstream reported negative token usage (prompt_tokens %d, "
-            "completion_tokens %d); the call's tokens are counted instead",
-            prompt,
-            output,
-        )
-    return None
 
 
 def _detail(exc: openai.APIStatusError) -> str:

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from xrouter.backends.base import stream_from_complete
+from xrouter.backends.base import counted_usage, reported_usage, stream_from_complete
 from xrouter.core.catalog import ModelCard
 from xrouter.core.errors import (
     AccessDeniedError,
@@ -24,8 +24,7 @@ from xrouter.core.errors import (
     RateLimitError,
     UpstreamError,
 )
-from xrouter.core.types import ChatRequest, Completion, StreamDelta, Usage
-from xrouter.records.tokens import count_request_tokens, count_tokens
+from xrouter.core.types import ChatRequest, Completion, StreamDelta
 
 __all__ = ["LiteLLMBackend", "map_litellm_error"]
 
@@ -110,22 +109,21 @@ class LiteLLMBackend:
             )
         except Exception as exc:
             raise map_litellm_error(exc, card.id) from exc
+        usage = reported_usage(getattr(reply, "usage", None))
+        if not reply.choices:
+            # A reply that reports usage was billed: asking again pays again.
+            raise UpstreamError(
+                f"{card.id} via LiteLLM: a reply with no choices",
+                model=card.id,
+                retryable=usage is None,
+                billed=usage,
+            )
         choice = reply.choices[0]
         text = choice.message.content or ""
-        usage = getattr(reply, "usage", None)
-        reported = (
-            getattr(usage, "prompt_tokens", None),
-            getattr(usage, "completion_tokens", None),
-        )
-        counted = Usage(
-            reported[0] or count_request_tokens(request),
-            reported[1] or count_tokens(text),
-            counted=not all(reported),
-        )
         calls = tuple(call.model_dump() for call in (choice.message.tool_calls or ()))
         return Completion(
             text=text,
-            usage=counted,
+            usage=usage or counted_usage(request, text),
             finish_reason=choice.finish_reason or "stop",
             latency_s=time.monotonic() - started,
             tool_calls=calls,
