@@ -9,13 +9,14 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import openai
 import pytest
 from upstream import FAULTS, MODEL, UpstreamServer
 
-from xrouter.backends.base import Backend
+from xrouter.backends.base import Backend, reported_usage
 from xrouter.backends.http import HttpBackend
 from xrouter.core.catalog import ModelCard
 from xrouter.core.errors import (
@@ -290,7 +291,8 @@ def test_stream_error_event_raises_after_the_first_delta(
             "rejected the request (HTTP 400: upstream fault: bad req",
         ),
         ("drop", UpstreamError, "could not be reached or closed the connection"),
-        ("garbage", UpstreamError, "(a stream that ended before the model finished)"),
+        ("garbage", UpstreamError, "(a stream with no events); check that the URL"),
+        ("no_choices", UpstreamError, "(a stream with its usage and no answer)."),
     ],
 )
 def test_stream_fails_typed_before_the_first_delta(
@@ -301,6 +303,9 @@ def test_stream_fails_typed_before_the_first_delta(
     error = _fails(kind, lambda: _stream(server, got=got))
     assert got == []
     assert says in str(error)
+    # Billed or not an API at all: asking again pays again, or gets the same.
+    assert error.retryable is (fault not in ("400", "garbage", "no_choices"))
+    assert error.billed == (Usage(7, 5) if fault == "no_choices" else None)
 
 
 def test_stream_stall_times_out(server: UpstreamServer) -> None:
@@ -353,13 +358,35 @@ def test_a_reply_without_choices_carries_the_usage_billed(
 ) -> None:
     server.mode = "no_choices"
     error = _fails(UpstreamError, lambda: _complete(server))
-    assert "(a reply with no choices)" in str(error)
+    assert str(error).endswith(
+        "sent a reply that is not a chat completion (a reply with no choices)."
+    )
     # The upstream billed it: the orchestrator books that usage and asks no more.
     assert error.billed == Usage(input_tokens=7, output_tokens=5)  # words
     assert error.retryable is False
     server.mode = "error_event"  # no usage reported: nothing known to be billed
     error = _fails(UpstreamError, lambda: _complete(server))
     assert (error.billed, error.retryable) == (None, True)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "output", "read"),
+    [
+        (12, 30, Usage(12, 30)),
+        (0, 0, Usage(0, 0)),
+        (-1000, 5, None),  # counted instead, with a warning
+        (10**400, 5, None),  # no price can be put on it
+        (10**12 + 1, 5, None),
+        (True, 5, None),  # JSON true is not a count
+        ("12", 30, None),
+        (None, 30, None),
+    ],
+)
+def test_reported_usage_takes_only_counts_a_call_can_have(
+    prompt: object, output: object, read: Usage | None
+) -> None:
+    reported = SimpleNamespace(prompt_tokens=prompt, completion_tokens=output)
+    assert reported_usage(reported) == read
 
 
 def test_rate_limit_carries_retry_after(server: UpstreamServer) -> None:

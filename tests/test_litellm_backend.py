@@ -88,9 +88,13 @@ def test_a_reply_without_choices_is_an_upstream_error_carrying_its_usage(
     assert caught.value.retryable is False
 
 
-def test_a_negative_usage_is_counted_instead(server: UpstreamServer) -> None:
+@pytest.mark.parametrize("fault", ["negative_usage", "no_usage"])
+def test_a_usage_not_reported_or_negative_is_counted(
+    server: UpstreamServer, fault: str
+) -> None:
+    # LiteLLM reports zeros where the server sent no usage: they are not taken.
     server.reset()
-    server.mode = "negative_usage"
+    server.mode = fault
     done = complete(LiteLLMBackend(card(server)))
     assert done.usage == Usage(6, 4, counted=True)
 

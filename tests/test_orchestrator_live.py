@@ -17,8 +17,9 @@ from xrouter.backends.http import HttpBackend
 from xrouter.backends.pool import Pool, PoolEntry
 from xrouter.core.catalog import ModelCard, load_catalog
 from xrouter.core.errors import BadRequestError
-from xrouter.core.types import ChatRequest, Completion, Message, Usage
+from xrouter.core.types import CallRecord, ChatRequest, Completion, Message, Usage
 from xrouter.orchestrator.budget import Budget, Ledger
+from xrouter.orchestrator.calls import CallRunner
 from xrouter.orchestrator.loop import (
     EpisodeResult,
     EpisodeView,
@@ -162,6 +163,39 @@ def test_a_reply_billed_without_an_answer_is_booked_and_not_asked_again(
     assert failed.cost_usd == pytest.approx((8 * 0.15 + 2 * 0.60) / 1e6)
     assert [r["model"] for r in server.requests] == ["mini", "big"]
     assert rescued.response == "echo: 2+2?"
+    assert ledger.spent_usd == pytest.approx(failed.cost_usd + rescued.cost_usd)
+    assert ledger.held_usd == 0.0
+
+
+def test_a_stream_billed_without_an_answer_is_booked_before_the_fallback(
+    server: UpstreamServer,
+) -> None:
+    server.script(["no_choices", "ok"])
+    pool = http_pool(server, fallback=True)
+    ledger = Ledger("daily limit", 1.0)
+    records: list[CallRecord] = []
+    request = ChatRequest((Message("user", "2+2?"),), max_tokens=20)
+
+    async def go() -> str:
+        runner = CallRunner(pool, FAST, seed=0)
+        stream = runner.stream(
+            "gpt-4o-mini-2024-07-18", request, Budget([ledger]), records
+        )
+        try:
+            return "".join([delta.text async for delta in stream])
+        finally:
+            await pool.aclose()
+
+    assert asyncio.run(go()) == "echo: 2+2?"
+    failed, rescued = records
+    assert failed.error is not None
+    assert "(a stream with its usage and no answer)" in failed.error
+    # One word in (the user's message), two out, as the echo server counts them;
+    # gpt-4o-mini at $0.15 per million tokens in and $0.60 out.
+    assert (failed.attempts, failed.usage) == (1, Usage(1, 2))
+    assert failed.cost_usd == pytest.approx((1 * 0.15 + 2 * 0.60) / 1e6)
+    assert rescued.fallback_for == failed.model and rescued.error is None
+    assert [r["model"] for r in server.requests] == ["mini", "big"]
     assert ledger.spent_usd == pytest.approx(failed.cost_usd + rescued.cost_usd)
     assert ledger.held_usd == 0.0
 

@@ -52,7 +52,7 @@ is used up (``"ok"`` unless set). Faults (names in ``FAULTS``):
 - ``drip``: a stream waits ``DRIP_S`` seconds before each text chunk.
 - ``negative_usage``: the answer, with a usage of -1000 prompt tokens.
 - ``no_choices``: HTTP 200 with the answer's usage and an empty list of choices
-  (a reply billed that holds no answer).
+  (a reply billed that holds no answer); a stream sends that usage alone.
 """
 
 from __future__ import annotations
@@ -412,6 +412,10 @@ async def _events(
     words = text.split()
     pieces = [word if i == 0 else f" {word}" for i, word in enumerate(words)]
     keep = {"cut": 2, "error_event": 1}.get(fault, len(pieces))
+    if fault == "no_choices":  # the usage alone, as if billed for nothing
+        yield event([], usage=_usage(prompt_tokens, text))
+        yield b"data: [DONE]\n\n"
+        return
     yield delta({"role": "assistant", "content": ""})
     for piece in pieces[:keep]:
         if fault == "drip":

@@ -54,21 +54,36 @@ async def stream_from_complete(
     yield StreamDelta(finish_reason=done.finish_reason, usage=done.usage or Usage(0, 0))
 
 
+# More tokens than any call can hold: a count past it is a server's error.
+_MOST_TOKENS = 10**12
+
+
 def reported_usage(reported: object) -> Usage | None:
     """The usage an OpenAI-style reply reports (``prompt_tokens`` and
-    ``completion_tokens``), or None when it reports none or a negative count."""
+    ``completion_tokens``), or None when it reports none, or a count that is
+    negative or past any real call's (counted instead, with a warning)."""
     prompt = getattr(reported, "prompt_tokens", None)
     output = getattr(reported, "completion_tokens", None)
-    if isinstance(prompt, int) and isinstance(output, int):
-        if prompt >= 0 and output >= 0:
-            return Usage(prompt, output)
-        _log.warning(
-            "an upstream reported negative token usage (prompt_tokens %d, "
-            "completion_tokens %d); the call's tokens are counted instead",
-            prompt,
-            output,
-        )
+    counts = (prompt, output)
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts):
+        return None
+    assert isinstance(prompt, int) and isinstance(output, int)
+    if 0 <= prompt <= _MOST_TOKENS and 0 <= output <= _MOST_TOKENS:
+        return Usage(prompt, output)
+    _log.warning(
+        "an upstream reported a token usage no call can have (prompt_tokens %s, "
+        "completion_tokens %s); the call's tokens are counted instead",
+        _shown(prompt),
+        _shown(output),
+    )
     return None
+
+
+def _shown(count: int) -> str:
+    """A token count as a log line can hold it, however many digits it has."""
+    if abs(count) <= _MOST_TOKENS:
+        return str(count)
+    return f"{'-' if count < 0 else ''}about 2**{abs(count).bit_length() - 1}"
 
 
 def counted_usage(request: ChatRequest, text: str) -> Usage:

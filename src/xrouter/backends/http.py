@@ -66,11 +66,15 @@ _FAILURES: Final = (*_TIMEOUTS, *_CONNECTION, openai.OpenAIError, *_MALFORMED)
 class _MalformedError(ValueError):
     """A reply that parsed but is not a chat completion (the message says why).
     Not ``retryable`` when the server would answer the same again: asking once
-    more would pay again for a reply no one can read."""
+    more would pay again for a reply no one can read. ``wrong_url`` when the
+    likeliest cause is a URL that is not the server's API."""
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool = True, wrong_url: bool = False
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.wrong_url = wrong_url
 
 
 class HttpBackend:
@@ -122,7 +126,9 @@ class HttpBackend:
                 )
             if not isinstance(reply, ChatCompletion):
                 raise _MalformedError(
-                    f"a body that is not JSON: {reply!r:.120}", retryable=False
+                    f"a body that is not JSON: {reply!r:.120}",
+                    retryable=False,
+                    wrong_url=True,
                 )
             usage = reported_usage(reply.usage)
             if not reply.choices:
@@ -153,6 +159,7 @@ class HttpBackend:
         parts: list[str] = []
         finish: str | None = None
         usage: Usage | None = None
+        events = 0
         try:
             chunks = await self._client.chat.completions.create(
                 **self._params(request),
@@ -163,6 +170,7 @@ class HttpBackend:
             raise self._typed(exc) from exc
         try:
             async for chunk in chunks:
+                events += 1
                 usage = reported_usage(chunk.usage) or usage
                 for choice in chunk.choices[:1]:
                     finish = choice.finish_reason or finish
@@ -179,6 +187,18 @@ class HttpBackend:
         finally:
             await chunks.close()
         if finish is None:
+            if not events:
+                wrong = _MalformedError(
+                    "a stream with no events", retryable=False, wrong_url=True
+                )
+                raise self._typed(wrong)
+            if usage is not None and not parts:
+                # Billed with no answer sent: booked, and not asked for again.
+                failure = self._typed(
+                    _MalformedError("a stream with its usage and no answer")
+                )
+                failure.billed, failure.retryable = usage, False
+                raise failure
             raise self._typed(
                 _MalformedError("a stream that ended before the model finished")
             )
@@ -231,9 +251,14 @@ class HttpBackend:
         if isinstance(exc, openai.APIError):
             text = f"{where} reported an error: {exc.message}"
             return UpstreamError(text, model=model)
+        check = (
+            "; check that the URL is the server's OpenAI-compatible API (often .../v1)"
+            if getattr(exc, "wrong_url", True)
+            else ""
+        )
         return UpstreamError(
-            f"{where} sent a reply that is not a chat completion ({_describe(exc)}); "
-            "check that the URL is the server's OpenAI-compatible API (often .../v1).",
+            f"{where} sent a reply that is not a chat completion "
+            f"({_describe(exc)}){check}.",
             model=model,
             retryable=getattr(exc, "retryable", True),
         )

@@ -24,7 +24,7 @@ from xrouter.core.errors import (
     RateLimitError,
     UpstreamError,
 )
-from xrouter.core.types import ChatRequest, Completion, StreamDelta
+from xrouter.core.types import ChatRequest, Completion, StreamDelta, Usage
 
 __all__ = ["LiteLLMBackend", "map_litellm_error"]
 
@@ -110,6 +110,8 @@ class LiteLLMBackend:
         except Exception as exc:
             raise map_litellm_error(exc, card.id) from exc
         usage = reported_usage(getattr(reply, "usage", None))
+        if usage == Usage(0, 0):
+            usage = None  # LiteLLM fills in zeros where the server reported none
         if not reply.choices:
             # A reply that reports usage was billed: asking again pays again.
             raise UpstreamError(

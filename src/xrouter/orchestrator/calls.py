@@ -324,6 +324,7 @@ class _Streamed:
         self.text: list[str] = []
         self.tool_calls: list[dict[str, Any]] = []
         self.usage: Usage | None = None
+        self.billed = Usage(0, 0)  # of attempts that failed with a billed reply
         self.finish = "stop"
         self.failure: BackendError | None = None
         self.attempts = 0
@@ -365,6 +366,8 @@ class _Streamed:
                         yield delta
             except BackendError as exc:
                 self.failure = exc
+                if exc.billed is not None:
+                    self.billed = self.billed + exc.billed
             except BaseException:
                 self.settle()
                 raise
@@ -390,14 +393,16 @@ class _Streamed:
             self.finish = delta.finish_reason
 
     def _counted(self) -> Usage:
-        """The usage reported, or counted where none (or a negative one) was."""
+        """The usage reported, or counted where none (or a negative one) was,
+        with that of any reply billed without an answer."""
         usage = self.usage
         if usage is not None and min(usage.input_tokens, usage.output_tokens) >= 0:
-            return usage
+            return usage + self.billed
         if not self.started:
-            return Usage(0, 0)
+            return self.billed
         prompt = count_request_tokens(self.request)
-        return Usage(prompt, count_tokens("".join(self.text)), counted=True)
+        counted = Usage(prompt, count_tokens("".join(self.text)), counted=True)
+        return counted + self.billed
 
     def settle(self) -> None:
         if not self.hold.open:
