@@ -646,6 +646,31 @@ def test_a_routed_stream_passes_over_a_choice_that_fails_before_its_first_piece(
     assert [c.model for c in last_logged().calls] == blocks
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_whose_models_bill_no_answer_fails_and_says_what_it_cost(
+    http: httpx.Client, upstream: UpstreamServer, stream: bool
+) -> None:
+    # Each model replies with its usage and no answer: each is asked once (asking
+    # again would pay again), booked, and the 502 carries the cost like an answer.
+    upstream.script(["no_choices", "no_choices"])
+    body = {"model": GPT, "messages": USER, "stream": stream}
+    reply = http.post("/v1/chat/completions", json=body)
+    assert reply.status_code == 502
+    assert reply.json()["error"]["code"] == "upstream_error"
+    assert [r["model"] for r in upstream.requests] == [ROUTES[GPT], ROUTES[CLAUDE]]
+    cost = price(GPT, words(ASK), words(ECHO)) + price(CLAUDE, words(ASK), words(ECHO))
+    info = reply.json()["xrouter"]
+    assert info["cost_usd"] == pytest.approx(cost, rel=1e-9)
+    assert [(c["model"], c["input_tokens"]) for c in info["calls"]] == [
+        (GPT, words(ASK)),
+        (CLAUDE, words(ASK)),
+    ]
+    assert float(reply.headers["x-xrouter-cost-usd"]) == pytest.approx(cost)
+    entry = last_logged()
+    assert (entry.status, entry.request_id) == (502, info["request_id"])
+    assert entry.cost_usd == pytest.approx(cost, rel=1e-9)
+
+
 def test_a_stalled_upstream_gives_a_504_within_the_time_limits(
     http: httpx.Client, upstream: UpstreamServer
 ) -> None:

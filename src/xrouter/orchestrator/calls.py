@@ -131,7 +131,11 @@ class CallRunner:
                 if records:
                     return records
                 raise
-            record = await self._attempts(entry, request, hold, deadline)
+            try:
+                record = await self._attempts(entry, request, hold, deadline)
+            finally:
+                if hold.open:  # an error no attempt expected: free what it held
+                    hold.release()
             record = replace(
                 record,
                 call_id=call_id,

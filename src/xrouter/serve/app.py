@@ -22,7 +22,10 @@ Every error is an OpenAI-style JSON body ``{"error": {"message", "type", "param"
 ``param`` and the message), 402 when the request's own cost ceiling refuses it
 or a call is larger than a whole limit (a retry cannot succeed), 429 when a daily
 limit refuses it, 400 when the models reject it as given, 502/504 when every
-upstream failed, 503 before start-up (see ``failures``). No input gets a 5xx. A
+upstream failed, 503 before start-up (see ``failures``). An error for a request
+that reached the models also carries the ``xrouter`` field and the
+``x-xrouter-cost-usd`` header: its failed calls may have been billed. No input
+gets a 5xx. A
 client that leaves before its body or its stream ends is counted (and a stream
 logged) with status 499, which nobody receives.
 
@@ -185,7 +188,7 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
         except (BackendError, BudgetExceededError) as exc:
             failure = failure_of(exc, config.request_limit_header)
             await service.finish(outcome, body, key, failure.status, failure)
-            return error_response(failure, outcome.request_id)
+            return error_response(failure, outcome.request_id, outcome)
         except Exception:
             logger.exception("unexpected error on request %s", outcome.request_id)
             return await service.crashed(outcome, body, key)

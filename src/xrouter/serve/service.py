@@ -154,7 +154,7 @@ class Service:
         except (BackendError, BudgetExceededError) as exc:
             failure = failure_of(exc, self.config.request_limit_header)
             await self.finish(outcome, body, key, failure.status, failure, stream=True)
-            return error_response(failure, outcome.request_id)
+            return error_response(failure, outcome.request_id, outcome)
         except Exception:
             logger.exception("unexpected error on request %s", outcome.request_id)
             return await self.crashed(outcome, body, key)
@@ -415,11 +415,18 @@ class _Chunks:
         return f"data: {json.dumps(data)}\n\n"
 
 
-def error_response(failure: RequestError, request_id: str = "") -> JSONResponse:
+def error_response(
+    failure: RequestError, request_id: str = "", outcome: Outcome | None = None
+) -> JSONResponse:
     """A refusal as its OpenAI-style JSON error, with the request id its log
-    entry has."""
+    entry has. A request that got as far as the models (``outcome``) also
+    carries what its calls cost, as an answer would: a failed call may be billed.
+    """
     body = error_body(str(failure), failure.kind, failure.param, failure.code)
     headers = {"x-xrouter-request-id": request_id} if request_id else {}
+    if outcome is not None:
+        body["xrouter"] = outcome.metadata()
+        headers["x-xrouter-cost-usd"] = f"{outcome.cost_usd:.10f}"
     if failure.retry_after_s is not None:
         headers["retry-after"] = str(failure.retry_after_s)
     return JSONResponse(body, status_code=failure.status, headers=headers)
