@@ -389,6 +389,38 @@ def test_reported_usage_takes_only_counts_a_call_can_have(
     assert reported_usage(reported) == read
 
 
+def test_a_billed_reply_whose_usage_cannot_be_taken_is_billed_as_counted(
+    server: UpstreamServer,
+) -> None:
+    # 10**13 prompt tokens: no call has them, so the call's own are counted; but
+    # the reply reported a usage, so it was billed, and is not asked for again.
+    server.mode = "no_choices_huge"
+    error = _fails(UpstreamError, lambda: _complete(server))
+    assert error.billed == Usage(16, 0, counted=True)
+    assert error.retryable is False
+
+
+@pytest.mark.parametrize(
+    ("fault", "got", "says", "billed"),
+    [
+        ("usage_cut", "", "closed the connection", Usage(7, 5)),
+        ("text_usage", "echo: one two three four", "ended before", Usage(7, 5)),
+        ("sse_garbage", "", "; check that the URL", None),
+    ],
+)
+def test_a_stream_that_fails_after_its_usage_carries_it(
+    server: UpstreamServer, fault: str, got: str, says: str, billed: Usage | None
+) -> None:
+    server.mode = fault
+    deltas: list[StreamDelta] = []
+    error = _fails(UpstreamError, lambda: _stream(server, got=deltas))
+    assert "".join(d.text for d in deltas) == got
+    assert says in str(error)
+    assert error.billed == billed
+    # Billed, or not readable: asking again would not do better.
+    assert error.retryable is False
+
+
 def test_rate_limit_carries_retry_after(server: UpstreamServer) -> None:
     server.mode = "429"
     error = _fails(RateLimitError, lambda: _complete(server))

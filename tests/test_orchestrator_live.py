@@ -16,7 +16,7 @@ from xrouter.backends.build import replay_pool
 from xrouter.backends.http import HttpBackend
 from xrouter.backends.pool import Pool, PoolEntry
 from xrouter.core.catalog import ModelCard, load_catalog
-from xrouter.core.errors import BadRequestError
+from xrouter.core.errors import BadRequestError, UpstreamError
 from xrouter.core.types import CallRecord, ChatRequest, Completion, Message, Usage
 from xrouter.orchestrator.budget import Budget, Ledger
 from xrouter.orchestrator.calls import CallRunner
@@ -198,6 +198,37 @@ def test_a_stream_billed_without_an_answer_is_booked_before_the_fallback(
     assert [r["model"] for r in server.requests] == ["mini", "big"]
     assert ledger.spent_usd == pytest.approx(failed.cost_usd + rescued.cost_usd)
     assert ledger.held_usd == 0.0
+
+
+def test_a_stream_that_fails_after_its_text_is_billed_at_the_usage_it_reported(
+    server: UpstreamServer,
+) -> None:
+    server.script(["text_usage"])  # text and usage, then no finish reason
+    pool = http_pool(server, fallback=True)
+    ledger = Ledger("daily limit", 1.0)
+    records: list[CallRecord] = []
+    request = ChatRequest((Message("user", "2+2?"),), max_tokens=20)
+    texts: list[str] = []
+
+    async def go() -> None:
+        runner = CallRunner(pool, FAST, seed=0)
+        stream = runner.stream(
+            "gpt-4o-mini-2024-07-18", request, Budget([ledger]), records
+        )
+        try:
+            async for delta in stream:
+                texts.append(delta.text)
+        finally:
+            await pool.aclose()
+
+    with pytest.raises(UpstreamError, match="ended before the model finished"):
+        asyncio.run(go())
+    # The text reached the reader, so the fallback is not called.
+    assert "".join(texts) == "echo: 2+2?" and len(server.requests) == 1
+    [failed] = records
+    assert (failed.usage, failed.attempts) == (Usage(1, 2), 1)  # as reported
+    assert failed.cost_usd == pytest.approx((1 * 0.15 + 2 * 0.60) / 1e6)
+    assert ledger.spent_usd == pytest.approx(failed.cost_usd)
 
 
 def test_a_stalled_upstream_times_out_and_the_episode_goes_on(

@@ -53,6 +53,10 @@ is used up (``"ok"`` unless set). Faults (names in ``FAULTS``):
 - ``negative_usage``: the answer, with a usage of -1000 prompt tokens.
 - ``no_choices``: HTTP 200 with the answer's usage and an empty list of choices
   (a reply billed that holds no answer); a stream sends that usage alone.
+- ``no_choices_huge``: the same with 10**13 prompt tokens, more than any call has.
+- ``usage_cut``: a stream sends the answer's usage, then the connection is closed;
+  a stream ``text_usage``: the answer's text and usage, with no finish reason.
+- ``sse_garbage``: a stream whose one event is not JSON.
 """
 
 from __future__ import annotations
@@ -87,6 +91,10 @@ FAULTS: Final[tuple[str, ...]] = (
     "drip",
     "negative_usage",
     "no_choices",
+    "no_choices_huge",
+    "usage_cut",
+    "text_usage",
+    "sse_garbage",
 )
 DRIP_S: Final = 0.6
 MODEL: Final = "upstream-echo"
@@ -347,8 +355,10 @@ def _app(upstream: UpstreamServer) -> FastAPI:
         completion = _completion(body, usage=fault != "no_usage")
         if fault == "negative_usage":
             completion["usage"]["prompt_tokens"] = -1000
-        if fault == "no_choices":
+        if fault in ("no_choices", "no_choices_huge"):
             completion["choices"] = []
+        if fault == "no_choices_huge":
+            completion["usage"]["prompt_tokens"] = 10**13
         reply = json.dumps(completion)
         if fault == "cut":
             return StreamingResponse(
@@ -412,7 +422,18 @@ async def _events(
     words = text.split()
     pieces = [word if i == 0 else f" {word}" for i, word in enumerate(words)]
     keep = {"cut": 2, "error_event": 1}.get(fault, len(pieces))
-    if fault == "no_choices":  # the usage alone, as if billed for nothing
+    if fault in ("no_choices", "usage_cut"):  # the usage alone: billed for nothing
+        yield event([], usage=_usage(prompt_tokens, text))
+        if fault == "usage_cut":
+            await _cut(request)
+            return
+        yield b"data: [DONE]\n\n"
+        return
+    if fault == "sse_garbage":
+        yield b"data: upstream fault: not JSON\n\n"
+        return
+    if fault == "text_usage":  # the whole text and its usage, never a finish
+        yield delta({"content": text})
         yield event([], usage=_usage(prompt_tokens, text))
         yield b"data: [DONE]\n\n"
         return

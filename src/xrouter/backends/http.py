@@ -118,7 +118,7 @@ class HttpBackend:
     async def complete(self, request: ChatRequest) -> Completion:
         """The whole answer; BackendTimeoutError past ``timeout_s``."""
         start = time.perf_counter()
-        usage: Usage | None = None
+        billed: Usage | None = None  # what a reply that cannot be used cost
         try:
             async with asyncio.timeout(self._timeout_s):
                 reply: object = await self._client.chat.completions.create(
@@ -131,6 +131,8 @@ class HttpBackend:
                     wrong_url=True,
                 )
             usage = reported_usage(reply.usage)
+            if reply.usage is not None:  # a reply that reports usage was billed
+                billed = usage or counted_usage(request, "")
             if not reply.choices:
                 error = (reply.model_extra or {}).get("error")
                 found = f", error {error!r:.200}" if error else ""
@@ -142,9 +144,8 @@ class HttpBackend:
             )
         except _FAILURES as exc:
             failure = self._typed(exc)
-            if usage is not None:
-                # A reply that reports usage was billed: asking again pays again.
-                failure.billed, failure.retryable = usage, False
+            if billed is not None:  # asking again would pay again
+                failure.billed, failure.retryable = billed, False
             raise failure from exc
         return Completion(
             text=text,
@@ -159,7 +160,7 @@ class HttpBackend:
         parts: list[str] = []
         finish: str | None = None
         usage: Usage | None = None
-        events = 0
+        events, reported = 0, False
         try:
             chunks = await self._client.chat.completions.create(
                 **self._params(request),
@@ -171,6 +172,7 @@ class HttpBackend:
         try:
             async for chunk in chunks:
                 events += 1
+                reported = reported or chunk.usage is not None
                 usage = reported_usage(chunk.usage) or usage
                 for choice in chunk.choices[:1]:
                     finish = choice.finish_reason or finish
@@ -183,7 +185,8 @@ class HttpBackend:
                         parts.append(text)
                         yield StreamDelta(text=text, tool_calls=calls)
         except _FAILURES as exc:
-            raise self._typed(exc, mid_stream=bool(parts)) from exc
+            failure = self._typed(exc, mid_stream=bool(parts))
+            raise _with_billing(failure, request, parts, reported, usage) from exc
         finally:
             await chunks.close()
         if finish is None:
@@ -192,16 +195,13 @@ class HttpBackend:
                     "a stream with no events", retryable=False, wrong_url=True
                 )
                 raise self._typed(wrong)
-            if usage is not None and not parts:
-                # Billed with no answer sent: booked, and not asked for again.
-                failure = self._typed(
-                    _MalformedError("a stream with its usage and no answer")
-                )
-                failure.billed, failure.retryable = usage, False
-                raise failure
-            raise self._typed(
-                _MalformedError("a stream that ended before the model finished")
+            why = (
+                "a stream with its usage and no answer"
+                if reported and not parts
+                else "a stream that ended before the model finished"
             )
+            failure = self._typed(_MalformedError(why))
+            raise _with_billing(failure, request, parts, reported, usage)
         yield StreamDelta(
             finish_reason=finish, usage=usage or counted_usage(request, "".join(parts))
         )
@@ -256,11 +256,12 @@ class HttpBackend:
             if getattr(exc, "wrong_url", True)
             else ""
         )
+        # A server that sends what cannot be read would send it again.
         return UpstreamError(
             f"{where} sent a reply that is not a chat completion "
             f"({_describe(exc)}){check}.",
             model=model,
-            retryable=getattr(exc, "retryable", True),
+            retryable=getattr(exc, "retryable", False),
         )
 
     def _status_error(self, exc: openai.APIStatusError) -> BackendError:
@@ -303,6 +304,22 @@ def _key_from_env(card: ModelCard, url: str) -> str:
             f"which is not set; export {card.api_key_env}=... before starting."
         )
     return key
+
+
+def _with_billing(
+    failure: BackendError,
+    request: ChatRequest,
+    parts: list[str],
+    reported: bool,
+    usage: Usage | None,
+) -> BackendError:
+    """``failure`` of a stream, carrying the usage the stream reported before it
+    failed (counted where that usage could not be taken): it was billed, and is
+    not asked for again."""
+    if reported:
+        failure.billed = usage or counted_usage(request, "".join(parts))
+        failure.retryable = False
+    return failure
 
 
 def _describe(exc: BaseException) -> str:

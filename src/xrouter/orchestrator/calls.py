@@ -370,7 +370,9 @@ class _Streamed:
                         yield delta
             except BackendError as exc:
                 self.failure = exc
-                if exc.billed is not None:
+                if exc.billed is not None and self.started:
+                    self.usage = exc.billed  # reported before it failed: not counted
+                elif exc.billed is not None:
                     self.billed = self.billed + exc.billed
             except BaseException:
                 self.settle()
