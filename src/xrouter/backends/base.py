@@ -64,10 +64,10 @@ def reported_usage(reported: object) -> Usage | None:
     negative or past any real call's (counted instead, with a warning)."""
     prompt = getattr(reported, "prompt_tokens", None)
     output = getattr(reported, "completion_tokens", None)
-    counts = (prompt, output)
-    if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts):
+    if not (isinstance(prompt, int) and isinstance(output, int)):
         return None
-    assert isinstance(prompt, int) and isinstance(output, int)
+    if isinstance(prompt, bool) or isinstance(output, bool):
+        return None  # JSON true or false is no count
     if 0 <= prompt <= _MOST_TOKENS and 0 <= output <= _MOST_TOKENS:
         return Usage(prompt, output)
     _log.warning(

@@ -68,19 +68,17 @@ def suites_with_records(
     # Collected sources live in the store alone: there is no folder to ingest.
     present = set(sources_under(data_dir))
     present.update(s for s in store.sources() if s.startswith("collected-"))
-    if named:
-        for suite in suites:
-            if suite.source not in present:
-                raise ConfigError(
-                    f"suite {suite.name} cannot be read: "
-                    f"{_missing(suite.source, data_dir)}"
-                )
-    for suite in suites:
-        if suite.source not in present:
-            err_console.print(
-                Text(f"suite {suite.name} skipped: {_missing(suite.source, data_dir)}"),
-                soft_wrap=True,
-            )
+    missing = [s for s in suites if s.source not in present]
+    if named and missing:
+        first = missing[0]
+        raise ConfigError(
+            f"suite {first.name} cannot be read: {_missing(first.source, data_dir)}"
+        )
+    for suite in missing:
+        err_console.print(
+            Text(f"suite {suite.name} skipped: {_missing(suite.source, data_dir)}"),
+            soft_wrap=True,
+        )
     chosen = tuple(s for s in suites if s.source in present)
     if not chosen:
         read = ", ".join(sorted({s.source for s in suites}))

@@ -27,6 +27,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
+from xrouter.backends.base import counted_usage
 from xrouter.backends.pool import Pool, PoolEntry
 from xrouter.core.errors import (
     BackendError,
@@ -37,7 +38,7 @@ from xrouter.core.errors import (
 )
 from xrouter.core.types import CallRecord, ChatRequest, StreamDelta, Usage
 from xrouter.orchestrator.budget import Budget, Hold
-from xrouter.records.tokens import count_request_tokens, count_tokens
+from xrouter.records.tokens import count_request_tokens
 
 __all__ = ["CallRunner", "Limits", "with_margin"]
 
@@ -406,9 +407,7 @@ class _Streamed:
             return usage + self.billed
         if not self.started:
             return self.billed
-        prompt = count_request_tokens(self.request)
-        counted = Usage(prompt, count_tokens("".join(self.text)), counted=True)
-        return counted + self.billed
+        return counted_usage(self.request, "".join(self.text)) + self.billed
 
     def settle(self) -> None:
         if not self.hold.open:

@@ -25,9 +25,8 @@ limit refuses it, 400 when the models reject it as given, 502/504 when every
 upstream failed, 503 before start-up (see ``failures``). An error for a request
 that reached the models also carries the ``xrouter`` field and the
 ``x-xrouter-cost-usd`` header: its failed calls may have been billed. No input
-gets a 5xx. A
-client that leaves before its body or its stream ends is counted (and a stream
-logged) with status 499, which nobody receives.
+gets a 5xx. A client that leaves before its body or its stream ends is counted
+(and a stream logged) with status 499, which nobody receives.
 
 A routed stream from the policy router relays its first choice's tokens as they
 arrive and does not escalate; the header ``x-xrouter-stream: episode`` (or
