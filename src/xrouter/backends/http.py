@@ -118,7 +118,8 @@ class HttpBackend:
     async def complete(self, request: ChatRequest) -> Completion:
         """The whole answer; BackendTimeoutError past ``timeout_s``."""
         start = time.perf_counter()
-        billed: Usage | None = None  # what a reply that cannot be used cost
+        usage: Usage | None = None
+        reported = False
         try:
             async with asyncio.timeout(self._timeout_s):
                 reply: object = await self._client.chat.completions.create(
@@ -130,9 +131,7 @@ class HttpBackend:
                     retryable=False,
                     wrong_url=True,
                 )
-            usage = reported_usage(reply.usage)
-            if reply.usage is not None:  # a reply that reports usage was billed
-                billed = usage or counted_usage(request, "")
+            reported, usage = reply.usage is not None, reported_usage(reply.usage)
             if not reply.choices:
                 error = (reply.model_extra or {}).get("error")
                 found = f", error {error!r:.200}" if error else ""
@@ -143,10 +142,7 @@ class HttpBackend:
                 c.model_dump(exclude_none=True) for c in message.tool_calls or ()
             )
         except _FAILURES as exc:
-            failure = self._typed(exc)
-            if billed is not None:  # asking again would pay again
-                failure.billed, failure.retryable = billed, False
-            raise failure from exc
+            raise _with_billing(self._typed(exc), request, [], reported, usage) from exc
         return Completion(
             text=text,
             usage=usage or counted_usage(request, text),
@@ -313,9 +309,9 @@ def _with_billing(
     reported: bool,
     usage: Usage | None,
 ) -> BackendError:
-    """``failure`` of a stream, carrying the usage the stream reported before it
-    failed (counted where that usage could not be taken): it was billed, and is
-    not asked for again."""
+    """``failure``, carrying the usage its reply (or stream, with the text
+    ``parts`` it sent) reported before it failed, counted where that usage could
+    not be taken: it was billed, and is not asked for again."""
     if reported:
         failure.billed = usage or counted_usage(request, "".join(parts))
         failure.retryable = False
