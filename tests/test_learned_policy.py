@@ -144,8 +144,13 @@ def chance_of_right_loss(
 def test_the_chance_of_right_loss_fits_the_recorded_scores(data: TrainingData) -> None:
     # With the policy's own loss silenced (no advantage, no entropy bonus), the
     # updates fit the network's chance that a model is right to the scores of
-    # the episodes' items; measured on the train items before any call.
-    config = dataclasses.replace(CONFIG, entropy_coef=0.0, learning_rate=3e-3)
+    # the episodes' items; measured on the train items before any call. The
+    # head reads the prompt here: the stand-in embeddings leave nothing in the
+    # neighbours' rates for a head reading the memory alone to correct.
+    config = dataclasses.replace(
+        CONFIG, entropy_coef=0.0, learning_rate=3e-3, reads_prompt=True
+    )
+    torch.manual_seed(0)  # the network's first weights, whatever ran before
     net = RouterNet(len(data.models.ids), config.net_config(config.reward()))
     optimiser = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
@@ -160,6 +165,55 @@ def test_the_chance_of_right_loss_fits_the_recorded_scores(data: TrainingData) -
         batch = _flatten(played, inputs, scores, np.zeros(n), np.ones(n, dtype=bool))
         _update(net, optimiser, batch, config, generator)
     assert chance_of_right_loss(net, data, data.train[0]) < before - 0.02
+
+
+def test_the_chance_of_right_is_fitted_on_dropped_groups_too(
+    data: TrainingData,
+) -> None:
+    # Items on which every model fails give groups of equal rewards (all 0):
+    # the policy learns nothing from them, but the chance of being right must
+    # still learn that such items exist, or it is too high where items are hard.
+    rows = data.train[0]
+    failed = rows[(data.table.score[rows] == 0).all(axis=1)][:32]
+    assert len(failed) == 32
+    config = dataclasses.replace(CONFIG, entropy_coef=0.0, learning_rate=3e-3)
+    torch.manual_seed(0)
+    net = RouterNet(len(data.models.ids), config.net_config(config.reward()))
+    optimiser = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    generator = torch.Generator().manual_seed(0)
+    rules = ep.EpisodeRules(config.max_turns)
+    lams = np.full(len(failed), 30.0)
+    inputs = data.table.inputs(failed, lams)
+
+    def chance() -> float:
+        state = ep.start(inputs.offered, inputs.self_model)
+        state_x, cand_x, cand_model = encode(inputs, state, data.models, net.config)
+        with torch.no_grad():
+            _, right = net.heads(
+                torch.from_numpy(inputs.embedding),
+                torch.from_numpy(state_x),
+                torch.from_numpy(cand_x),
+                torch.from_numpy(cand_model),
+                torch.from_numpy(ep.legal_actions(state)),
+            )
+        return float(torch.sigmoid(right[:, 1:]).mean())
+
+    before = chance()
+    for _ in range(20):
+        played = play(net, inputs, data.models, rules, sample=True, generator=generator)
+        rewards = ep.batch_reward(
+            data.table.score[failed, played.state.chosen],
+            ep.spent(played.state, inputs.responses),
+            lams,
+            config.reward(),
+        )
+        advantage, keep = group_advantages(rewards, 4)
+        assert not keep.any()  # every episode failed: every group is dropped
+        batch = _flatten(played, inputs, data.table.score[failed], advantage, keep)
+        assert len(batch.action) == sum(len(t.rows) for t in played.turns)
+        _update(net, optimiser, batch, config, generator)
+    assert chance() < before - 0.1
+    assert not batch.kept.any()
 
 
 def test_the_shaped_logit_starts_at_the_configured_sharpness(
@@ -303,6 +357,27 @@ def test_checkpoint_round_trip(
         for f in ("manifest.json", "policy.safetensors")
     }
     assert len(modes) == 1
+
+
+def test_a_checkpoint_written_before_the_head_could_skip_the_prompt_loads(
+    data: TrainingData, tmp_path: Path
+) -> None:
+    # Such a manifest has no reads_prompt entry, and its head read the prompt.
+    config = dataclasses.replace(CONFIG, steps=1, reads_prompt=True)
+    result = train_policy(data, config)
+    manifest = checkpoint_manifest(data, config, RewardConfig(), result, "static")
+    save_checkpoint(tmp_path, result.net, data.memory, data.models, manifest)
+    older = json.loads((tmp_path / "manifest.json").read_text())
+    del older["net"]["reads_prompt"]
+    _stamp(tmp_path, older)
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.net.config.reads_prompt and loaded.net.prompt is not None
+    rows = data.dev[0]
+    a = route_rows(result.net, data.table, data.models, rows, 30.0)
+    b = route_rows(loaded.net, data.table, data.models, rows, 30.0)
+    assert (a.state.chosen == b.state.chosen).all()
+    # Written now, the entry is there; by default the head reads the memory alone.
+    assert not RouterNet(3, CONFIG.net_config(RewardConfig())).config.reads_prompt
 
 
 def test_the_memory_estimates_as_the_tuned_nearest_neighbour_router_does(

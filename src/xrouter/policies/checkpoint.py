@@ -307,7 +307,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
         )
     manifest, digest = _read_manifest(path)
     try:
-        config = NetConfig(**manifest["net"])
+        # A manifest written before ``reads_prompt`` existed is of a head that read it.
+        config = NetConfig(**{"reads_prompt": True, **manifest["net"]})
     except TypeError as exc:
         raise CheckpointError(
             f"{path / MANIFEST}: the network settings are not this xrouter's; "

@@ -22,56 +22,41 @@ How this differs from the paper:
   is shaped like the reward (a learned chance of being right times K less the
   cost penalty the action leads to, plus a learned residual), and it reads a
   memory of the train prompts (see ``xrouter.policies.router_net``).
-- Episodes replay recorded responses instead of calling live models; the router
-  answering itself replays the suite's ``self_model``.
-- Lambda is an input of the network, drawn log-uniformly per example, so one
-  network serves a whole range of lambdas; each example is also offered a random
-  subset of its pool. The paper trains one router per setting of its reward.
+- Episodes replay recorded responses; the router answering itself replays the
+  suite's ``self_model``.
+- Lambda is an input, drawn log-uniformly per example, so one network serves a
+  range of lambdas (the paper trains one router per setting of its reward); each
+  example is offered a random subset of its pool.
 - The group's standard deviation is floored (``std_floor``, 0.25 of a reward of
   at most 1). In a group whose episodes are all right the rewards differ by cost
   alone, and dividing by that small spread weighs a cent saved as much as a right
-  answer against a wrong one: the policy drifts to cheap models. Measured on the
-  test splits as the greedy policy's mean reward over nine lambdas from 0.3 to
-  3,000, a floor of 0.25 beats a floor of 0.1 on all four default suites (by
-  0.003 to 0.013), and no normalisation (a floor of 0.5) on two of them.
+  answer against a wrong one: the policy drifts to cheap models.
 - A second loss fits the network's chance that a candidate's model is right
   (the part of its logit that the reward's score multiplies) to the recorded
-  score of that model's answer, on every legal candidate of the kept decisions
-  (``right_coef``): an auxiliary loss beside the policy's. The replay knows each
-  response's score, as the nearest-neighbour baselines do. The residual of the
-  logit, which stands for what an action leads to later, reads the episode and
-  the candidate but not the prompt. Test AIQ margin over the tuned
-  nearest-neighbour router, zeroeval / routerbench / routellm / llmrouter, as
-  built, seeds 0, 1 and 2: +0.0054 / -0.0020 / -0.0053 / +0.0061, +0.0066 /
-  +0.0005 / -0.0015 / +0.0075 and +0.0064 / +0.0004 / -0.0034 / +0.0054.
-  Measured earlier, with a memory that pooled the suites' records and knew
-  nothing of extracted answers, seeds 0 and 1: as built, +0.0074 / -0.0034 /
-  -0.0123 / +0.0004 and +0.0085 / -0.0008 / -0.0033 / +0.0081; without the
-  loss (and a one-layer residual),
-  +0.0065 / -0.0042 / -0.0140 / +0.0059 and +0.0075 / -0.0072 / -0.0088 /
-  +0.0050; with neither, the residual reading the prompt and the shaped logit
-  starting at 7 logits per unit of reward rather than 12 (``sharpness``),
-  +0.0040 / -0.0061 / -0.0024 / +0.0037 and +0.0077 / -0.0044 / -0.0079 /
-  +0.0066. Routellm's margin moves by up to 0.01 from one seed to the next.
-  A pairwise term beside it (each two candidates whose models' scores differ,
-  the better one's chance pushed above the other's, weight 1) was not kept:
-  seeds 0, 1 and 2, +0.0064 / -0.0020 / -0.0012 / +0.0072, +0.0068 / -0.0018 /
-  -0.0046 / +0.0096 and +0.0088 / +0.0027 / -0.0133 / +0.0065.
+  score of that model's answer (``right_coef``), beside the policy's loss; the
+  replay knows each response's score, as the nearest-neighbour baselines do. It
+  is fitted on every decision played, the dropped groups' included: a group
+  is dropped when all its episodes failed, and a
+  chance that never sees the items on which every model fails is too high on
+  hard items, where routing decides most.
+- The head reads the memory's estimates, the cards and the episode, not the
+  prompt embedding itself (``reads_prompt``): a head that does learns the train
+  prompts' verdicts by heart. The residual, which stands for what an action
+  leads to later, reads the episode and the candidate alone.
 - A small entropy bonus (``entropy_coef``) keeps the policy exploring long enough
   to find multi-call strategies (two cheap answers that agree, else escalate);
   DAPO relies on the higher clip alone.
 - DAPO's dynamic sampling refills a batch after dropping uniform groups; here they
-  are only dropped. Refilling (twice the prompts played, the first 64 informative
-  groups kept, 500 steps in the same time) did no better, seeds 0 and 1:
-  +0.0039 / -0.0006 / -0.0100 / +0.0069 and +0.0039 / -0.0019 / -0.0007 /
-  +0.0049. There is no overlong penalty, as there is no text.
+  are only dropped (refilling did no better). There is no overlong penalty, as
+  there is no text.
 - Each batch is used for a few passes of minibatch updates (as in PPO), so the
   ratio moves away from 1 and the clip matters.
-- The weights evaluated on dev, and kept, are an exponential moving average of
-  the trained ones (``ema_decay``): single updates move the policy's curve by
-  about as much as the margins it is selected on.
-- The weights kept are those whose dev AIQ beats the best baseline's by the
-  largest margin on the suite where the margin is smallest (``select.py``).
+- The weights kept are a moving average of the trained ones (``ema_decay``;
+  single updates move the curve as much as the margins it is selected on): those
+  whose dev AIQ beats the best baseline's by the largest margin on the suite
+  where the margin is smallest (``select.py``).
+
+What these choices measured, on the test splits, is in ``docs/architecture.md``.
 """
 
 from __future__ import annotations
@@ -148,6 +133,9 @@ class GRPOConfig:
     head_hidden: int = 64  # width of its head
     shaped: bool = True  # reward-shaped logits over the neighbour prior
     sharpness: float = 12.0  # their starting scale: logits per unit of reward
+    reads_prompt: bool = (
+        False  # the head reads the prompt embedding, not only the memory
+    )
     eval_every: int = 100  # steps between dev evaluations
     seed: int = 0  # seeds torch and numpy
     threads: int = 2  # torch threads; results repeat for a given count
@@ -206,6 +194,7 @@ class GRPOConfig:
             cost_max=reward.cost_max,
             shaped=self.shaped,
             sharpness=self.sharpness,
+            reads_prompt=self.reads_prompt,
         )
 
 
@@ -240,7 +229,7 @@ def group_advantages(
 
 @dataclass(frozen=True)
 class _Batch:
-    """Every decision of the kept episodes, flattened: ``[D, ...]`` tensors."""
+    """Every decision of a batch's episodes, flattened: ``[D, ...]`` tensors."""
 
     embedding: torch.Tensor
     state_x: torch.Tensor
@@ -250,6 +239,7 @@ class _Batch:
     action: torch.Tensor
     logp_old: torch.Tensor
     advantage: torch.Tensor
+    kept: torch.Tensor  # [D]: whether the decision's group is kept for the policy
     right: torch.Tensor  # [D, A]: the score of each candidate's model's answer
 
 
@@ -260,16 +250,17 @@ def _flatten(
     advantage: NDArray[np.float64],
     keep: NDArray[np.bool_],
 ) -> _Batch:
-    """The kept groups' decisions; ``score[n, M]`` holds each episode's item's
-    scores, whence each candidate's target for the chance-of-right loss."""
+    """Every decision played: the policy learns from those of the kept groups
+    (``keep``), the chance of being right from all of them (a chance fitted on
+    the kept groups alone never sees the items on which every model fails).
+    ``score[n, M]`` holds each episode's item's scores, whence each candidate's
+    target for the chance-of-right loss."""
     turns = played.turns
-    every = np.concatenate([t.rows for t in turns])
-    mask = keep[every]
-    rows = every[mask]
+    rows = np.concatenate([t.rows for t in turns])
     right = per_candidate(score[rows], inputs.self_model[rows])
 
     def cat(name: str) -> torch.Tensor:
-        return torch.from_numpy(np.concatenate([getattr(t, name) for t in turns])[mask])
+        return torch.from_numpy(np.concatenate([getattr(t, name) for t in turns]))
 
     return _Batch(
         embedding=torch.from_numpy(inputs.embedding[rows]),
@@ -280,6 +271,7 @@ def _flatten(
         action=cat("action"),
         logp_old=cat("logp"),
         advantage=torch.from_numpy(advantage[rows].astype(np.float32)),
+        kept=torch.from_numpy(keep[rows]),
         right=torch.from_numpy(right.astype(np.float32)),
     )
 
@@ -322,17 +314,21 @@ def _update(
             clipped = ratio.clamp(1 - config.clip_low, 1 + config.clip_high)
             surrogate = torch.minimum(ratio * advantage, clipped * advantage)
 
-            # Action-mean loss: every action of the minibatch weighs the same; no
-            # KL term. An entropy bonus is off unless entropy_coef is set.
-            # (Illegal actions have probability 0; their -inf log is zeroed
+            # Action-mean loss over the kept groups' actions: each weighs the
+            # same; no KL term. An entropy bonus is off unless entropy_coef is
+            # set. (Illegal actions have probability 0; their -inf log is zeroed
             # first so that no NaN reaches the gradient.)
+            kept = batch.kept[chunk]
+            share = kept.float() / max(int(kept.sum()), 1)
             finite = logp_all.masked_fill(~legal, 0.0)
-            entropy = -(logp_all.exp() * finite).sum(dim=1).mean()
+            entropy = -((logp_all.exp() * finite).sum(dim=1) * share).sum()
 
-            policy_loss = -surrogate.mean() - config.entropy_coef * entropy
+            surrogate = torch.where(kept, surrogate, 0.0)
+            policy_loss = -(surrogate * share).sum() - config.entropy_coef * entropy
 
             # The chance-of-right loss: each legal candidate's estimate that its
-            # model's answer is right, against the recorded score.
+            # model's answer is right, against the recorded score, on every
+            # decision played.
             right_loss = torch.zeros(())
             if config.shaped and config.right_coef > 0:
                 right_loss = nn.functional.binary_cross_entropy_with_logits(
