@@ -5,7 +5,7 @@ select model j's response) from these things:
 
 - the request: its prompt embedding (all-MiniLM-L6-v2, task-agnostic), read
   through the memory below; the head reads it itself only where the config
-  says so (``reads_prompt``), as a head that does learns the train prompts'
+  says so (``reads_prompt``), as a head that does can learn the train prompts'
   verdicts by heart rather than how far to trust the neighbours;
 - lambda, the cost weight, as log lambda scaled to the trained range, so one
   network serves every lambda of that range;
@@ -419,18 +419,17 @@ def play(
         legal = ep.legal_actions(part)
         # In slices of episodes: the activations of a slice stay in the CPU's
         # caches, which takes about half the time of one pass over thousands.
-        logits = torch.cat(
-            [
-                net(
-                    embedding[rows[cut]],
-                    torch.from_numpy(state_x[cut]),
-                    torch.from_numpy(cand_x[cut]),
-                    torch.from_numpy(cand_model[cut]),
-                    torch.from_numpy(legal[cut]),
-                )
-                for cut in _slices(len(rows), PLAY_SLICE)
-            ]
-        )
+        parts = [
+            net(
+                embedding[rows[cut]],
+                torch.from_numpy(state_x[cut]),
+                torch.from_numpy(cand_x[cut]),
+                torch.from_numpy(cand_model[cut]),
+                torch.from_numpy(legal[cut]),
+            )
+            for cut in _slices(len(rows), PLAY_SLICE)
+        ]
+        logits = parts[0] if len(parts) == 1 else torch.cat(parts)
         logp_all = torch.log_softmax(logits, dim=1)
         if sample:
             chosen = torch.multinomial(logp_all.exp(), 1, generator=generator)[:, 0]

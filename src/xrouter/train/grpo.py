@@ -35,14 +35,15 @@ How this differs from the paper:
   (the part of its logit that the reward's score multiplies) to the recorded
   score of that model's answer (``right_coef``), beside the policy's loss; the
   replay knows each response's score, as the nearest-neighbour baselines do. It
-  is fitted on every decision played, the dropped groups' included: a group
-  is dropped when all its episodes failed, and a
-  chance that never sees the items on which every model fails is too high on
-  hard items, where routing decides most.
+  is fitted on every decision played, the dropped groups' included: a group is
+  dropped when all its episodes failed, and a chance that never sees the items
+  on which every model fails is too high on hard items, where routing decides
+  most.
 - The head reads the memory's estimates, the cards and the episode, not the
-  prompt embedding itself (``reads_prompt``): a head that does learns the train
-  prompts' verdicts by heart. The residual, which stands for what an action
-  leads to later, reads the episode and the candidate alone.
+  prompt embedding itself (``reads_prompt``): one that reads it too can learn
+  the train prompts' verdicts by heart, and did no better over three seeds. The
+  residual, which stands for what an action leads to later, reads the episode
+  and the candidate alone.
 - A small entropy bonus (``entropy_coef``) keeps the policy exploring long enough
   to find multi-call strategies (two cheap answers that agree, else escalate);
   DAPO relies on the higher clip alone.
@@ -133,9 +134,7 @@ class GRPOConfig:
     head_hidden: int = 64  # width of its head
     shaped: bool = True  # reward-shaped logits over the neighbour prior
     sharpness: float = 12.0  # their starting scale: logits per unit of reward
-    reads_prompt: bool = (
-        False  # the head reads the prompt embedding, not only the memory
-    )
+    reads_prompt: bool = False  # the head reads the prompt, not only the memory
     eval_every: int = 100  # steps between dev evaluations
     seed: int = 0  # seeds torch and numpy
     threads: int = 2  # torch threads; results repeat for a given count
