@@ -39,7 +39,7 @@ from xrouter.policies.learned import (
     route_rows,
 )
 from xrouter.policies.policy_router import PolicyRouter, conversation_text, final_answer
-from xrouter.policies.router_net import RouterNet, encode, play
+from xrouter.policies.router_net import EpisodeInputs, RouterNet, encode, play
 from xrouter.records.ingest import ingest
 from xrouter.records.splits import split_mask
 from xrouter.records.store import Store
@@ -119,12 +119,11 @@ def test_training_changes_the_weights_and_raises_the_reward(
             assert gain > (0.01 if sample else 0.001)
 
 
-def chance_of_right_loss(
-    net: torch.nn.Module, data: TrainingData, rows: np.ndarray
-) -> float:
-    """Cross-entropy of the network's chance that each offered model's answer is
-    right, before any call, against the recorded scores of ``rows``."""
-    inputs = data.table.inputs(rows, np.full(len(rows), 10.0))
+def right_before_any_call(
+    net: torch.nn.Module, data: TrainingData, inputs: EpisodeInputs
+) -> torch.Tensor:
+    """``[n, A]``: the logit of each candidate's chance of being right, at the
+    start of each episode of ``inputs``."""
     state = ep.start(inputs.offered, inputs.self_model)
     state_x, cand_x, cand_model = encode(inputs, state, data.models, net.config)
     with torch.no_grad():
@@ -135,7 +134,17 @@ def chance_of_right_loss(
             torch.from_numpy(cand_model),
             torch.from_numpy(ep.legal_actions(state)),
         )
-    m = state.n_models
+    return right  # type: ignore[no-any-return]
+
+
+def chance_of_right_loss(
+    net: torch.nn.Module, data: TrainingData, rows: np.ndarray
+) -> float:
+    """Cross-entropy of the network's chance that each offered model's answer is
+    right, before any call, against the recorded scores of ``rows``."""
+    inputs = data.table.inputs(rows, np.full(len(rows), 10.0))
+    right = right_before_any_call(net, data, inputs)
+    m = inputs.offered.shape[1]
     calls = right[:, 1 : 1 + m][torch.from_numpy(inputs.offered)]
     scores = torch.from_numpy(data.table.score[rows][inputs.offered]).float()
     return float(torch.nn.functional.binary_cross_entropy_with_logits(calls, scores))
@@ -186,16 +195,7 @@ def test_the_chance_of_right_is_fitted_on_dropped_groups_too(
     inputs = data.table.inputs(failed, lams)
 
     def chance() -> float:
-        state = ep.start(inputs.offered, inputs.self_model)
-        state_x, cand_x, cand_model = encode(inputs, state, data.models, net.config)
-        with torch.no_grad():
-            _, right = net.heads(
-                torch.from_numpy(inputs.embedding),
-                torch.from_numpy(state_x),
-                torch.from_numpy(cand_x),
-                torch.from_numpy(cand_model),
-                torch.from_numpy(ep.legal_actions(state)),
-            )
+        right = right_before_any_call(net, data, inputs)
         return float(torch.sigmoid(right[:, 1:]).mean())
 
     before = chance()

@@ -108,7 +108,7 @@ class Service:
             headers["x-xrouter-strategy"] = outcome.strategy
         if final:
             headers["x-xrouter-models"] = ",".join(outcome.answered_by)
-            headers["x-xrouter-cost-usd"] = f"{outcome.cost_usd:.10f}"
+            headers["x-xrouter-cost-usd"] = cost_header(outcome)
         return headers
 
     def completion_body(self, outcome: Outcome) -> dict[str, Any]:
@@ -415,6 +415,11 @@ class _Chunks:
         return f"data: {json.dumps(data)}\n\n"
 
 
+def cost_header(outcome: Outcome) -> str:
+    """What the request's calls cost, as the ``x-xrouter-cost-usd`` header."""
+    return f"{outcome.cost_usd:.10f}"
+
+
 def error_response(
     failure: RequestError, request_id: str = "", outcome: Outcome | None = None
 ) -> JSONResponse:
@@ -426,7 +431,7 @@ def error_response(
     headers = {"x-xrouter-request-id": request_id} if request_id else {}
     if outcome is not None:
         body["xrouter"] = outcome.metadata()
-        headers["x-xrouter-cost-usd"] = f"{outcome.cost_usd:.10f}"
+        headers["x-xrouter-cost-usd"] = cost_header(outcome)
     if failure.retry_after_s is not None:
         headers["retry-after"] = str(failure.retry_after_s)
     return JSONResponse(body, status_code=failure.status, headers=headers)
