@@ -41,7 +41,7 @@ from xrouter.core.errors import ConfigError
 from xrouter.core.types import ChatRequest, Message, Usage
 from xrouter.evaluate.episodes import sample_items
 from xrouter.evaluate.runner import evaluate_policy
-from xrouter.orchestrator.reward import RewardConfig
+from xrouter.orchestrator.reward import RewardConfig, reward
 from xrouter.orchestrator.tools import router_system_prompt, tool_name
 from xrouter.policies.checkpoint import load_checkpoint, save_checkpoint
 from xrouter.policies.embedding import Embedder, routing_text
@@ -58,6 +58,7 @@ from xrouter.train.router_data import (
     PolicyTeacher,
     RouterExample,
     RouterTask,
+    call_opening,
     chat_text,
     draw_examples,
     encode,
@@ -65,9 +66,10 @@ from xrouter.train.router_data import (
     render_trace,
     tokenize_conversation,
 )
-from xrouter.train.router_eval import Rivals
+from xrouter.train.router_eval import Rivals, choice_figures, first_call_logps
 from xrouter.train.router_policy import (
     PolicyBackend,
+    PromptCache,
     RouterTurnSample,
     load_router_model,
     sample_batch,
@@ -656,6 +658,83 @@ def test_dynamic_sampling_replaces_flat_groups_for_a_bounded_number_of_rounds() 
     assert fill_groups(play, 3, rounds=0)[1] == 0 and asked == [(0, 3)]
 
 
+def test_the_first_calls_chances_are_those_full_passes_give(
+    task: RouterTask, tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each row's log chance of opening with a call to each model, the system
+    part run once across rows, is what a full pass over the router's prompt and
+    the opening gives, as it is for a model whose cache cannot be continued;
+    warm-start steps raise it."""
+    model, tokenizer = load_router_model(tiny_dir)
+    catalog = load_catalog()
+    card = catalog.get("smollm2-135m")
+    rows = task.test[:3]
+    found = first_call_logps(model, tokenizer, card, task, rows, lam=4.0)
+    assert found.shape == (3, len(POOL))
+    system = router_system_prompt([catalog.get(m) for m in POOL], lam=4.0)
+    for i, row in enumerate(rows):
+        messages = [Message("system", system), *task.messages(int(row))]
+        text = chat_text(tokenizer, messages, generation_prompt=True)
+        prompt = encode(tokenizer, text)
+        for j, name in enumerate(POOL):
+            opening = call_opening(tokenizer, name)
+            said = tokenizer.decode(opening)
+            assert said.startswith(f'<tool_call>{{"name": "{tool_name(name)}"')
+            assert tokenizer.decode(opening[:-1]).count('"') == 3
+            with torch.no_grad():
+                logits = model(torch.tensor([prompt + opening])).logits[0]
+            logps = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)
+            full = float(logps[torch.arange(len(opening)), opening].sum())
+            assert found[i, j] == pytest.approx(full, rel=1e-4)
+    with monkeypatch.context() as patched:
+        patched.setattr(PromptCache, "of", classmethod(lambda *args: None))
+        uncached = first_call_logps(model, tokenizer, card, task, rows, lam=4.0)
+    assert uncached == pytest.approx(found, rel=1e-4)
+
+    traces = sft_traces(task, _examples(task, 2), tokenizer, card)
+    pad = int(tokenizer.pad_token_id)
+    accelerator = Accelerator(gradient_accumulation_steps=2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    for _ in range(3):
+        sft_step(model, optimizer, accelerator, traces, pad_id=pad)
+    after = first_call_logps(model, tokenizer, card, task, rows, lam=4.0)
+    mass = np.logaddexp.reduce(found, axis=1)
+    assert (np.logaddexp.reduce(after, axis=1) > mass + 5).all()
+
+
+def test_choice_figures_mix_the_recorded_rewards_by_the_chances(
+    task: RouterTask,
+) -> None:
+    records, rows = task.records, task.test[:4]
+    chances = np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]] * 2)
+    read = list(zip(rows.tolist(), np.log(chances * 0.5), strict=True))
+    figures = choice_figures(task, read, lam=100.0)
+    assert figures["call_mass"] == pytest.approx(0.5)
+    assert figures["chances"] == pytest.approx(
+        dict(zip(POOL, [0.3, 0.2, 0.5], strict=True))
+    )
+    config = RewardConfig(lam=100.0)
+    earned = np.array(
+        [
+            [reward(records.score[r, j], records.cost[r, j], config) for j in range(3)]
+            for r in rows
+        ]
+    )
+    assert figures["expected_reward"] == pytest.approx((chances * earned).sum(1).mean())
+    picked = [0, 2, 0, 2]
+    assert figures["likeliest_reward"] == pytest.approx(earned[range(4), picked].mean())
+    assert figures["likeliest_accuracy"] == pytest.approx(
+        records.score[rows, picked].mean()
+    )
+    assert figures["oracle_reward"] == pytest.approx(earned.max(1).mean())
+    best = int(earned.mean(0).argmax())
+    assert figures["best_single_by_reward"] == {
+        "model": POOL[best],
+        "reward": pytest.approx(earned[:, best].mean()),
+    }
+
+
 def _config(tiny_dir: Path, **changes: Any) -> RouterTrainConfig:
     settings: dict[str, Any] = {
         "base": str(tiny_dir),
@@ -907,7 +986,9 @@ def test_the_parse_rate_is_over_the_dev_items_there_are(
 def test_each_evaluation_is_logged_at_every_lambda(
     zeroeval_store: Any, tiny_dir: Path, tmp_path: Path
 ) -> None:
-    config = _config(tiny_dir, sft_steps=1, eval_items=2, eval_lambdas=[1.0, 300.0])
+    config = _config(
+        tiny_dir, sft_steps=1, eval_items=2, choice_items=3, eval_lambdas=[1.0, 300.0]
+    )
     manifest = train_router(zeroeval_store, SUITE, load_catalog(), config, tmp_path)
     lines = [
         json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
@@ -925,6 +1006,12 @@ def test_each_evaluation_is_logged_at_every_lambda(
         [x["reward"] for x in at_300],
     )
     assert held_out["knn @ lambda 300"][1] == [x["knn"]["reward"] for x in at_300]
+    # The first call read from the chances, on three items of their own.
+    assert [x["first_call"]["items"] for x in at_300] == [3, 3]
+    assert held_out["first call, expected @ lambda 300"] == (
+        [0.0, 1.0],
+        [x["first_call"]["expected_reward"] for x in at_300],
+    )
     sft = [x["loss"] for x in lines if x["phase"] == "sft"]
     assert panels["warm start (SFT) loss"]["loss"] == ([1.0], sft)
     # The oracle's choice does not depend on lambda: no contrasting traces.
@@ -975,8 +1062,8 @@ def run(*args: str) -> tuple[int, str]:
         ({"sft_batch": 0}, "sft_batch must be >= 1, got 0"),
         (
             {"sft_steps": 0, "rl_steps": 0},
-            "nothing to do: --sft-steps, --rl-steps and --eval-items are all 0; give "
-            "one of them above 0",
+            "nothing to do: --sft-steps, --rl-steps, --eval-items and --choice-items "
+            "are all 0; give one of them above 0",
         ),
         ({"micro_batch": 0}, "micro_batch must be >= 1, got 0"),
         ({"threads": -2}, "threads must be >= 1 (or null: torch's default), got -2"),

@@ -278,6 +278,14 @@ def router_command(
             "(eval_lambdas in --config) (0).",
         ),
     ] = None,
+    choice_items: Annotated[
+        int | None,
+        _opt(
+            "--choice-items",
+            "Test items whose first call is read from the router's chances at "
+            "each evaluation, without playing episodes (0).",
+        ),
+    ] = None,
     checkpoint_every: Annotated[
         int | None, _opt("--checkpoint-every", "Steps between checkpoints (20).")
     ] = None,
@@ -327,6 +335,7 @@ def router_command(
         "teacher": teacher,
         "choice_weight": choice_weight,
         "eval_items": eval_items,
+        "choice_items": choice_items,
         "checkpoint_every": checkpoint_every,
         "seed": seed,
     }

@@ -109,23 +109,36 @@ def _policy_panels(lines: Sequence[dict[str, Any]]) -> dict[str, Series]:
 def _router_panels(lines: Sequence[dict[str, Any]]) -> dict[str, Series]:
     sft = [line for line in lines if line.get("phase") == "sft"]
     rl = [line for line in lines if line.get("phase") == "rl"]
-    # Evaluations that played episodes (a parse rate alone has no reward).
-    evals = [line for line in lines if line.get("phase") == "eval" and "reward" in line]
+    # Evaluations that played episodes or read the first call's chances (a parse
+    # rate alone has no reward).
+    evals = [
+        line
+        for line in lines
+        if line.get("phase") == "eval" and ("reward" in line or "first_call" in line)
+    ]
     stages = list(dict.fromkeys(line["stage"] for line in evals))
     held_out: Series = {}
     for lam in sorted({float(line["lambda"]) for line in evals}):
         at = [line for line in evals if float(line["lambda"]) == lam]
-        steps = [float(stages.index(line["stage"])) for line in at]
-        held_out[f"router @ lambda {lam:g}"] = (
-            steps,
-            [float(line["reward"]) for line in at],
-        )
+        played = [line for line in at if "reward" in line]
+        steps = [float(stages.index(line["stage"])) for line in played]
+        if played:
+            held_out[f"router @ lambda {lam:g}"] = (
+                steps,
+                [float(line["reward"]) for line in played],
+            )
         for rival in ("knn", "policy"):
-            if all(rival in line for line in at):
+            if played and all(rival in line for line in played):
                 held_out[f"{rival} @ lambda {lam:g}"] = (
                     steps,
-                    [float(line[rival]["reward"]) for line in at],
+                    [float(line[rival]["reward"]) for line in played],
                 )
+        read = [line for line in at if "first_call" in line]
+        if read:
+            held_out[f"first call, expected @ lambda {lam:g}"] = (
+                [float(stages.index(line["stage"])) for line in read],
+                [float(line["first_call"]["expected_reward"]) for line in read],
+            )
     return {
         "warm start (SFT) loss": {"loss": _series(sft, "loss")},
         "GRPO episodes": {

@@ -5,14 +5,17 @@ and tokenizer (``save_pretrained``), the optimizer's state (``optimizer.pt``) an
 ``manifest.json``: the phase (``sft`` or ``rl``) and step reached, the settings,
 the data fingerprint and the latest metrics. ``OUT/latest.json`` names the newest
 one; ``--resume`` continues from it. The checkpoint that ends a phase is kept;
-of the periodic ones only the newest ``keep`` are.
+of the periodic ones only the newest ``keep`` are. :class:`MetricsLog` keeps the
+run's ``metrics.jsonl``, cut back to the checkpoint a resumed run starts from.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +25,12 @@ from transformers import PreTrainedTokenizerBase
 
 from xrouter.backends.model_dir import quiet_progress
 from xrouter.core.errors import CheckpointError
+from xrouter.train.curves import read_metrics
 
 __all__ = [
     "LATEST",
     "Checkpoint",
+    "MetricsLog",
     "latest_checkpoint",
     "save_router_checkpoint",
 ]
@@ -122,3 +127,46 @@ def latest_checkpoint(out: Path) -> Checkpoint | None:
             f"{pointer} names no readable checkpoint ({exc}); delete {pointer} to "
             "start afresh, or point --out at another directory"
         ) from exc
+
+
+class MetricsLog:
+    """Appends metric lines to ``metrics.jsonl`` and hands them to a callback."""
+
+    def __init__(
+        self,
+        path: Path,
+        on_line: Callable[[dict[str, Any]], None],
+        *,
+        writes: bool = True,
+    ) -> None:
+        self.path, self.on_line, self.writes = path, on_line, writes
+        self.last: dict[str, dict[str, Any]] = {}
+
+    def keep_until(self, phase: str, step: int) -> None:
+        """Drop the lines logged after the checkpoint a run resumes from (phase
+        ``phase``, step ``step``), and the evaluations just after it; the
+        resumed run logs its steps again from there."""
+        if not self.writes or not self.path.is_file():
+            return
+        kept = []
+        lines = read_metrics(self.path)
+        for k, line in enumerate(lines):
+            kept.append(line)
+            if (line["phase"], line.get("step")) == (phase, step):
+                after = lines[k + 1 :]
+                kept += itertools.takewhile(lambda x: x["phase"] == "eval", after)
+                break
+        text = "".join(json.dumps(line) + "\n" for line in kept)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.path)
+
+    def write(self, line: dict[str, Any]) -> None:
+        if self.writes:
+            with self.path.open("a") as file:
+                file.write(json.dumps(line) + "\n")
+        key = line["phase"]
+        if key == "eval":
+            key = f"eval/{line['stage']}@{line['lambda']:g}"
+        self.last[key] = line
+        self.on_line(line)

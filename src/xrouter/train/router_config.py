@@ -30,6 +30,7 @@ DTYPES = {
 # The least value of each count among the settings.
 _LEAST = {
     **dict.fromkeys(("sft_steps", "rl_steps", "eval_items", "parse_items"), 0),
+    "choice_items": 0,
     "refill_rounds": 0,
     **dict.fromkeys(("prompts_per_step", "minibatches", "sft_batch"), 1),
     **dict.fromkeys(("micro_batch", "checkpoint_every", "max_new_tokens"), 1),
@@ -38,7 +39,7 @@ _LEAST = {
 # The settings that `xrouter train router` also takes as options of its own name.
 _FLAGGED = frozenset(
     {"sft_steps", "rl_steps", "eval_items", "refill_rounds", "prompts_per_step"}
-    | {"checkpoint_every"}
+    | {"checkpoint_every", "choice_items"}
 )
 
 
@@ -81,6 +82,9 @@ class RouterTrainConfig:
     eval_items: int = 0  # test items evaluated before and after each phase
     eval_lambdas: tuple[float, ...] = (1.0, 100.0)  # each evaluated at these
     parse_items: int = 0  # dev items of a separate first-turn parse check
+    # Test items whose first call's chances are read at each evaluation (no
+    # episodes played: cheap enough for hundreds of items, and free of noise).
+    choice_items: int = 0
     threads: int | None = 1  # torch CPU threads (None: torch's default)
     dtype: str = "float32"  # weights' dtype: float32, bfloat16 (GPUs) or float16
     vllm: bool = False  # generate with vLLM (not implemented)
@@ -149,10 +153,11 @@ class RouterTrainConfig:
                 "eval_lambdas must list one or more lambdas >= 0, got "
                 f"{list(self.eval_lambdas)}"
             )
-        if not (self.sft_steps or self.rl_steps or self.eval_items or self.parse_items):
+        checks = self.eval_items or self.parse_items or self.choice_items
+        if not (self.sft_steps or self.rl_steps or checks):
             raise ConfigError(
-                "nothing to do: --sft-steps, --rl-steps and --eval-items are all 0; "
-                "give one of them above 0"
+                "nothing to do: --sft-steps, --rl-steps, --eval-items and "
+                "--choice-items are all 0; give one of them above 0"
             )
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
@@ -196,7 +201,7 @@ class RouterTrainConfig:
 # evaluated and saved, and how it uses the machine.
 _RESUMABLE_CHANGES = frozenset(
     {"sft_steps", "rl_steps", "eval_items", "eval_lambdas", "parse_items"}
-    | {"checkpoint_every", "threads"}
+    | {"choice_items", "checkpoint_every", "threads"}
 )
 
 

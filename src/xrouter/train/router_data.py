@@ -53,7 +53,7 @@ from xrouter.core.errors import ConfigError, DataError
 from xrouter.core.types import ChatRequest, Completion, Message, StreamDelta, Usage
 from xrouter.evaluate.episodes import replay_entries
 from xrouter.evaluate.suites import Suite
-from xrouter.orchestrator.loop import Limits, Orchestrator
+from xrouter.orchestrator.loop import EpisodeResult, Limits, Orchestrator
 from xrouter.orchestrator.tools import SELECT_TOOL, tool_name
 from xrouter.policies.checkpoint import Checkpoint
 from xrouter.policies.embedding import Embedder
@@ -69,7 +69,9 @@ __all__ = [
     "RouterTask",
     "Teacher",
     "TokenizedTrace",
+    "call_opening",
     "draw_examples",
+    "first_prompt",
     "load_router_task",
     "oracle_model",
     "render_trace",
@@ -313,6 +315,37 @@ class _ScriptedBackend:
         return None
 
 
+def _play_script(
+    task: RouterTask,
+    example: RouterExample,
+    router_card: ModelCard,
+    chosen: str,
+    *,
+    turns: int,
+) -> tuple[_ScriptedBackend, EpisodeResult]:
+    backend = _ScriptedBackend(router_card, chosen)
+    orchestrator = Orchestrator(task.pool(example.models), Limits(max_turns=turns))
+    result = asyncio.run(
+        orchestrator.run(
+            LLMRouter(backend),
+            task.messages(example.row),
+            lam=example.lam,
+            item_id=task.item_id(example.row),
+        )
+    )
+    return backend, result
+
+
+def first_prompt(
+    task: RouterTask, example: RouterExample, router_card: ModelCard
+) -> tuple[Message, ...]:
+    """The router's prompt on the first turn of ``example``, as the orchestrator
+    writes it."""
+    chosen = oracle_model(task.records, example.row, example.models)
+    backend, _ = _play_script(task, example, router_card, chosen, turns=1)
+    return backend.requests[0]
+
+
 def render_trace(
     task: RouterTask,
     example: RouterExample,
@@ -326,17 +359,7 @@ def render_trace(
         chosen = oracle_model(task.records, example.row, example.models)
     else:
         chosen = teacher(example)
-    backend = _ScriptedBackend(router_card, chosen)
-    orchestrator = Orchestrator(task.pool(example.models), Limits(max_turns=2))
-    messages = task.messages(example.row)
-    result = asyncio.run(
-        orchestrator.run(
-            LLMRouter(backend),
-            messages,
-            lam=example.lam,
-            item_id=task.item_id(example.row),
-        )
-    )
+    backend, result = _play_script(task, example, router_card, chosen, turns=2)
     if result.strategy != "select" or len(backend.requests) != 2:
         raise DataError(
             f"the warm-start trace for {task.item_id(example.row)} ended with "
@@ -440,3 +463,21 @@ def tokenize_conversation(
 
 # The model a router's call names: its decision.
 _CHOSEN = re.compile(r'"name":\s*"(call_[^"]+)"')
+
+
+def call_opening(tokenizer: PreTrainedTokenizerBase, model: str) -> list[int]:
+    """The ids a router turn opens with when it calls ``model`` as the warm start
+    writes the call, through the token holding the quote that ends the model's
+    name (so that one name's opening is never a prefix of another's)."""
+    text = _call_text(tool_name(model), {"system_prompt": ORACLE_PROMPT})
+    named = _CHOSEN.search(text)
+    assert named is not None  # _call_text writes the name
+    end = named.end(1)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return [
+        int(t)
+        for t, (start, _) in zip(
+            encoded["input_ids"], encoded["offset_mapping"], strict=True
+        )
+        if start <= end
+    ]

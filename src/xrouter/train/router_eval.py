@@ -3,6 +3,12 @@
 - :func:`parse_rate`: on held-out items, how often the router's first turn holds
   a parseable tool call naming a pool model (the evaluation reports the same
   rate on its test sample, from the episodes it plays).
+- :func:`first_call_logps` then :func:`choice_figures`: the router's first call
+  on held-out items read from its probabilities instead of sampled: the chance
+  that its first turn opens a call to each pool model, hence the reward that
+  call earns in expectation (sampling at temperature 1, as in training) and the
+  reward of its likeliest call (what greedy decoding picks). No sampling noise,
+  so small moves between checkpoints show on a few hundred items.
 - :func:`play_router` then :func:`summarize`: the shared ``evaluate_episodes`` on
   a fixed sample of test items (:func:`eval_rows`: ``sample_items``, seed 0),
   played in shares by several processes or whole by one, with the mean reward at
@@ -18,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 from transformers import PreTrainedTokenizerBase
 
@@ -39,13 +46,27 @@ from xrouter.policies.knn import NearestNeighbour
 from xrouter.policies.learned import LearnedPolicy
 from xrouter.policies.llm_router import LLMRouter
 from xrouter.records.splits import split_mask
-from xrouter.train.router_data import RouterExample, RouterTask
-from xrouter.train.router_policy import PolicyBackend
+from xrouter.train.router_data import (
+    RouterExample,
+    RouterTask,
+    call_opening,
+    chat_text,
+    encode,
+    first_prompt,
+)
+from xrouter.train.router_policy import (
+    PolicyBackend,
+    PromptCache,
+    common_prefix,
+    prefill,
+)
 from xrouter.train.router_rl import first_call_ok, play_episode
 
 __all__ = [
     "Rivals",
+    "choice_figures",
     "eval_rows",
+    "first_call_logps",
     "parse_rate",
     "play_router",
     "pool_rewards",
@@ -77,6 +98,147 @@ def parse_rate(
         episode = play_episode(task, example, backend, limits=Limits(max_turns=1))
         hits += episode.first_call_ok
     return hits / len(rows)
+
+
+@torch.no_grad()
+def first_call_logps(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    card: ModelCard,
+    task: RouterTask,
+    rows: NDArray[np.int64],
+    *,
+    lam: float,
+) -> NDArray[np.float64]:
+    """Per row of ``rows`` (every pool model offered, at ``lam``) and pool model,
+    the log chance that the router's first turn opens with a call to that model
+    (:func:`call_opening`). The prompts share their system part, which is run
+    once; the openings' shared start is run once per row, and their ends packed
+    into one pass."""
+    model.eval()
+    openings = [call_opening(tokenizer, m) for m in task.records.models]
+    # The tokens every opening starts with, and what follows in each.
+    shortest = min(len(ids) for ids in openings)
+    shared = openings[0][: min(common_prefix(openings), shortest - 1)]
+    rests = [ids[len(shared) :] for ids in openings]
+    models = tuple(task.records.models)
+    logps = np.empty((len(rows), len(models)))
+    known: PromptCache | None = None
+    for i, row in enumerate(rows):
+        messages = first_prompt(task, RouterExample(int(row), lam, models), card)
+        text = chat_text(tokenizer, messages, generation_prompt=True)
+        prompt = encode(tokenizer, text)
+        logits, _, known = prefill(model, prompt, known)
+        last, head, joint = logits[0, -1], 0.0, known
+        if shared:  # run once for all the openings
+            out, _, joint = prefill(
+                model, prompt + shared, known, logits_to_keep=len(shared)
+            )
+            head, last = _said(last, out[0], shared), out[0, -1]
+        logps[i] = head + np.array(
+            _openings(model, prompt + shared, last, joint, rests)
+        )
+    return logps
+
+
+def _said(first: torch.Tensor, later: torch.Tensor, ids: Sequence[int]) -> float:
+    """The log chance of ``ids`` from the logits before the first (``first``)
+    and those after each id but the last (``later``, one row each, in order)."""
+    steps = torch.arange(len(ids) - 1)
+    rest = torch.log_softmax(later[: len(ids) - 1].float(), dim=-1)
+    start = torch.log_softmax(first.float(), dim=-1)[ids[0]]
+    return float(start + rest[steps, list(ids[1:])].sum())
+
+
+def _openings(
+    model: Any,
+    prompt: list[int],
+    last: torch.Tensor,
+    known: PromptCache | None,
+    openings: Sequence[list[int]],
+) -> list[float]:
+    """The log chance of each opening after ``prompt``, whose last position gave
+    the logits ``last``.
+
+    The openings continue the prompt's cache packed into one sequence, each at
+    the positions it would hold alone and seeing only the prompt and its own
+    earlier tokens (one pass reads the weights once and copies the cache once).
+    Where the model's cache cannot be continued, each runs with the prompt in a
+    pass of its own.
+    """
+    fed = [ids[:-1] for ids in openings]  # an opening's last id predicts nothing
+    if not any(fed):  # one id each: the prompt's logits say it all
+        return [_said(last, last[None], ids) for ids in openings]
+    if known is None:
+        passes = [
+            model(input_ids=torch.tensor([prompt + ids])).logits[0, len(prompt) :]
+            for ids in fed
+        ]
+    else:
+        width = sum(len(ids) for ids in fed)
+        own = torch.repeat_interleave(
+            torch.arange(len(fed)), torch.tensor(list(map(len, fed)))
+        )
+        steps = torch.cat([torch.arange(len(ids)) for ids in fed])
+        sees = (own[:, None] == own[None, :]) & (steps[:, None] >= steps[None, :])
+        mask = torch.zeros(width, len(prompt) + width)
+        mask[:, len(prompt) :].masked_fill_(~sees, float("-inf"))
+        out = model(
+            input_ids=torch.tensor([[t for ids in fed for t in ids]]),
+            position_ids=(len(prompt) + steps)[None],
+            attention_mask=mask[None, None].to(last.dtype),
+            cache=known.fork(model, len(prompt)),
+            use_cache=True,
+        )
+        passes = list(torch.split(out.logits[0], list(map(len, fed))))
+    return [
+        _said(last, later, ids) for later, ids in zip(passes, openings, strict=True)
+    ]
+
+
+def choice_figures(
+    task: RouterTask,
+    read: Sequence[tuple[int, NDArray[np.float64]]],
+    *,
+    lam: float,
+    cost_max: float = RewardConfig().cost_max,
+) -> dict[str, Any]:
+    """The router's first call at ``lam`` on the rows of ``read``, each with its
+    :func:`first_call_logps`, beside the best single model and the oracle.
+
+    ``call_mass`` is the chance of opening with a call to some pool model. Among
+    calls the chances are normalised: the expected reward mixes the recorded
+    single-call rewards by them (sampling at temperature 1, as in training); the
+    likeliest call's reward is what greedy decoding earns if it opens the same
+    way. Only the first call counts (no select, no second call), so these compare
+    checkpoints rather than whole episodes.
+    """
+    records = task.records
+    rows = np.array([row for row, _ in read], dtype=np.int64)
+    logps = np.array([chances for _, chances in read])
+    config = RewardConfig(lam=lam, cost_max=cost_max)
+    rewards = np.vectorize(lambda s, c: reward(float(s), float(c), config))(
+        records.score[rows], records.cost[rows]
+    )  # (rows, models)
+    chances = np.exp(logps - logps.max(axis=1, keepdims=True))
+    chances /= chances.sum(axis=1, keepdims=True)
+    picked = np.arange(len(rows)), chances.argmax(axis=1)
+    singles, oracle = pool_rewards(records, rows, config)
+    best = max(singles.items(), key=lambda kv: kv[1])
+    return {
+        "items": len(rows),
+        "lambda": lam,
+        "call_mass": float(np.exp(logps).sum(axis=1).mean()),
+        "expected_reward": float((chances * rewards).sum(axis=1).mean()),
+        "likeliest_reward": float(rewards[picked].mean()),
+        "likeliest_accuracy": float(records.score[rows][picked].mean()),
+        "likeliest_cost_per_1k": float(records.cost[rows][picked].mean() * 1000),
+        "chances": {
+            m: float(chances[:, j].mean()) for j, m in enumerate(records.models)
+        },
+        "best_single_by_reward": {"model": best[0], "reward": best[1]},
+        "oracle_reward": oracle,
+    }
 
 
 def pool_rewards(

@@ -19,8 +19,6 @@ The metrics log (``metrics.jsonl``) has one line per step (``phase`` ``sft`` or
 from __future__ import annotations
 
 import difflib
-import itertools
-import json
 import logging
 import resource
 import time
@@ -44,8 +42,12 @@ from xrouter.evaluate.suites import Suite
 from xrouter.policies.checkpoint import WEIGHTS, check_pool, load_checkpoint
 from xrouter.policies.embedding import Embedder
 from xrouter.records.store import Store
-from xrouter.train.curves import CURVES_FILE, read_metrics, write_curves
-from xrouter.train.router_checkpoint import latest_checkpoint, save_router_checkpoint
+from xrouter.train.curves import CURVES_FILE, write_curves
+from xrouter.train.router_checkpoint import (
+    MetricsLog,
+    latest_checkpoint,
+    save_router_checkpoint,
+)
 from xrouter.train.router_config import DTYPES, RouterTrainConfig, check_resumable
 from xrouter.train.router_data import (
     PolicyTeacher,
@@ -58,7 +60,9 @@ from xrouter.train.router_data import (
 )
 from xrouter.train.router_eval import (
     Rivals,
+    choice_figures,
     eval_rows,
+    first_call_logps,
     parse_rate,
     play_router,
     summarize,
@@ -104,49 +108,6 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-class _Log:
-    """Appends metric lines to ``metrics.jsonl`` and hands them to a callback."""
-
-    def __init__(
-        self,
-        path: Path,
-        on_line: Callable[[dict[str, Any]], None],
-        *,
-        writes: bool = True,
-    ) -> None:
-        self.path, self.on_line, self.writes = path, on_line, writes
-        self.last: dict[str, dict[str, Any]] = {}
-
-    def keep_until(self, phase: str, step: int) -> None:
-        """Drop the lines logged after the checkpoint a run resumes from (phase
-        ``phase``, step ``step``), and the evaluations just after it; the
-        resumed run logs its steps again from there."""
-        if not self.writes or not self.path.is_file():
-            return
-        kept = []
-        lines = read_metrics(self.path)
-        for k, line in enumerate(lines):
-            kept.append(line)
-            if (line["phase"], line.get("step")) == (phase, step):
-                after = lines[k + 1 :]
-                kept += itertools.takewhile(lambda x: x["phase"] == "eval", after)
-                break
-        text = "".join(json.dumps(line) + "\n" for line in kept)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(self.path)
-
-    def write(self, line: dict[str, Any]) -> None:
-        if self.writes:
-            with self.path.open("a") as file:
-                file.write(json.dumps(line) + "\n")
-        key = line["phase"]
-        if key == "eval":
-            key = f"eval/{line['stage']}@{line['lambda']:g}"
-        self.last[key] = line
-        self.on_line(line)
-
-
 @dataclass
 class _Run:
     """What the phases share: settings, data, model, accelerator, output."""
@@ -157,7 +118,7 @@ class _Run:
     tokenizer: Any
     accelerator: Accelerator
     out: Path
-    log: _Log
+    log: MetricsLog
     reporter: Reporter
     teacher: Teacher | None = None  # None: the oracle
 
@@ -230,6 +191,16 @@ class _Run:
                         lam=lam,
                         cost_max=cfg.cost_max,
                         rivals=self.rivals,
+                    )
+            if cfg.choice_items:
+                rows = eval_rows(self.task, cfg.choice_items)[share]
+                logps = first_call_logps(
+                    model, self.tokenizer, card, self.task, rows, lam=lam
+                )
+                read = gather_object(list(zip(rows.tolist(), logps, strict=True)))
+                if acc.is_main_process:
+                    line["first_call"] = choice_figures(
+                        self.task, read, lam=lam, cost_max=cfg.cost_max
                     )
             if len(line) > 3:  # something measured beside phase, stage, lambda
                 self.log.write(line)
@@ -452,7 +423,7 @@ def train_router(
     )
     out.mkdir(parents=True, exist_ok=True)
     main = accelerator.is_main_process
-    log = _Log(out / METRICS_FILE, on_metrics or (lambda line: None), writes=main)
+    log = MetricsLog(out / METRICS_FILE, on_metrics or (lambda line: None), writes=main)
     if checkpoint is not None:
         log.keep_until(checkpoint.phase, checkpoint.step)
     elif main and (out / METRICS_FILE).exists():
