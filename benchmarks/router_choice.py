@@ -2,17 +2,18 @@
 its chances on held-out items rather than from sampled episodes.
 
     python benchmarks/router_choice.py RUN_DIR [--items 200] [--lambdas 1 100]
+                                      [--no-base]
 
-For the run's base model and each ``checkpoint-*`` in RUN_DIR (warm start first,
-then GRPO, by step), at each lambda, on the same ``items`` test items of the
-run's suite (every pool model offered), it prints: the chance that the first
-turn opens with a call to a pool model, the reward that first call earns in
-expectation (calls drawn by the router's chances, as GRPO samples them at
-temperature 1), and the reward, accuracy and USD per 1,000 queries of its
-likeliest call; then the best single model's and the oracle's reward on the
-same items. Only the first call counts, so the figures compare checkpoints; a
-whole episode adds the select turn and any second call. Torch uses one thread
-unless ``--threads`` says otherwise.
+For the run's base model (unless ``--no-base``) and each ``checkpoint-*`` in
+RUN_DIR (warm start first, then GRPO, by step), at each lambda, on the same
+``items`` test items of the run's suite (every pool model offered), it prints:
+the chance that the first turn opens with a call to a pool model, the reward
+that first call earns in expectation (calls drawn by the router's chances, as
+GRPO samples them at temperature 1), and the reward, accuracy and USD per 1,000
+queries of its likeliest call; then the best single model's and the oracle's
+reward on the same items. Only the first call counts, so the figures compare
+checkpoints; a whole episode adds the select turn and any second call. Torch
+uses one thread unless ``--threads`` says otherwise.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--lambdas", type=float, nargs="+", default=[1.0, 100.0])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-base", action="store_true")
     parser.add_argument("--store", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -74,7 +76,7 @@ def main() -> None:
         f"{'accuracy':>9} {'$/1k':>8} {'seconds':>8}"
     )
     references = {}
-    for name, folder in [("base", base), *stages]:
+    for name, folder in [("base", base)][args.no_base :] + stages:
         model, tokenizer = load_router_model(folder)
         for lam in args.lambdas:
             started = time.perf_counter()
