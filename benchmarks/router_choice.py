@@ -59,10 +59,10 @@ def main() -> None:
     stages = _checkpoints(args.run)
     if not stages:
         raise SystemExit(f"no checkpoint-* folders in {args.run}")
-    settings = json.loads((stages[0][1] / "manifest.json").read_text())["settings"]
+    manifest = json.loads((stages[0][1] / "manifest.json").read_text())
+    settings, suite_name = manifest["settings"], manifest["suite"]
     store = Store(default_store_path() if args.store is None else args.store)
     catalog = load_catalog()
-    suite_name = json.loads((stages[0][1] / "manifest.json").read_text())["suite"]
     suite = next(s for s in DEFAULT_SUITES if s.name == suite_name)
     task = load_router_task(
         store, suite, catalog, items=settings["items"], seed=settings["seed"]

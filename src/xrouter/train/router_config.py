@@ -83,7 +83,7 @@ class RouterTrainConfig:
     eval_lambdas: tuple[float, ...] = (1.0, 100.0)  # each evaluated at these
     parse_items: int = 0  # dev items of a separate first-turn parse check
     # Test items whose first call's chances are read at each evaluation (no
-    # episodes played: cheap enough for hundreds of items, and free of noise).
+    # episodes played: a quarter of an episode's time an item, and no noise).
     choice_items: int = 0
     threads: int | None = 1  # torch CPU threads (None: torch's default)
     dtype: str = "float32"  # weights' dtype: float32, bfloat16 (GPUs) or float16

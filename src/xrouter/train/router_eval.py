@@ -8,7 +8,7 @@
   that its first turn opens a call to each pool model, hence the reward that
   call earns in expectation (sampling at temperature 1, as in training) and the
   reward of its likeliest call (what greedy decoding picks). No sampling noise,
-  so small moves between checkpoints show on a few hundred items.
+  and about a quarter of a played episode's time an item.
 - :func:`play_router` then :func:`summarize`: the shared ``evaluate_episodes`` on
   a fixed sample of test items (:func:`eval_rows`: ``sample_items``, seed 0),
   played in shares by several processes or whole by one, with the mean reward at
