@@ -67,6 +67,7 @@ __all__ = [
     "choice_figures",
     "eval_rows",
     "first_call_logps",
+    "item_rewards",
     "parse_rate",
     "play_router",
     "pool_rewards",
@@ -217,13 +218,11 @@ def choice_figures(
     rows = np.array([row for row, _ in read], dtype=np.int64)
     logps = np.array([chances for _, chances in read])
     config = RewardConfig(lam=lam, cost_max=cost_max)
-    rewards = np.vectorize(lambda s, c: reward(float(s), float(c), config))(
-        records.score[rows], records.cost[rows]
-    )  # (rows, models)
+    rewards = item_rewards(records, rows, config)
     chances = np.exp(logps - logps.max(axis=1, keepdims=True))
     chances /= chances.sum(axis=1, keepdims=True)
     picked = np.arange(len(rows)), chances.argmax(axis=1)
-    singles, oracle = pool_rewards(records, rows, config)
+    singles, oracle = pool_rewards(rewards, records.models)
     best = max(singles.items(), key=lambda kv: kv[1])
     return {
         "items": len(rows),
@@ -241,16 +240,22 @@ def choice_figures(
     }
 
 
-def pool_rewards(
+def item_rewards(
     records: ReplayPool, rows: NDArray[np.int64], config: RewardConfig
+) -> NDArray[np.float64]:
+    """The reward each single model's recorded answer earns on each of ``rows``,
+    ``(rows, models)``."""
+    earned = np.vectorize(lambda s, c: reward(float(s), float(c), config))
+    return np.asarray(earned(records.score[rows], records.cost[rows]), np.float64)
+
+
+def pool_rewards(
+    rewards: NDArray[np.float64], models: Sequence[str]
 ) -> tuple[dict[str, float], float]:
-    """Mean reward of each single model on ``rows``, and the oracle's (per item
-    the best reward any model earns)."""
-    per_item = np.vectorize(lambda s, c: reward(float(s), float(c), config))(
-        records.score[rows], records.cost[rows]
-    )  # (items, models)
-    singles = {m: float(per_item[:, j].mean()) for j, m in enumerate(records.models)}
-    return singles, float(per_item.max(axis=1).mean())
+    """From :func:`item_rewards`, the mean reward of each single model, and the
+    oracle's (per item the best reward any model earns)."""
+    singles = {m: float(rewards[:, j].mean()) for j, m in enumerate(models)}
+    return singles, float(rewards.max(axis=1).mean())
 
 
 class Rivals:
@@ -349,7 +354,8 @@ def summarize(
     evaluation = EpisodeEvaluation("router", lam, episodes)
     config = RewardConfig(lam=lam, cost_max=cost_max)
     rewards = [reward(e.score, e.cost_usd, config) for e in episodes]
-    singles, oracle_reward = pool_rewards(task.records, rows, config)
+    earned = item_rewards(task.records, rows, config)
+    singles, oracle_reward = pool_rewards(earned, task.records.models)
     figures, oracle = pool_figures(task.records, rows)
     best_acc = max(figures.items(), key=lambda kv: (kv[1][0], -kv[1][1]))
     best_reward = max(singles.items(), key=lambda kv: kv[1])
