@@ -438,7 +438,7 @@ class LiveRouter:
             legal[0, 0] &= offered[0, self._self[0]]
         if not legal.any():
             return None
-        with torch.no_grad():
+        with torch.inference_mode():
             logits = self.checkpoint.net(
                 torch.from_numpy(inputs.embedding),
                 torch.from_numpy(state_x),

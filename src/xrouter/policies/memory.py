@@ -76,16 +76,14 @@ def item_hash(item_ids: Sequence[str]) -> NDArray[np.int64]:
 @dataclass(frozen=True)
 class _Group:
     """Models recorded on the same remembered rows of one collection, with their
-    scores, costs and extraction flags on those rows (``[Rg, g]``)."""
+    score, cost and extraction flag on each of those rows."""
 
     collection: int
     models: NDArray[np.int64]
     wide: int
     embedding: NDArray[np.float32]
     item: NDArray[np.int64]
-    score: NDArray[np.float32]
-    cost: NDArray[np.float32]
-    extracted: NDArray[np.float32]
+    values: NDArray[np.float32]  # [Rg, g, 3]: score, cost, extracted
 
 
 @dataclass(frozen=True)
@@ -116,6 +114,9 @@ class NeighbourMemory:
     )
     _groups: list[_Group] = field(
         default_factory=list, init=False, repr=False, compare=False
+    )
+    _picked: dict[bytes, list[_Group]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
     )
     _center: NDArray[np.float32] = field(
         default_factory=lambda: np.zeros(0, dtype=np.float32),
@@ -161,9 +162,14 @@ class NeighbourMemory:
                         wide=wide or self.wide,
                         embedding=np.ascontiguousarray(centred[rows]),
                         item=self.item[rows],
-                        score=self.score[np.ix_(rows, models)],
-                        cost=self.cost[np.ix_(rows, models)],
-                        extracted=extracted[np.ix_(rows, models)],
+                        values=np.stack(
+                            [
+                                self.score[np.ix_(rows, models)],
+                                self.cost[np.ix_(rows, models)],
+                                extracted[np.ix_(rows, models)],
+                            ],
+                            axis=2,
+                        ),
                     )
                 )
 
@@ -214,9 +220,7 @@ class NeighbourMemory:
             collection = np.full(n, UNKNOWN, dtype=np.int64)
         out = np.zeros((n, v, N_MEMORY_FEATURES), dtype=np.float32)
         likeness = np.full((n, v), -np.inf, dtype=np.float32)
-        groups = [
-            g for g in self._groups if models is None or np.isin(g.models, models).any()
-        ]
+        groups = self._searched(models)
         for start in range(0, n, _CHUNK):
             stop = min(start + _CHUNK, n)
             chunk = self.centre(query[start:stop])
@@ -240,37 +244,52 @@ class NeighbourMemory:
                 likeness[place] = np.where(better, found[..., 3], likeness[place])
         return out
 
+    def _searched(self, models: NDArray[np.int64] | None) -> list[_Group]:
+        """The groups holding any of ``models`` (all groups when None); a live
+        router asks with the same pool on every request, so the answer is kept."""
+        if models is None:
+            return self._groups
+        key = models.tobytes()
+        if key not in self._picked:
+            wanted = set(models.tolist())
+            self._picked[key] = [
+                g for g in self._groups if wanted.intersection(g.models.tolist())
+            ]
+        return self._picked[key]
+
     def _features(
         self, group: _Group, sims: NDArray[np.float32]
     ) -> NDArray[np.float32]:
         """Features ``[c, len(group.models), 5]`` of one group of models."""
         wide = min(group.wide, sims.shape[1])
         near = min(self.near, wide)
+        row = np.arange(len(sims))[:, None]
         top = np.argpartition(-sims, wide - 1, axis=1)[:, :wide]  # [c, wide]
-        top_sims = np.take_along_axis(sims, top, axis=1)
-        order = np.argsort(-top_sims, axis=1)
-        top = np.take_along_axis(top, order, axis=1)
-        top_sims = np.take_along_axis(top_sims, order, axis=1)
+        order = np.argsort(-sims[row, top], axis=1)
+        top = top[row, order]
+        top_sims = sims[row, top]
         # Unlike prompts weigh little; the query's own item (similarity -inf,
         # found when the group holds no more rows than it averages) nothing.
         weight = np.where(np.isfinite(top_sims), np.maximum(top_sims, 1e-3), 0.0)
-        score = group.score[top]  # [c, wide, g]
-        cost = group.cost[top]
+        values = group.values[top]  # [c, wide, g, 3]
 
-        def mean(values: NDArray[np.float32], k: int) -> NDArray[np.float32]:
-            w = weight[:, :k, None]
+        def mean(k: int) -> NDArray[np.float32]:
+            """The weighted mean of each value over the ``k`` nearest."""
+            w = weight[:, :k, None, None]
             total = np.maximum(w.sum(axis=1), 1e-12)
             result: NDArray[np.float32] = (w * values[:, :k]).sum(axis=1) / total
             return result
 
+        score_near = mean(near)[..., 0]
+        score, cost, extracted = np.moveaxis(mean(wide), 2, 0)  # [c, g] each
         familiarity = np.maximum(top_sims[:, :near], 0).mean(axis=1)
         return np.stack(
             [
-                mean(score, near),
-                mean(score, wide),
-                mean(cost, wide),
-                np.broadcast_to(familiarity[:, None], score.shape[::2]),
-                mean(group.extracted[top], wide),
+                score_near,
+                score,
+                cost,
+                np.broadcast_to(familiarity[:, None], score.shape),
+                extracted,
             ],
             axis=2,
         ).astype(np.float32)

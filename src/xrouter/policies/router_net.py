@@ -164,13 +164,18 @@ def _weighted(
 
 
 def _state_features(
-    inputs: EpisodeInputs, state: ep.EpisodeState, config: NetConfig
+    inputs: EpisodeInputs,
+    state: ep.EpisodeState,
+    response: NDArray[np.float32],
+    spent_usd: NDArray[np.float64],
+    config: NetConfig,
 ) -> NDArray[np.float32]:
-    """``[n, 8]``: lambda, the turn, what was called and spent, the prompt."""
+    """``[n, 8]``: lambda, the turn, what was called and spent, the prompt (with
+    ``response``, what came back, and ``spent_usd``, what was spent, so far)."""
     span = math.log(config.lam_max / config.lam_min) / 2
     log_lam = (np.log(inputs.lam) - math.log(config.lam_min)) / span - 1.0
-    spent = inputs.lam * ep.spent(state, inputs.responses)
-    agreed = (ep.observe(state, inputs.responses)[:, :, 2] > 0).any(axis=1)
+    spent = inputs.lam * spent_usd
+    agreed = (response[:, :, 2] > 0).any(axis=1)
     offered = state.offered.sum(axis=1)
     return np.stack(
         [
@@ -236,6 +241,7 @@ def encode(
     # Candidates: the answer speaks for the self model; a select also carries
     # what came back from its model.
     response = ep.observe(state, inputs.responses)  # [n, M, 4]
+    spent = ep.spent(state, inputs.responses)
     blank = np.zeros((n, m, ep.N_RESPONSE_FEATURES))
     answer = np.concatenate([per_model, blank], axis=2)[rows, self_col][:, None]
     calls = np.concatenate([per_model, blank], axis=2)
@@ -247,7 +253,7 @@ def encode(
     # the neighbours' success rate as a logit, and the penalty after the action.
     wide = np.clip(inputs.memory[..., 1], 0.02, 0.98)
     prior = per_candidate(np.log(wide / (1 - wide)), inputs.self_model)
-    after = _penalty_after(inputs, state, card_usd, config)
+    after = _penalty_after(inputs, spent, card_usd, config)
     cand_x = np.concatenate(
         [
             kind,
@@ -259,7 +265,8 @@ def encode(
         axis=2,
     ).astype(np.float32)
     cand_model = per_candidate(inputs.model_id, inputs.self_model)
-    return _state_features(inputs, state, config), cand_x, cand_model
+    state_x = _state_features(inputs, state, response, spent, config)
+    return state_x, cand_x, cand_model
 
 
 def per_candidate(values: NDArray[Any], self_model: NDArray[np.int64]) -> NDArray[Any]:
@@ -272,19 +279,20 @@ def per_candidate(values: NDArray[Any], self_model: NDArray[np.int64]) -> NDArra
 
 def _penalty_after(
     inputs: EpisodeInputs,
-    state: ep.EpisodeState,
+    spent_usd: NDArray[np.float64],
     card_usd: NDArray[np.float64],
     config: NetConfig,
 ) -> NDArray[np.float64]:
-    """``[n, A]``: the cost penalty an episode would carry after each action.
+    """``[n, A]``: the cost penalty an episode would carry after each action,
+    having spent ``spent_usd`` so far.
 
     A call adds its expected cost: the neighbours' mean cost of that model where
     the memory has one, else the card estimate; a select adds nothing.
     """
-    n, m = state.called.shape
+    n, m = card_usd.shape
     expected = np.where(inputs.memory[..., 2] > 0, inputs.memory[..., 2], card_usd)
     self_col = np.maximum(inputs.self_model, 0)
-    spent = ep.spent(state, inputs.responses)[:, None]
+    spent = spent_usd[:, None]
     added = np.concatenate(
         [expected[np.arange(n), self_col][:, None], expected, np.zeros((n, m))],
         axis=1,
