@@ -620,6 +620,34 @@ def test_a_model_that_fails_for_good_hands_over_to_its_fallback(
     assert [c.model for c in last_logged().calls] == [GPT, CLAUDE]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_fallback_the_ceiling_cannot_pay_for_is_named_in_the_failure(
+    http: httpx.Client, upstream: UpstreamServer, stream: bool
+) -> None:
+    # 200 tokens of gpt-4o-mini's answer fit a $0.0002 ceiling ($0.60 per 1M);
+    # those of its fallback, claude-3-haiku ($1.25 per 1M), do not. The primary
+    # fails for good: the 502 is its failure, and says why no fallback was tried.
+    upstream.script(["500", "500", "500"])
+    body = {"model": GPT, "messages": USER, "max_tokens": 200, "stream": stream}
+    reply = http.post(
+        "/v1/chat/completions", json=body, headers={"x-xrouter-max-cost": "0.0002"}
+    )
+    assert reply.status_code == 502
+    error = reply.json()["error"]
+    assert error["code"] == "upstream_error"
+    # Its worst case: 200 x $1.25 / 1M and the prompt's tokens at $0.25 / 1M.
+    unhelped = (
+        f"failed with HTTP 500: upstream fault: internal error.; its fallback "
+        f"{CLAUDE} was not called: it may cost up to $0.000261 and the request's "
+        "cost ceiling has $0.000200 left"
+    )
+    assert error["message"].startswith("upstream failed: ")
+    assert error["message"].endswith(unhelped)
+    assert [r["model"] for r in upstream.requests] == [ROUTES[GPT]] * 3
+    (failed,) = last_logged().calls
+    assert failed.model == GPT and str(failed.error).endswith(unhelped)
+
+
 def test_a_routed_stream_passes_over_a_choice_that_fails_before_its_first_piece(
     client: openai.OpenAI, upstream: UpstreamServer
 ) -> None:

@@ -350,7 +350,8 @@ def test_a_call_past_its_timeout_is_a_timeout_error() -> None:
 
 def test_a_fallback_the_episode_has_no_time_left_for_is_not_called() -> None:
     # The hanging model's first attempt spends the episode's 0.6 s: its fallback
-    # is neither called nor logged as a failure of its own.
+    # is neither called nor logged as a failure of its own, and the failure
+    # says why it was not called.
     hung = FakeBackend(MINI, ["late", "late"], delay_s=2.0)
     backup = FakeBackend(BIG, ["from the fallback"])
     router = ScriptedRouter(
@@ -370,7 +371,8 @@ def test_a_fallback_the_episode_has_no_time_left_for_is_not_called() -> None:
     assert backup.seen == []
     assert records[0].error == (
         "timeout: gpt-4o-mini-2024-07-18 gave no answer within the 0.6 s the "
-        "episode had left"
+        "episode had left; its fallback gpt-4o-2024-05-13 was not called: the "
+        "episode's time ran out"
     )
 
 

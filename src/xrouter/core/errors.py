@@ -180,4 +180,17 @@ _KINDS: dict[type[BackendError], str] = {
 
 
 class BudgetExceededError(XRouterError):
-    """A call or request whose cost would pass a spending limit."""
+    """A call or request whose cost would pass a spending limit: ``amount_usd``
+    asked for, more than the ``available_usd`` left of the ledger ``ledger``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        ledger: str = "",
+        amount_usd: float = 0.0,
+        available_usd: float = 0.0,
+    ) -> None:
+        super().__init__(message)
+        self.ledger, self.amount_usd = ledger, amount_usd
+        self.available_usd = available_usd

@@ -149,7 +149,10 @@ class Budget:
                     raise BudgetExceededError(
                         f"{what} may cost up to ${amount_usd:.6f}, more than the "
                         f"${ledger.available_usd:.6f} left of the {ledger.name} "
-                        f"(limit ${ledger.limit_usd:.6f})"
+                        f"(limit ${ledger.limit_usd:.6f})",
+                        ledger=ledger.name,
+                        amount_usd=amount_usd,
+                        available_usd=ledger.available_usd,
                     )
             for ledger in self.ledgers:
                 ledger.held_usd += amount_usd

@@ -128,8 +128,9 @@ class CallRunner:
                 hold = budget.hold(
                     self.worst_case(entry, request), f"a call to {entry.card.id}"
                 )
-            except BudgetExceededError:
+            except BudgetExceededError as refused:
                 if records:
+                    records[-1] = _unhelped(records[-1], entry.card.id, refused)
                     return records
                 raise
             try:
@@ -148,6 +149,9 @@ class CallRunner:
             if record.error is None or fallback is None or fallback in tried:
                 return records
             if time.monotonic() >= deadline:  # no time to call it: not called
+                records[-1] = _unhelped(
+                    records[-1], fallback, "the episode's time ran out"
+                )
                 return records
             tried.append(fallback)
             entry = self.pool.entry(fallback)
@@ -274,8 +278,9 @@ class CallRunner:
                 hold = budget.hold(
                     self.worst_case(entry, request), f"a call to {entry.card.id}"
                 )
-            except BudgetExceededError:
+            except BudgetExceededError as refused:
                 if records:  # the fallback does not fit: the first failure stands
+                    records[-1] = _unhelped(records[-1], entry.card.id, refused)
                     raise UpstreamError(
                         str(records[-1].error), model=model, retryable=False
                     ) from None
@@ -300,15 +305,31 @@ class CallRunner:
             records.append(record)
             if record.error is None:
                 return
-            if (
-                streamed.started
-                or entry.fallback is None
-                or entry.fallback in tried
-                or time.monotonic() >= deadline  # no time to call it: not called
-            ):
+            if streamed.started or entry.fallback is None or entry.fallback in tried:
+                raise streamed.failure or UpstreamError(record.error, model=model)
+            if time.monotonic() >= deadline:  # no time to call it: not called
+                records[-1] = _unhelped(
+                    record, entry.fallback, "the episode's time ran out"
+                )
                 raise streamed.failure or UpstreamError(record.error, model=model)
             tried.append(entry.fallback)
             entry = self.pool.entry(entry.fallback)
+
+
+def _unhelped(
+    record: CallRecord, fallback: str, why: BudgetExceededError | str
+) -> CallRecord:
+    """A failed call's ``record``, its error saying that its fallback was not
+    called and why (a budget's refusal, in words that leave the failure an
+    upstream one: the call that failed was within budget)."""
+    if isinstance(why, BudgetExceededError):
+        why = (
+            f"it may cost up to ${why.amount_usd:.6f} and the {why.ledger} "
+            f"has ${why.available_usd:.6f} left"
+        )
+    return replace(
+        record, error=f"{record.error}; its fallback {fallback} was not called: {why}"
+    )
 
 
 class _Streamed:
