@@ -73,6 +73,21 @@ def test_failures_map_to_typed_errors_without_retries_of_its_own(
     assert server.attempts == 1
 
 
+def test_a_body_that_is_no_completion_is_not_asked_for_again(
+    server: UpstreamServer,
+) -> None:
+    # The upstream answers 200 with an HTML page; LiteLLM calls it a 500.
+    server.reset()
+    server.mode = "garbage"
+    with pytest.raises(UpstreamError) as caught:
+        complete(LiteLLMBackend(card(server)))
+    assert caught.value.retryable is False
+    assert "Received: '<html><body>upstream fault: not an API</body></html>'" in str(
+        caught.value
+    )
+    assert server.attempts == 1
+
+
 def test_a_reply_without_choices_is_an_upstream_error_carrying_its_usage(
     server: UpstreamServer,
 ) -> None:

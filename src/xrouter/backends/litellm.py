@@ -35,6 +35,7 @@ _BAD_REQUEST = {
     "UnprocessableEntityError",
 }
 _ACCESS_DENIED = {"AuthenticationError", "PermissionDeniedError"}
+_NOT_AN_API = "invalid response from LLM endpoint"
 
 
 def map_litellm_error(exc: Exception, model: str) -> BackendError:
@@ -49,6 +50,11 @@ def map_litellm_error(exc: Exception, model: str) -> BackendError:
         return AccessDeniedError(text, model=model)
     if names & _BAD_REQUEST:
         return BadRequestError(text, model=model)
+    if _NOT_AN_API in str(exc):
+        # LiteLLM reports a 200 whose body is no completion (a proxy's page, a
+        # wrong URL) as a 500 of its own, told apart only by this message. Asked
+        # again, the endpoint would answer the same, and may bill again.
+        return UpstreamError(text, model=model, retryable=False)
     return UpstreamError(text, model=model)
 
 
