@@ -648,6 +648,34 @@ def test_a_fallback_the_ceiling_cannot_pay_for_is_named_in_the_failure(
     assert failed.model == GPT and str(failed.error).endswith(unhelped)
 
 
+def test_a_client_that_hangs_up_stops_the_retries_and_the_fallback(
+    gateway: GatewayServer, upstream: UpstreamServer
+) -> None:
+    # The client gives up 0.45 s into the first attempt, which stalls until the
+    # call's timeout (1.5 s): it is neither retried nor handed to its fallback,
+    # and the request is logged as one its client left, with the call it made.
+    upstream.script(["stall"] * 6)
+    with (
+        httpx.Client(base_url=gateway.url, timeout=0.45) as impatient,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        impatient.post("/v1/chat/completions", json={"model": GPT, "messages": USER})
+    deadline = time.monotonic() + 10
+    while last_logged().status != 499 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    entry = last_logged()
+    assert (entry.status, entry.requested_model) == (499, GPT)
+    assert entry.error == "the client hung up before its answer was ready"
+    (call,) = entry.calls
+    assert call.model == GPT
+    assert str(call.error).endswith(
+        f"; its fallback {CLAUDE} was not called: the client hung up before its "
+        "answer was ready"
+    )
+    time.sleep(1.0)  # nothing is asked later either
+    assert [r["model"] for r in upstream.requests] == [ROUTES[GPT]]
+
+
 def test_a_routed_stream_passes_over_a_choice_that_fails_before_its_first_piece(
     client: openai.OpenAI, upstream: UpstreamServer
 ) -> None:

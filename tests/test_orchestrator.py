@@ -18,6 +18,7 @@ from xrouter.core.catalog import ModelCard, load_catalog
 from xrouter.core.errors import (
     BackendError,
     BadRequestError,
+    BudgetExceededError,
     RateLimitError,
     UpstreamError,
 )
@@ -32,6 +33,7 @@ from xrouter.core.types import (
 from xrouter.orchestrator.budget import Budget, Ledger
 from xrouter.orchestrator.loop import (
     EpisodeFailedError,
+    EpisodeResult,
     EpisodeView,
     Limits,
     Orchestrator,
@@ -277,6 +279,42 @@ def test_a_cost_past_its_hold_is_booked_as_reported_and_warned_of(
         "allowed for); booked as reported"
     ]
     assert Budget([day]).available_usd == 0.0
+
+
+def test_a_closed_ledger_refuses_every_call_and_books_those_under_way() -> None:
+    # A routed episode's first call is under way when its request's ledger is
+    # closed (its client hung up): it ends and is booked; the router is not asked
+    # again, and nothing else is called.
+    request = Ledger("request", None)
+    slow = FakeBackend(MINI, ["4"], delay_s=0.2)
+    big = FakeBackend(BIG, ["four"])
+    router = ScriptedRouter(
+        [
+            turn(call("call_gpt_4o_mini_2024_07_18", system_prompt="Be brief.")),
+            turn(call("call_gpt_4o_2024_05_13", system_prompt="Be brief.")),
+            turn(text="x"),
+        ]
+    )
+
+    async def episode() -> EpisodeResult:
+        running = asyncio.create_task(
+            Orchestrator(pool(slow, big), FAST).run(
+                router, [Message("user", "What is 2+2?")], budget=Budget([request])
+            )
+        )
+        await asyncio.sleep(0.05)
+        request.close("the client hung up")
+        return await running
+
+    result = asyncio.run(episode())
+    assert [c.model for c in result.trace.calls if not c.by_router] == [MINI.id]
+    assert big.seen == [] and result.answer == "4"
+    assert request.spent_usd == pytest.approx(result.cost_usd) and request.held_usd == 0
+    with pytest.raises(BudgetExceededError) as refused:
+        Budget([request]).hold(0.0, "a call to gpt-4o-2024-05-13")
+    assert str(refused.value) == (
+        "a call to gpt-4o-2024-05-13 was not started: the client hung up"
+    )
 
 
 def test_retryable_failures_are_retried_then_succeed() -> None:

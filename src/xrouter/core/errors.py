@@ -181,7 +181,8 @@ _KINDS: dict[type[BackendError], str] = {
 
 class BudgetExceededError(XRouterError):
     """A call or request whose cost would pass a spending limit: ``amount_usd``
-    asked for, more than the ``available_usd`` left of the ledger ``ledger``."""
+    asked for, more than the ``available_usd`` left of the ledger ``ledger``; or
+    refused by a ledger closed for ``reason``."""
 
     def __init__(
         self,
@@ -190,7 +191,8 @@ class BudgetExceededError(XRouterError):
         ledger: str = "",
         amount_usd: float = 0.0,
         available_usd: float = 0.0,
+        reason: str = "",
     ) -> None:
         super().__init__(message)
         self.ledger, self.amount_usd = ledger, amount_usd
-        self.available_usd = available_usd
+        self.available_usd, self.reason = available_usd, reason

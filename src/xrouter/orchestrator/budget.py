@@ -57,6 +57,7 @@ class Ledger:
     limit_usd: float | None
     spent_usd: float = 0.0
     held_usd: float = 0.0
+    closed: str = ""  # why it refuses every hold now (see close)
 
     def __post_init__(self) -> None:
         if self.limit_usd is not None and not (
@@ -67,9 +68,17 @@ class Ledger:
                 f"got {self.limit_usd!r}"
             )
 
+    def close(self, reason: str) -> None:
+        """Refuse every hold from now on, for ``reason``; what is held stays
+        held until its call ends, and is booked then."""
+        with _LOCK:
+            self.closed = reason
+
     @property
     def available_usd(self) -> float:
         """What may still be held or spent (infinite when unlimited)."""
+        if self.closed:
+            return 0.0
         if self.limit_usd is None:
             return math.inf
         return max(0.0, self.limit_usd - self.spent_usd - self.held_usd)
@@ -83,6 +92,12 @@ class Hold:
     amount_usd: float
     what: str = "a call"
     open: bool = field(default=True)
+
+    @property
+    def closed(self) -> str:
+        """Why a ledger it holds on refuses new holds now ("" when none does):
+        a call that is retried would not get its hold again."""
+        return next((ledger.closed for ledger in self.ledgers if ledger.closed), "")
 
     def settle(self, cost_usd: float) -> None:
         """The call ended having cost ``cost_usd``: free the hold, book the cost.
@@ -145,6 +160,13 @@ class Budget:
             raise ValueError(f"a hold must be a finite amount >= 0, got {amount_usd}")
         with _LOCK:
             for ledger in self.ledgers:
+                if ledger.closed:
+                    raise BudgetExceededError(
+                        f"{what} was not started: {ledger.closed}",
+                        ledger=ledger.name,
+                        amount_usd=amount_usd,
+                        reason=ledger.closed,
+                    )
                 if amount_usd > ledger.available_usd:
                     raise BudgetExceededError(
                         f"{what} may cost up to ${amount_usd:.6f}, more than the "

@@ -226,6 +226,8 @@ class CallRunner:
                 break
             if isinstance(failure, BackendTimeoutError) and not limits.retry_timeouts:
                 break
+            if hold.closed:  # no new spending for this call's request
+                break
             pause = self._backoff(attempt, failure)
             if time.monotonic() + pause >= deadline:  # no time for another attempt
                 break
@@ -323,7 +325,7 @@ def _unhelped(
     called and why (a budget's refusal, in words that leave the failure an
     upstream one: the call that failed was within budget)."""
     if isinstance(why, BudgetExceededError):
-        why = (
+        why = why.reason or (
             f"it may cost up to ${why.amount_usd:.6f} and the {why.ledger} "
             f"has ${why.available_usd:.6f} left"
         )

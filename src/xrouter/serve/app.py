@@ -26,7 +26,9 @@ upstream failed, 503 before start-up (see ``failures``). An error for a request
 that reached the models also carries the ``xrouter`` field and the
 ``x-xrouter-cost-usd`` header: its failed calls may have been billed. No input
 gets a 5xx. A client that leaves before its body or its stream ends is counted
-(and a stream logged) with status 499, which nobody receives.
+(and a stream logged) with status 499, which nobody receives; so is one that hangs
+up while its plain request runs, and no call, retry or fallback starts for it
+after that (those under way end and are booked).
 
 A routed stream from the policy router relays its first choice's tokens as they
 arrive and does not escalate; the header ``x-xrouter-stream: episode`` (or
@@ -182,21 +184,45 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
             return await service.stream(
                 outcome, body, key, budget, whole_episode=mode == "episode"
             )
+        # A client that hangs up stops the spending: no call, retry, fallback or
+        # turn starts after it; the calls under way end and are booked.
+        client = Ledger("request", None)
+        watch = asyncio.create_task(_hang_up(request, client))
         try:
-            await gateway.complete(outcome, body.conversation(), body.caller(), budget)
+            await gateway.complete(
+                outcome, body.conversation(), body.caller(), budget + Budget([client])
+            )
         except (BackendError, BudgetExceededError) as exc:
             failure = failure_of(exc, config.request_limit_header)
+            if client.closed:
+                failure = RequestError(499, client.closed, code="client_closed")
             await service.finish(outcome, body, key, failure.status, failure)
             return error_response(failure, outcome.request_id, outcome)
         except Exception:
             logger.exception("unexpected error on request %s", outcome.request_id)
             return await service.crashed(outcome, body, key)
+        finally:
+            watch.cancel()
+        if client.closed:
+            failure = RequestError(499, client.closed, code="client_closed")
+            await service.finish(outcome, body, key, 499, failure)
+            return error_response(failure, outcome.request_id, outcome)
         await service.finish(outcome, body, key, 200)
         return JSONResponse(
             service.completion_body(outcome), headers=service.headers(outcome)
         )
 
     return app
+
+
+_HUNG_UP = "the client hung up before its answer was ready"
+
+
+async def _hang_up(request: Request, client: Ledger) -> None:
+    """Close ``client`` when the client of ``request`` (its body read) hangs up."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    client.close(_HUNG_UP)
 
 
 async def _read_body(request: Request, limit: int) -> ChatRequestBody:
