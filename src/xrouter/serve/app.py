@@ -188,24 +188,22 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
         # turn starts after it; the calls under way end and are booked.
         client = Ledger("request", None)
         watch = asyncio.create_task(_hang_up(request, client))
+        failure: RequestError | None = None
         try:
             await gateway.complete(
                 outcome, body.conversation(), body.caller(), budget + Budget([client])
             )
         except (BackendError, BudgetExceededError) as exc:
             failure = failure_of(exc, config.request_limit_header)
-            if client.closed:
-                failure = RequestError(499, client.closed, code="client_closed")
-            await service.finish(outcome, body, key, failure.status, failure)
-            return error_response(failure, outcome.request_id, outcome)
         except Exception:
             logger.exception("unexpected error on request %s", outcome.request_id)
             return await service.crashed(outcome, body, key)
         finally:
             watch.cancel()
-        if client.closed:
+        if client.closed:  # what failed, or the answer, reaches nobody
             failure = RequestError(499, client.closed, code="client_closed")
-            await service.finish(outcome, body, key, 499, failure)
+        if failure is not None:
+            await service.finish(outcome, body, key, failure.status, failure)
             return error_response(failure, outcome.request_id, outcome)
         await service.finish(outcome, body, key, 200)
         return JSONResponse(
