@@ -193,9 +193,11 @@ def test_a_pool_of_other_models_is_refused_before_the_default_policy_trains(
     from xrouter.core.catalog import load_catalog
     from xrouter.serve.startup import prepare
 
+    # Mistral-Large-2 is a zeroeval model, named as the suite names it.
     (tmp_path / "mine.yaml").write_text(
         "models:\n"
         "  - {model: gpt-4o-mini-2024-07-18, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "  - {model: Mistral-Large-2, base_url: 'http://127.0.0.1:9/v1'}\n"
         "  - {model: gpt-4-1106-preview, base_url: 'http://127.0.0.1:9/v1'}\n"
     )
     config = _gateway_yaml(tmp_path, monkeypatch, "pool: mine.yaml\n")
@@ -208,3 +210,63 @@ def test_a_pool_of_other_models_is_refused_before_the_default_policy_trains(
         "policy --suites FILE --out DIR`) and set router.checkpoint to DIR, or use "
         "router.kind: llm"
     )
+
+
+def test_a_pool_that_cannot_be_built_is_refused_before_the_default_policy_trains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xrouter.core.catalog import load_catalog
+    from xrouter.serve.startup import prepare
+
+    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    (tmp_path / "mine.yaml").write_text(
+        "models:\n"
+        "  - {model: Meta-Llama-3.1-8B-Instruct, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "  - {model: deepseek-v2.5-0908}\n"
+    )
+    config = _gateway_yaml(tmp_path, monkeypatch, "pool: mine.yaml\n")
+    with pytest.raises(ConfigError) as info:
+        prepare(load_gateway_config(config), load_catalog())
+    assert str(info.value) == (
+        "model 'deepseek-v2.5-0908' at https://api.deepseek.com/v1 needs an API key "
+        "in $DEEPSEEK_API_KEY, which is not set; export DEEPSEEK_API_KEY=... before "
+        "starting."
+    )
+    assert not (tmp_path / "home" / "policies").exists()
+
+
+def test_a_request_to_a_gateway_still_starting_gets_503_and_when_to_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Start-up that never ends (as training the default policy takes minutes):
+    # requests wait START_WAIT_S for it, then are told to come back.
+    import asyncio
+
+    from fastapi.testclient import TestClient
+
+    from xrouter.serve import app as app_module
+    from xrouter.serve.gateway import Gateway
+
+    monkeypatch.setenv("XROUTER_HOME", str(tmp_path / "home"))
+    config = load_gateway_config(None)
+    gateway = Gateway(config)
+
+    async def never() -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(gateway, "start", never)
+    monkeypatch.setattr(app_module, "START_WAIT_S", 0.2)
+    ask = {"model": "xrouter", "messages": [{"role": "user", "content": "hi"}]}
+    with TestClient(app_module.create_app(config, gateway)) as client:
+        reply = client.post("/v1/chat/completions", json=ask)
+        models = client.get("/v1/models")
+        health = client.get("/health")
+    assert (reply.status_code, reply.headers["retry-after"]) == (503, "10")
+    assert reply.json()["error"]["code"] == "starting"
+    assert reply.json()["error"]["message"] == (
+        "the gateway is still starting (loading its pool and router, or training "
+        "its default policy once); retry in a while, or wait for GET /health to "
+        "answer 200"
+    )
+    assert models.status_code == 503
+    assert (health.status_code, health.json()) == (503, {"status": "starting"})

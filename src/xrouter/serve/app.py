@@ -68,6 +68,9 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 CHAT_PATH = "/v1/chat/completions"
+# How long a request waits for the gateway to finish starting before a 503: the
+# pool and the router load in seconds, the default policy trains in minutes.
+START_WAIT_S = 15.0
 STREAM_HEADER = "x-xrouter-stream"
 # Deeper bodies are refused: nothing the API takes nests this far, and the
 # steps after parsing (validation, the upstream's JSON) recurse.
@@ -86,7 +89,8 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.open()
         # Loading may take minutes the first time (training the default policy):
-        # the server listens meanwhile, /health says "starting", requests wait.
+        # the server listens meanwhile, /health says "starting", and requests
+        # wait up to START_WAIT_S for it, then get 503 with Retry-After.
         starting = asyncio.create_task(gateway.start())
         try:
             yield
@@ -157,7 +161,7 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:
         service.authenticate(request)
-        await gateway.ready.wait()
+        await gateway.wait_ready(START_WAIT_S)
         created = int(time.time())
         data = [
             {"id": name, "object": "model", "created": created, "owned_by": "xrouter"}
@@ -171,8 +175,7 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
         key = request.state.key = service.authenticate(request)
         body = await _read_body(request, config.max_body_bytes)
         request.state.model = body.model
-        await gateway.ready.wait()
-        gateway.check_ready()
+        await gateway.wait_ready(START_WAIT_S)
         outcome = gateway.new_outcome(gateway.target(body.model))
         outcome.started = started
         budget = Budget(

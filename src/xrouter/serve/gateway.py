@@ -15,6 +15,7 @@ episode, fallbacks included, can take spend past a limit, whatever runs at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
@@ -57,6 +58,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ROUTED = "xrouter"
+_RETRY_STARTING_S = 10  # the Retry-After of a request refused while starting
 
 
 @dataclass(frozen=True)
@@ -222,13 +224,28 @@ class Gateway:
 
     # -- requests ----------------------------------------------------------------
 
-    def check_ready(self) -> None:
+    async def wait_ready(self, wait_s: float) -> None:
+        """Wait up to ``wait_s`` for start-up to end; then refuse with 503 if it
+        failed or is still going on (training the default policy takes minutes:
+        a request is not kept waiting that long)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ready.wait(), wait_s)
         if self.failed is not None:
             raise RequestError(
                 503,
                 f"the gateway failed to start: {self.failed}",
                 "server_error",
                 code="not_ready",
+            )
+        if not self.ready.is_set():
+            raise RequestError(
+                503,
+                "the gateway is still starting (loading its pool and router, or "
+                "training its default policy once); retry in a while, or wait "
+                "for GET /health to answer 200",
+                "server_error",
+                code="starting",
+                retry_after_s=_RETRY_STARTING_S,
             )
 
     def models(self) -> list[str]:

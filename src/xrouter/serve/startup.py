@@ -7,12 +7,14 @@ model in a thread other than the one that serves requests).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
 import sys
 from pathlib import Path
 
+from xrouter.backends.build import build_pool
 from xrouter.backends.pool import load_pool_spec
 from xrouter.core.catalog import Catalog, load_catalog
 from xrouter.core.errors import ConfigError
@@ -35,10 +37,8 @@ def prepare(config: GatewayConfig, catalog: Catalog) -> None:
     if config.pool is not None:
         spec = load_pool_spec(config.pool)
         cards = load_catalog(list(spec.catalog))
-        others = sorted(
-            {cards.get(m.model).id for m in spec.models}
-            - set(suite.pool if suite else ())
-        )
+        trained_on = set(suite.resolved(cards).pool) if suite else set()
+        others = sorted({cards.get(m.model).id for m in spec.models} - trained_on)
         if training and others:
             raise ConfigError(
                 f"the default policy is trained on the {config.suite} suite's "
@@ -49,6 +49,9 @@ def prepare(config: GatewayConfig, catalog: Catalog) -> None:
             )
         if spec.replay is not None:
             ensure_source(store, cards, spec.replay.source, config.data_dir)
+        if training:  # a pool that cannot be built fails now, not after training
+            pool = build_pool(spec, cards, store if spec.replay else None)
+            asyncio.run(pool.aclose())
     elif suite is not None:
         ensure_source(store, catalog, suite.source, config.data_dir)
     if training:
