@@ -357,6 +357,28 @@ def test_a_call_that_fails_for_good_goes_to_the_fallback() -> None:
     assert result.answer == "from the fallback" and result.strategy == "turn_limit"
 
 
+def test_a_call_that_times_out_goes_to_its_fallback_without_a_retry() -> None:
+    limits = Limits(max_turns=1, call_timeout_s=0.2, retries=2, backoff_s=0.001)
+    ask = turn(call("call_gpt_4o_mini_2024_07_18", system_prompt="Be brief."))
+    hung = FakeBackend(MINI, ["late"] * 3, delay_s=2.0)
+    backup = FakeBackend(BIG, ["from the fallback"])
+    orchestrator = Orchestrator(pool(hung, backup, fallback={MINI.id: BIG.id}), limits)
+    result = run(orchestrator, ScriptedRouter([ask]))
+    failed, rescued = (c for c in result.trace.calls if not c.by_router)
+    assert (failed.model, failed.attempts, failed.error) == (
+        MINI.id,
+        1,
+        "timeout: gpt-4o-mini-2024-07-18 gave no answer within 0.2 s",
+    )
+    assert (rescued.model, rescued.response) == (BIG.id, "from the fallback")
+    # With no fallback to ask, the timeout is asked again, up to the retries.
+    alone = FakeBackend(MINI, ["late"] * 3, delay_s=2.0)
+    with pytest.raises(EpisodeFailedError) as failed_alone:
+        run(Orchestrator(pool(alone), limits), ScriptedRouter([ask]))
+    (record,) = (c for c in failed_alone.value.trace.calls if not c.by_router)
+    assert (record.attempts, len(alone.seen)) == (3, 3)
+
+
 def test_bad_requests_are_not_retried() -> None:
     refused = FakeBackend(MINI, [BadRequestError("context too long")])
     router = ScriptedRouter(

@@ -9,7 +9,9 @@ than the episode has left; a stream gets it for each piece, and its whole answer
 never more than ``episode_timeout_s``); a retryable failure (timeout, rate limit,
 upstream error) is retried up to ``retries`` times after an exponential, jittered
 backoff, or after the rate limit's own ``retry_after_s``. A call that still fails
-goes to its pool entry's fallback model, once, under a hold of its own. Failed
+goes to its pool entry's fallback model, once, under a hold of its own; a timeout
+goes to the fallback at once (a slow model asked again would spend the time the
+fallback needs). Failed
 attempts cost nothing, except a reply that came back unusable with its usage
 reported (``BackendError.billed``): that usage is priced by the card and booked.
 A successful attempt costs what the backend reports (a replayed record's cost) or
@@ -65,6 +67,7 @@ class Limits:
     max_backoff_s: float = 8.0
     default_max_tokens: int = 1024
     # A timed-out generation may still be billed by its provider: False asks once.
+    # A call with a fallback left goes to it after a timeout, whatever this says.
     retry_timeouts: bool = True
 
     def __post_init__(self) -> None:
@@ -134,7 +137,9 @@ class CallRunner:
                     return records
                 raise
             try:
-                record = await self._attempts(entry, request, hold, deadline)
+                record = await self._attempts(
+                    entry, request, hold, deadline, self._timeouts_retried(entry, tried)
+                )
             finally:
                 if hold.open:  # an error no attempt expected: free what it held
                     hold.release()
@@ -156,10 +161,23 @@ class CallRunner:
             tried.append(fallback)
             entry = self.pool.entry(fallback)
 
+    def _timeouts_retried(self, entry: PoolEntry, tried: list[str]) -> bool:
+        """Whether a timed-out attempt at ``entry`` is asked again: not when a
+        fallback is left to ask instead (the retry of a slow model would spend
+        the time its fallback needs, and a timed-out generation may be billed)."""
+        left = entry.fallback is not None and entry.fallback not in tried
+        return self.limits.retry_timeouts and not left
+
     async def _attempts(
-        self, entry: PoolEntry, request: ChatRequest, hold: Hold, deadline: float
+        self,
+        entry: PoolEntry,
+        request: ChatRequest,
+        hold: Hold,
+        deadline: float,
+        retry_timeouts: bool,
     ) -> CallRecord:
-        """One model called until it answers or its retries run out."""
+        """One model called until it answers or its retries run out (a timeout
+        ends them unless ``retry_timeouts``)."""
         card, limits = entry.card, self.limits
         started = time.monotonic()
         failure: BackendError | None = None
@@ -224,7 +242,7 @@ class CallRunner:
                 )
             if not failure.retryable or attempt > limits.retries:
                 break
-            if isinstance(failure, BackendTimeoutError) and not limits.retry_timeouts:
+            if isinstance(failure, BackendTimeoutError) and not retry_timeouts:
                 break
             if hold.closed:  # no new spending for this call's request
                 break
@@ -287,7 +305,15 @@ class CallRunner:
                         str(records[-1].error), model=model, retryable=False
                     ) from None
                 raise
-            streamed = _Streamed(entry, request, self.limits, hold, call_id, deadline)
+            streamed = _Streamed(
+                entry,
+                request,
+                self.limits,
+                hold,
+                call_id,
+                deadline,
+                retry_timeouts=self._timeouts_retried(entry, tried),
+            )
             finished = False
             try:
                 async with aclosing(streamed.run(self._backoff)) as pieces:
@@ -345,9 +371,12 @@ class _Streamed:
         hold: Hold,
         call_id: str,
         deadline: float,
+        *,
+        retry_timeouts: bool,
     ) -> None:
         self.entry, self.request, self.limits = entry, request, limits
         self.hold, self.call_id, self.deadline = hold, call_id, deadline
+        self.retry_timeouts = retry_timeouts
         self.started = False
         self.text: list[str] = []
         self.tool_calls: list[dict[str, Any]] = []
@@ -410,6 +439,9 @@ class _Streamed:
                 if closing is not None:
                     await closing()
             if self.started or not self.failure.retryable or attempt > limits.retries:
+                break
+            timed_out = isinstance(self.failure, BackendTimeoutError)
+            if timed_out and not self.retry_timeouts:
                 break
             await asyncio.sleep(backoff(attempt, self.failure))
         self.settle()
