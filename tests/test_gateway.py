@@ -236,7 +236,8 @@ def test_a_refused_request_is_logged_under_the_id_it_was_told(
     )
     assert message.endswith(
         "left of the request's cost ceiling (limit $0.000000); raise the "
-        "x-xrouter-max-cost header or ask for less (a lower max_tokens)"
+        "x-xrouter-max-cost header or ask for less (a shorter prompt or a lower "
+        "max_tokens)"
     )
     assert last_logged().request_id == over.headers["x-xrouter-request-id"]
     assert last_logged().status == 402
@@ -367,7 +368,7 @@ def test_a_call_larger_than_a_whole_daily_limit_gets_402_not_429(
             f"over budget: a call to {GPT} may cost up to $0.000067, more than the "
             f"$0.000020 left of the gateway's daily limit on {day} UTC (limit "
             "$0.000020); that is more than the whole limit, so no retry can pass "
-            "it: ask for less (a lower max_tokens)"
+            "it: ask for less (a shorter prompt or a lower max_tokens)"
         )
         small = {"model": GPT, "messages": USER, "max_tokens": 5}
         served = 0
@@ -394,7 +395,8 @@ def test_a_ceiling_refusal_names_the_header_the_gateway_reads(
     message = refused.json()["error"]["message"]
     assert message.startswith("over the request's cost ceiling: a call to ")
     assert message.endswith(
-        "; raise the x-budget header or ask for less (a lower max_tokens)"
+        "; raise the x-budget header or ask for less (a shorter prompt or a lower "
+        "max_tokens)"
     )
     assert served.status_code == 200  # not this gateway's header
 

@@ -53,7 +53,8 @@ def failure_of(
             return RequestError(
                 402,
                 f"over the request's cost ceiling: {text}; raise the "
-                f"{ceiling_header} header or ask for less (a lower max_tokens)",
+                f"{ceiling_header} header or ask for less (a shorter prompt or a "
+                "lower max_tokens)",
                 "insufficient_quota",
                 code="cost_ceiling_exceeded",
             )
@@ -61,7 +62,8 @@ def failure_of(
             return RequestError(
                 402,
                 f"over budget: {text}; that is more than the whole limit, so no "
-                "retry can pass it: ask for less (a lower max_tokens)",
+                "retry can pass it: ask for less (a shorter prompt or a lower "
+                "max_tokens)",
                 "insufficient_quota",
                 code="request_over_limit",
             )
