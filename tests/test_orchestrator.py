@@ -24,6 +24,7 @@ from xrouter.core.errors import (
 )
 from xrouter.core.types import (
     CallerOptions,
+    CallRecord,
     ChatRequest,
     Completion,
     Message,
@@ -31,6 +32,7 @@ from xrouter.core.types import (
     Usage,
 )
 from xrouter.orchestrator.budget import Budget, Ledger
+from xrouter.orchestrator.calls import with_margin
 from xrouter.orchestrator.loop import (
     EpisodeFailedError,
     EpisodeResult,
@@ -377,6 +379,50 @@ def test_a_call_that_times_out_goes_to_its_fallback_without_a_retry() -> None:
         run(Orchestrator(pool(alone), limits), ScriptedRouter([ask]))
     (record,) = (c for c in failed_alone.value.trace.calls if not c.by_router)
     assert (record.attempts, len(alone.seen)) == (3, 3)
+
+
+@dataclass
+class Chatterbox:
+    """A backend that streams on past any max_tokens, as a faulty upstream can."""
+
+    card: ModelCard
+    sent: int = 0
+    closed: bool = False
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        raise NotImplementedError
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta]:
+        try:
+            for _ in range(1000):
+                self.sent += 1
+                yield StreamDelta(text=" word")
+            yield StreamDelta(finish_reason="stop")
+        finally:
+            self.closed = True
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_a_stream_past_its_max_tokens_is_stopped_and_billed_as_counted() -> None:
+    # 20 tokens asked for: the stream is read up to the allowance of a worst
+    # case (20 x 1.15 + 32 = 55 tokens) and stopped at the first piece past it.
+    chatty = Chatterbox(MINI)
+    runner = Orchestrator(pool(chatty), FAST).calls  # type: ignore[arg-type]
+    request = ChatRequest(messages=(Message("user", "One word."),), max_tokens=20)
+    records: list[CallRecord] = []
+
+    async def read() -> str:
+        pieces = runner.stream(MINI.id, request, Budget(), records)
+        return "".join([delta.text async for delta in pieces])
+
+    text = asyncio.run(read())
+    assert with_margin(20) == 55 and text == " word" * 56
+    assert (chatty.sent, chatty.closed) == (56, True)
+    (record,) = records
+    assert (record.finish_reason, record.usage.output_tokens) == ("length", 56)
+    assert record.cost_usd == pytest.approx(MINI.cost(record.usage.input_tokens, 56))
 
 
 def test_bad_requests_are_not_retried() -> None:

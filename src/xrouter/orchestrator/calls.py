@@ -40,7 +40,7 @@ from xrouter.core.errors import (
 )
 from xrouter.core.types import CallRecord, ChatRequest, StreamDelta, Usage
 from xrouter.orchestrator.budget import Budget, Hold
-from xrouter.records.tokens import count_request_tokens
+from xrouter.records.tokens import count_request_tokens, count_tokens
 
 __all__ = ["CallRunner", "Limits", "with_margin"]
 
@@ -387,6 +387,10 @@ class _Streamed:
         self.attempts = 0
         self.began = time.monotonic()
         self.cost = 0.0
+        # An upstream that streams on past max_tokens (it ignored it) is stopped
+        # soon after: reading on would pay for output nobody asked for.
+        self.cap = with_margin(request.max_tokens or limits.default_max_tokens)
+        self.sent = 0  # output tokens relayed, counted
 
     async def run(
         self, backoff: Callable[[int, BackendError], float]
@@ -421,6 +425,10 @@ class _Streamed:
                     if delta.text or delta.tool_calls or delta.finish_reason:
                         self.started = True
                         yield delta
+                    self.sent += count_tokens(delta.text) if delta.text else 0
+                    if self.sent > self.cap:
+                        self.finish = "length"
+                        break
             except BackendError as exc:
                 self.failure = exc
                 if exc.billed is not None and self.started:
