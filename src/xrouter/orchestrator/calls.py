@@ -133,7 +133,7 @@ class CallRunner:
                 )
             except BudgetExceededError as refused:
                 if records:
-                    records[-1] = _unhelped(records[-1], entry.card.id, refused)
+                    records[-1] = _fallback_skipped(records[-1], entry.card.id, refused)
                     return records
                 raise
             try:
@@ -154,7 +154,7 @@ class CallRunner:
             if record.error is None or fallback is None or fallback in tried:
                 return records
             if time.monotonic() >= deadline:  # no time to call it: not called
-                records[-1] = _unhelped(
+                records[-1] = _fallback_skipped(
                     records[-1], fallback, "the episode's time ran out"
                 )
                 return records
@@ -300,7 +300,7 @@ class CallRunner:
                 )
             except BudgetExceededError as refused:
                 if records:  # the fallback does not fit: the first failure stands
-                    records[-1] = _unhelped(records[-1], entry.card.id, refused)
+                    records[-1] = _fallback_skipped(records[-1], entry.card.id, refused)
                     raise UpstreamError(
                         str(records[-1].error), model=model, retryable=False
                     ) from None
@@ -336,7 +336,7 @@ class CallRunner:
             if streamed.started or entry.fallback is None or entry.fallback in tried:
                 raise streamed.failure or UpstreamError(record.error, model=model)
             if time.monotonic() >= deadline:  # no time to call it: not called
-                records[-1] = _unhelped(
+                records[-1] = _fallback_skipped(
                     record, entry.fallback, "the episode's time ran out"
                 )
                 raise streamed.failure or UpstreamError(record.error, model=model)
@@ -344,7 +344,7 @@ class CallRunner:
             entry = self.pool.entry(entry.fallback)
 
 
-def _unhelped(
+def _fallback_skipped(
     record: CallRecord, fallback: str, why: BudgetExceededError | str
 ) -> CallRecord:
     """A failed call's ``record``, its error saying that its fallback was not
