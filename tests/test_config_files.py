@@ -187,23 +187,33 @@ def test_serve_refuses_a_taken_port_and_a_config_that_is_not_text(
     )
 
 
-def test_a_pool_of_other_models_is_refused_before_the_default_policy_trains(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _refused_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool: str
+) -> ConfigError:
+    """What start-up, with no policy trained yet, says of the pool file ``pool``."""
     from xrouter.core.catalog import load_catalog
     from xrouter.serve.startup import prepare
 
-    # Mistral-Large-2 is a zeroeval model, named as the suite names it.
-    (tmp_path / "mine.yaml").write_text(
-        "models:\n"
-        "  - {model: gpt-4o-mini-2024-07-18, base_url: 'http://127.0.0.1:9/v1'}\n"
-        "  - {model: Mistral-Large-2, base_url: 'http://127.0.0.1:9/v1'}\n"
-        "  - {model: gpt-4-1106-preview, base_url: 'http://127.0.0.1:9/v1'}\n"
-    )
+    (tmp_path / "mine.yaml").write_text(pool)
     config = _gateway_yaml(tmp_path, monkeypatch, "pool: mine.yaml\n")
     with pytest.raises(ConfigError) as info:
         prepare(load_gateway_config(config), load_catalog())
-    assert str(info.value) == (
+    return info.value
+
+
+def test_a_pool_of_other_models_is_refused_before_the_default_policy_trains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Mistral-Large-2 is a zeroeval model, named as the suite names it.
+    refusal = _refused_at_start(
+        tmp_path,
+        monkeypatch,
+        "models:\n"
+        "  - {model: gpt-4o-mini-2024-07-18, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "  - {model: Mistral-Large-2, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "  - {model: gpt-4-1106-preview, base_url: 'http://127.0.0.1:9/v1'}\n",
+    )
+    assert str(refusal) == (
         "the default policy is trained on the zeroeval suite's models, and the pool "
         f"{tmp_path / 'mine.yaml'} has others (gpt-4-1106-preview); train a policy "
         "on records of this pool (`xrouter data collect`, then `xrouter train "
@@ -215,19 +225,15 @@ def test_a_pool_of_other_models_is_refused_before_the_default_policy_trains(
 def test_a_pool_that_cannot_be_built_is_refused_before_the_default_policy_trains(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xrouter.core.catalog import load_catalog
-    from xrouter.serve.startup import prepare
-
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
-    (tmp_path / "mine.yaml").write_text(
+    refusal = _refused_at_start(
+        tmp_path,
+        monkeypatch,
         "models:\n"
         "  - {model: Meta-Llama-3.1-8B-Instruct, base_url: 'http://127.0.0.1:9/v1'}\n"
-        "  - {model: deepseek-v2.5-0908}\n"
+        "  - {model: deepseek-v2.5-0908}\n",
     )
-    config = _gateway_yaml(tmp_path, monkeypatch, "pool: mine.yaml\n")
-    with pytest.raises(ConfigError) as info:
-        prepare(load_gateway_config(config), load_catalog())
-    assert str(info.value) == (
+    assert str(refusal) == (
         "model 'deepseek-v2.5-0908' at https://api.deepseek.com/v1 needs an API key "
         "in $DEEPSEEK_API_KEY, which is not set; export DEEPSEEK_API_KEY=... before "
         "starting."
