@@ -28,6 +28,7 @@ from xrouter.orchestrator.loop import EpisodeView, Limits, Orchestrator
 from xrouter.orchestrator.reward import RewardConfig
 from xrouter.policies.checkpoint import load_checkpoint, save_checkpoint
 from xrouter.policies.embedding import Embedder, routing_text
+from xrouter.policies.frozen_net import FrozenNet
 from xrouter.policies.knn import NearestNeighbour
 from xrouter.policies.learned import (
     Decision,
@@ -117,6 +118,14 @@ def test_training_changes_the_weights_and_raises_the_reward(
                 untrained, data, rows, sample=sample
             )
             assert gain > (0.01 if sample else 0.001)
+
+
+def logits_of(net: torch.nn.Module, *arrays: np.ndarray) -> torch.Tensor:
+    """The network's logits for numpy inputs (embedding, state and candidate
+    features, candidate models, legal actions), without gradients."""
+    with torch.no_grad():
+        logits: torch.Tensor = net(*(torch.from_numpy(a) for a in arrays))
+    return logits
 
 
 def right_before_any_call(
@@ -422,6 +431,71 @@ def test_a_suite_is_estimated_from_its_own_records_alone(data: TrainingData) -> 
     assert mixed == pytest.approx(alone, abs=1e-6)
     again = both.with_memory(memory, data.dev[0] + n).memory[data.dev[0] + n]
     assert again[..., :2] == pytest.approx(1.0 - alone[..., :2], abs=1e-5)
+
+
+def test_a_live_request_finds_the_neighbours_a_batch_finds(data: TrainingData) -> None:
+    # Two collections, each remembering half the train prompts (graded the other
+    # way round in the second), so that some requests are more like the first's
+    # prompts and others the second's. The one-request search, which averages
+    # only the collections that win, finds bit for bit what a search for that
+    # request alone finds.
+    part = data.parts[0]
+    graded = dataclasses.replace(
+        part.pool, sources=("regraded",), score=1.0 - part.pool.score
+    )
+    both = ReplayTable.build(
+        [part, TablePart(graded, part.embedding, part.self_model)], data.models
+    )
+    n = len(part.pool.item_ids)
+    train = np.concatenate([data.train[0][::2], data.train[0][1::2] + n])
+    memory = both.memory_of(train, (32, 32))
+    models = np.array(data.models.index(MODELS))
+    queries = part.embedding[data.dev[0]]
+    alone = np.stack([memory.lookup_one(q, models) for q in queries])
+
+    def searched(collection: int | None) -> np.ndarray:
+        own = None if collection is None else np.array([collection])
+        return np.stack(
+            [memory.lookup(q[None], models=models, collection=own)[0] for q in queries]
+        )
+
+    assert np.array_equal(alone, searched(None))
+    from_first = (alone == searched(0)).all(axis=(1, 2))
+    from_second = (alone == searched(1)).all(axis=(1, 2))
+    assert (from_first ^ from_second).all()
+    assert 0.2 < from_first.mean() < 0.8
+    # A batch's matrix product rounds otherwise in the last place.
+    batch = memory.lookup(queries, models=models)
+    assert alone == pytest.approx(batch, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("shaped", "reads_prompt"),
+    [(True, False), (True, True), (False, False), (False, True)],
+)
+def test_the_frozen_network_scores_as_the_network_does(
+    data: TrainingData, shaped: bool, reads_prompt: bool
+) -> None:
+    config = dataclasses.replace(CONFIG, shaped=shaped, reads_prompt=reads_prompt)
+    torch.manual_seed(7)
+    net = RouterNet(len(data.models.ids), config.net_config(config.reward()))
+    with torch.no_grad():  # away from the small start of the output layers
+        for parameter in net.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    rows = data.dev[0]
+    inputs = data.table.inputs(rows, np.geomspace(1.0, 3000.0, len(rows)))
+    state = ep.start(inputs.offered, inputs.self_model)
+    state_x, cand_x, cand_model = encode(inputs, state, data.models, net.config)
+    legal = ep.legal_actions(state)
+    legal[::4, 0] = False
+    expected = logits_of(
+        net, inputs.embedding, state_x, cand_x, cand_model, legal
+    ).numpy()
+    got = FrozenNet(net)(inputs.embedding, state_x, cand_x, cand_model, legal)
+    assert got.dtype == np.float32
+    assert np.array_equal(np.isinf(got), ~legal)
+    assert got[legal] == pytest.approx(expected[legal], rel=1e-5, abs=1e-5)
+    assert np.array_equal(got.argmax(axis=1), expected.argmax(axis=1))
 
 
 def _refusal(directory: Path, manifest: dict[str, Any]) -> str:
@@ -864,14 +938,10 @@ def test_a_later_turn_decides_from_what_came_back_as_in_the_batched_episodes(
         for j in range(m):
             state = ep.step(first, np.full(len(rows), 1 + j), rules)
             state_x, cand_x, cand_model = encode(inputs, state, models, net.config)
-            with torch.no_grad():
-                batched = net(
-                    torch.from_numpy(inputs.embedding),
-                    torch.from_numpy(state_x),
-                    torch.from_numpy(cand_x),
-                    torch.from_numpy(cand_model),
-                    torch.from_numpy(ep.legal_actions(state)),
-                ).argmax(dim=1)
+            legal = ep.legal_actions(state)
+            batched = logits_of(
+                net, inputs.embedding, state_x, cand_x, cand_model, legal
+            ).argmax(dim=1)
             for k, row in enumerate(rows):
                 mine = [i == j for i in range(m)]
                 seen = Seen(

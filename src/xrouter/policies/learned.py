@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from xrouter.backends.replay import ReplayPool
@@ -29,6 +28,7 @@ from xrouter.orchestrator import episode as ep
 from xrouter.policies.base import LAMBDA_SWEEP, Policy, Routing
 from xrouter.policies.checkpoint import Checkpoint, check_pool
 from xrouter.policies.embedding import Embedder
+from xrouter.policies.frozen_net import FrozenNet
 from xrouter.policies.memory import (
     N_MEMORY_FEATURES,
     UNKNOWN,
@@ -361,13 +361,16 @@ class LiveRouter:
         self._model_id = self.models.index(pool)[None, :]
         self._self = np.array([self.pool.index(self_model) if self_model else -1])
         self._start = ep.start(np.ones((1, m), dtype=bool), self._self)
+        self._net = FrozenNet(checkpoint.net)
         # A prompt's neighbours, for the later turns of its episode.
         self._found: Recent[bytes, NDArray[np.float32]] = Recent(REMEMBERED_PROMPTS)
 
     def _neighbours(self, query: NDArray[np.float32]) -> NDArray[np.float32]:
         return self._found.get(
             query.tobytes(),
-            lambda: self.checkpoint.memory.lookup(query, models=self._model_id[0]),
+            lambda: self.checkpoint.memory.lookup_one(query[0], self._model_id[0])[
+                None
+            ],
         )
 
     def first_decision(
@@ -438,14 +441,7 @@ class LiveRouter:
             legal[0, 0] &= offered[0, self._self[0]]
         if not legal.any():
             return None
-        with torch.inference_mode():
-            logits = self.checkpoint.net(
-                torch.from_numpy(inputs.embedding),
-                torch.from_numpy(state_x),
-                torch.from_numpy(cand_x),
-                torch.from_numpy(cand_model),
-                torch.from_numpy(legal),
-            )
+        logits = self._net(inputs.embedding, state_x, cand_x, cand_model, legal)
         action = int(logits.argmax())
         if action == ep.ANSWER:
             return Decision("answer", self.pool[int(self._self[0])])

@@ -22,7 +22,8 @@ The collection searched is the request's own where it has one (a replayed item);
 a live request, which has none, takes per model the collection whose nearest
 prompts are the most like it. Models whose records cover the same prompts of a
 collection share one neighbour search, so a request costs one matrix-vector
-product over the memory and one partial sort per such group. An item never
+product over the memory and one partial sort per such group; a live request
+(``lookup_one``) averages the neighbours only of the groups that win. An item never
 counts as its own neighbour: a query carrying the hash of a remembered item's id
 skips that item.
 """
@@ -232,7 +233,9 @@ class NeighbourMemory:
                 sims = chunk[rows] @ group.embedding.T  # [r, Rg]
                 if item is not None:
                     sims[item[start + rows, None] == group.item[None, :]] = -np.inf
-                found = self._features(group, sims)  # [r, g, 5]
+                top, top_sims = self._nearest(group, sims)
+                familiarity = self._familiarity(top_sims)
+                found = self._features(group, top, top_sims, familiarity)  # [r, g, 5]
                 at = start + rows
                 # A query of this collection takes its features; one without,
                 # where this collection is more familiar than those seen so far.
@@ -257,41 +260,79 @@ class NeighbourMemory:
             ]
         return self._picked[key]
 
-    def _features(
-        self, group: _Group, sims: NDArray[np.float32]
+    def lookup_one(
+        self, query: NDArray[np.float32], models: NDArray[np.int64]
     ) -> NDArray[np.float32]:
-        """Features ``[c, len(group.models), 5]`` of one group of models."""
-        wide = min(group.wide, sims.shape[1])
-        near = min(self.near, wide)
-        row = np.arange(len(sims))[:, None]
-        top = np.argpartition(-sims, wide - 1, axis=1)[:, :wide]  # [c, wide]
-        order = np.argsort(-sims[row, top], axis=1)
-        top = top[row, order]
-        top_sims = sims[row, top]
+        """``[V, 5]``: what ``lookup`` finds for one live request (a 384-d
+        embedding of no collection, searched for ``models``), with fewer steps: a
+        group whose prompts are less like the request than a group already
+        searched for all its models is not averaged."""
+        q = self.centre(query[None])[0]
+        out = np.zeros((self.score.shape[1], N_MEMORY_FEATURES), dtype=np.float32)
+        likeness = np.full(self.score.shape[1], -np.inf, dtype=np.float32)
+        for group in self._searched(models):
+            top, top_sims = self._nearest(group, group.embedding @ q)
+            familiarity = self._familiarity(top_sims)
+            better = familiarity > likeness[group.models]
+            if better.any():
+                features = self._features(group, top, top_sims, familiarity)
+                out[group.models[better]] = features[better]
+                likeness[group.models[better]] = familiarity
+        return out
+
+    def _nearest(
+        self, group: _Group, sims: NDArray[np.float32]
+    ) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+        """The group's rows most similar to each query (``sims[..., Rg]``), as
+        many as it averages, most similar first, and their similarities."""
+        wide = min(group.wide, sims.shape[-1])
+        top = np.argpartition(-sims, wide - 1, axis=-1)[..., :wide]
+        order = np.argsort(-np.take_along_axis(sims, top, axis=-1), axis=-1)
+        top = np.take_along_axis(top, order, axis=-1)
+        return top, np.take_along_axis(sims, top, axis=-1)
+
+    def _familiarity(self, top_sims: NDArray[np.float32]) -> NDArray[np.float32]:
+        """The mean similarity of the ``near`` nearest (negatives as 0)."""
+        result: NDArray[np.float32] = np.maximum(top_sims[..., : self.near], 0).mean(
+            axis=-1
+        )
+        return result
+
+    def _features(
+        self,
+        group: _Group,
+        top: NDArray[np.intp],
+        top_sims: NDArray[np.float32],
+        familiarity: NDArray[np.float32],
+    ) -> NDArray[np.float32]:
+        """Features ``[..., len(group.models), 5]`` of one group of models from
+        each query's nearest rows (``top[..., wide]``, most similar first)."""
+        near = min(self.near, top.shape[-1])
         # Unlike prompts weigh little; the query's own item (similarity -inf,
         # found when the group holds no more rows than it averages) nothing.
         weight = np.where(np.isfinite(top_sims), np.maximum(top_sims, 1e-3), 0.0)
-        values = group.values[top]  # [c, wide, g, 3]
+        values = group.values[top]  # [..., wide, g, 3]
 
         def mean(k: int) -> NDArray[np.float32]:
             """The weighted mean of each value over the ``k`` nearest."""
-            w = weight[:, :k, None, None]
-            total = np.maximum(w.sum(axis=1), 1e-12)
-            result: NDArray[np.float32] = (w * values[:, :k]).sum(axis=1) / total
+            w = weight[..., :k, None, None]
+            total = np.maximum(w.sum(axis=-3), 1e-12)
+            result: NDArray[np.float32] = (w * values[..., :k, :, :]).sum(
+                axis=-3
+            ) / total
             return result
 
         score_near = mean(near)[..., 0]
-        score, cost, extracted = np.moveaxis(mean(wide), 2, 0)  # [c, g] each
-        familiarity = np.maximum(top_sims[:, :near], 0).mean(axis=1)
+        score, cost, extracted = np.moveaxis(mean(top.shape[-1]), -1, 0)  # [..., g]
         return np.stack(
             [
                 score_near,
                 score,
                 cost,
-                np.broadcast_to(familiarity[:, None], score.shape),
+                np.broadcast_to(familiarity[..., None], score.shape),
                 extracted,
             ],
-            axis=2,
+            axis=-1,
         ).astype(np.float32)
 
 
