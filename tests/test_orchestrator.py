@@ -31,7 +31,13 @@ from xrouter.core.types import (
     StreamDelta,
     Usage,
 )
-from xrouter.orchestrator.budget import Budget, Ledger
+from xrouter.orchestrator.budget import (
+    Budget,
+    Ledger,
+    beyond_limits,
+    refusing_ledgers,
+    usd_text,
+)
 from xrouter.orchestrator.calls import with_margin
 from xrouter.orchestrator.loop import (
     EpisodeFailedError,
@@ -240,6 +246,27 @@ def test_a_call_whose_worst_case_passes_the_budget_is_refused_and_told() -> None
         "may cost up to $0.015"
     )
     assert "more than the $0.010000 left of the episode budget" in result.tool_errors[0]
+
+
+def test_a_refusal_of_less_than_a_millionth_of_a_dollar_shows_its_figures() -> None:
+    # About ten input tokens of a $0.10 per 1M model, against a limit of a
+    # third of that: with six decimals both would read $0.000000 or $0.000001.
+    budget = Budget([Ledger("daily limit", 3.2e-7)])
+    with pytest.raises(BudgetExceededError) as refused:
+        budget.hold(1.04e-6, "a call to gemma-2-2b-it")
+    message = str(refused.value)
+    assert message == (
+        "a call to gemma-2-2b-it may cost up to $0.0000010, more than the "
+        "$0.00000032 left of the daily limit (limit $0.00000032)"
+    )
+    assert beyond_limits(message) and refusing_ledgers(message) == {"daily limit"}
+    assert [usd_text(x) for x in (0.0, 0.015, 6.7e-5, 1.4e-6, 1.2e-6)] == [
+        "0.000000",
+        "0.015000",
+        "0.000067",
+        "0.0000014",
+        "0.0000012",
+    ]
 
 
 def test_spend_is_booked_on_every_ledger_and_never_passes_a_limit() -> None:

@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 
 from xrouter.core.errors import BudgetExceededError, ConfigError
 
-__all__ = ["Budget", "Hold", "Ledger", "beyond_limits", "refusing_ledgers"]
+__all__ = [
+    "Budget",
+    "Hold",
+    "Ledger",
+    "beyond_limits",
+    "refusing_ledgers",
+    "usd_text",
+]
 
 _LOCK = threading.Lock()
 logger = logging.getLogger(__name__)
@@ -34,6 +41,15 @@ _REFUSAL = re.compile(
     r"may cost up to \$([0-9.]+), more than the \$[0-9.]+ left of the (.+?) "
     r"\(limit \$([0-9.]+)\)"
 )
+
+
+def usd_text(amount: float) -> str:
+    """An amount in USD as plain decimals: six, or as many more as show two
+    significant digits of a smaller amount (so no amount reads as zero, and two
+    amounts read apart as the refusal's comparison needs)."""
+    if amount <= 0 or not math.isfinite(amount):
+        return f"{amount:.6f}"
+    return f"{amount:.{max(6, 1 - math.floor(math.log10(amount)))}f}"
 
 
 def refusing_ledgers(text: str) -> set[str]:
@@ -169,9 +185,9 @@ class Budget:
                     )
                 if amount_usd > ledger.available_usd:
                     raise BudgetExceededError(
-                        f"{what} may cost up to ${amount_usd:.6f}, more than the "
-                        f"${ledger.available_usd:.6f} left of the {ledger.name} "
-                        f"(limit ${ledger.limit_usd:.6f})",
+                        f"{what} may cost up to ${usd_text(amount_usd)}, more than "
+                        f"the ${usd_text(ledger.available_usd)} left of the "
+                        f"{ledger.name} (limit ${usd_text(ledger.limit_usd or 0)})",
                         ledger=ledger.name,
                         amount_usd=amount_usd,
                         available_usd=ledger.available_usd,

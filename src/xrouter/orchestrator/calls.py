@@ -39,7 +39,7 @@ from xrouter.core.errors import (
     UpstreamError,
 )
 from xrouter.core.types import CallRecord, ChatRequest, StreamDelta, Usage
-from xrouter.orchestrator.budget import Budget, Hold
+from xrouter.orchestrator.budget import Budget, Hold, usd_text
 from xrouter.records.tokens import count_request_tokens, count_tokens
 
 __all__ = ["CallRunner", "Limits", "with_margin"]
@@ -352,8 +352,8 @@ def _fallback_skipped(
     upstream one: the call that failed was within budget)."""
     if isinstance(why, BudgetExceededError):
         why = why.reason or (
-            f"it may cost up to ${why.amount_usd:.6f} and the {why.ledger} "
-            f"has ${why.available_usd:.6f} left"
+            f"it may cost up to ${usd_text(why.amount_usd)} and the {why.ledger} "
+            f"has ${usd_text(why.available_usd)} left"
         )
     return replace(
         record, error=f"{record.error}; its fallback {fallback} was not called: {why}"
