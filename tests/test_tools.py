@@ -308,7 +308,7 @@ def test_select_arguments() -> None:
 def test_system_prompt_of_the_zeroeval_pool_is_compact(pool: list[ModelCard]) -> None:
     prompt = router_system_prompt(pool)
     assert count_tokens(prompt) == 739
-    assert count_tokens(router_system_prompt(pool, lam=2.0)) == 789
+    assert count_tokens(router_system_prompt(pool, lam=2.0)) == 876
     assert count_tokens(router_system_prompt(pool, tools_text=False)) == 160
 
     lines = prompt.splitlines()
@@ -373,6 +373,27 @@ def test_system_prompt_says_how_much_cost_matters(pool: list[ModelCard]) -> None
         "Cost does not matter here: only a correct answer counts."
     )
     assert "Cost" not in router_system_prompt(pool)
+
+
+def test_with_a_cost_weight_each_tool_says_what_a_call_costs_in_score(
+    pool: list[ModelCard],
+) -> None:
+    # o1-mini: 1K tokens in at $3 per 1M and 1K out at $12 per 1M are $0.015.
+    lines = router_system_prompt(pool, lam=2.0).splitlines()
+    assert lines[4] == (
+        "Tools (score a call of 1K tokens in and out costs at this lambda, $ per 1M "
+        "input/output tokens, context, tier):"
+    )
+    assert lines[5] == (
+        "call_o1_mini_2024_09_12 -0.0300 $3.00/$12.00 128K specialized "
+        "reasoning,code,math: OpenAI o1-mini reasoning model"
+    )
+    assert "call_gemma_2_2b_it -0.0004 $0.10/$0.10 8K budget" in lines[-4]
+    at_100 = router_system_prompt(pool, lam=100.0).splitlines()
+    assert at_100[5].startswith("call_o1_mini_2024_09_12 -1.5000 $3.00/$12.00")
+    free = router_system_prompt(pool, lam=0.0).splitlines()
+    assert free[4] == "Tools ($ per 1M input/output tokens, context, tier):"
+    assert free[5].startswith("call_o1_mini_2024_09_12 $3.00/$12.00")
 
 
 def test_system_prompt_without_the_tool_list(pool: list[ModelCard]) -> None:

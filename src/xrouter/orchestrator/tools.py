@@ -343,13 +343,17 @@ def _cost_sentence(cards: Sequence[ModelCard], lam: float) -> str:
     )
 
 
-def _tool_line(name: str, card: ModelCard) -> str:
+def _tool_line(name: str, card: ModelCard, lam: float | None) -> str:
     # Context is shown as a number and every model chats; tools and vision do not
     # bear on text tasks. The description is cut to its head, the model's name.
+    # With a cost weight, what a call of 1K tokens in and out takes off the score
+    # comes first: the trade-off the router weighs, read off rather than worked
+    # out from the prices.
     strengths = [c for c in card.capabilities if c in ("reasoning", "code", "math")]
     about = re.split(r";|,| \(", card.description)[0].rstrip(".")
+    penalty = f" -{lam * card.cost(1000, 1000):.4f}" if lam else ""
     return (
-        f"{name} ${_usd(card.input_per_mtok)}/${_usd(card.output_per_mtok)} "
+        f"{name}{penalty} ${_usd(card.input_per_mtok)}/${_usd(card.output_per_mtok)} "
         f"{_context(card.context_window)} {card.tier}"
         f"{' ' + ','.join(strengths) if strengths else ''}: {about}"
     )
@@ -384,8 +388,10 @@ def router_system_prompt(
         "</tool_call>",
     ]
     if tools_text:
-        lines.append("Tools ($ per 1M input/output tokens, context, tier):")
-        lines += [_tool_line(names.name_of(card.id), card) for card in cards]
+        costs = "score a call of 1K tokens in and out costs at this lambda, "
+        prices = "$ per 1M input/output tokens, context, tier"
+        lines.append(f"Tools ({costs if lam else ''}{prices}):")
+        lines += [_tool_line(names.name_of(card.id), card, lam) for card in cards]
         lines += [
             "Each call_ tool takes system_prompt (string, required), temperature "
             "(0 to 2) and max_tokens (integer).",
