@@ -365,7 +365,7 @@ def test_a_call_larger_than_a_whole_daily_limit_gets_402_not_429(
         )
         day = time.strftime("%Y-%m-%d", time.gmtime())
         assert error["message"] == (
-            f"over budget: a call to {GPT} may cost up to $0.000067, more than the "
+            f"over budget: a call to {GPT} may cost up to $0.000080, more than the "
             f"$0.000020 left of the gateway's daily limit on {day} UTC (limit "
             "$0.000020); that is more than the whole limit, so no retry can pass "
             "it: ask for less (a shorter prompt or a lower max_tokens)"
@@ -521,6 +521,45 @@ def test_a_pool_model_by_name_bypasses_routing_and_gets_the_request_as_sent(
     assert (sent["max_tokens"], sent["temperature"], sent["stop"]) == (3, 0.3, ["zzz"])
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_that_ignores_max_tokens_is_cut_and_the_client_told(
+    client: openai.OpenAI, upstream: UpstreamServer, stream: bool
+) -> None:
+    # 5 tokens asked for; the upstream answers its echo 50 times over. The client
+    # gets what a worst case allows for 5 (5 x 1.15 + 8 = 13 tokens, counted)
+    # and finish reason "length", streamed or not.
+    upstream.mode = "unbounded"
+    full = " ".join(ECHO.split() * 50)
+    if stream:
+        chunks = list(
+            client.chat.completions.create(
+                model=GPT, messages=USER, max_tokens=5, stream=True
+            )
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+        info = meta(chunks[-1])
+    else:
+        reply = client.chat.completions.create(model=GPT, messages=USER, max_tokens=5)
+        text, finish = (
+            reply.choices[0].message.content or "",
+            reply.choices[0].finish_reason,
+        )
+        info = meta(reply)
+    assert finish == "length" and full.startswith(text)
+    assert text.startswith(ECHO) and count_tokens(text) == 13
+    (call,) = last_logged().calls
+    if stream:  # read no further: billed for the 13 tokens counted
+        assert call.output_tokens == 13
+        assert info["cost_usd"] == pytest.approx(
+            price(GPT, call.input_tokens, 13), rel=1e-9
+        )
+    else:  # the reply came whole: billed for all of it, as reported
+        assert info["cost_usd"] == pytest.approx(
+            price(GPT, words(ASK), words(full)), rel=1e-9
+        )
+
+
 def test_the_user_field_reaches_the_model(
     client: openai.OpenAI, upstream: UpstreamServer
 ) -> None:
@@ -637,10 +676,11 @@ def test_a_fallback_the_ceiling_cannot_pay_for_is_named_in_the_failure(
     assert reply.status_code == 502
     error = reply.json()["error"]
     assert error["code"] == "upstream_error"
-    # Its worst case: 200 x $1.25 / 1M and the prompt's tokens at $0.25 / 1M.
+    # Its worst case: the 238 tokens a stream of 200 is read to, x $1.25 / 1M,
+    # and the prompt's tokens at $0.25 / 1M.
     unhelped = (
         f"failed with HTTP 500: upstream fault: internal error.; its fallback "
-        f"{CLAUDE} was not called: it may cost up to $0.000261 and the request's "
+        f"{CLAUDE} was not called: it may cost up to $0.000307 and the request's "
         "cost ceiling has $0.000200 left"
     )
     assert error["message"].startswith("upstream failed: ")
@@ -944,7 +984,9 @@ def test_keys_and_daily_limits_hold_under_concurrency_and_restarts(
         everyone, team_a = gateway.service.ledgers(key_a)
 
     assert 0 < team_a.spent_usd <= LIMIT_A and team_a.held_usd == 0
-    assert LIMIT_ALL - 2e-5 < everyone.spent_usd <= LIMIT_ALL
+    # Served until less than one worst case is left: 31 tokens of gpt-4o-mini's
+    # answer (20 asked for, read up to 31) and its prompt's, under $0.00003.
+    assert LIMIT_ALL - 3e-5 < everyone.spent_usd <= LIMIT_ALL
     log = RequestLog(home / "keyed.sqlite")
     try:
         entries = log.recent(1000)

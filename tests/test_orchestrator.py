@@ -38,7 +38,7 @@ from xrouter.orchestrator.budget import (
     refusing_ledgers,
     usd_text,
 )
-from xrouter.orchestrator.calls import with_margin
+from xrouter.orchestrator.calls import reply_cap
 from xrouter.orchestrator.loop import (
     EpisodeFailedError,
     EpisodeResult,
@@ -237,13 +237,15 @@ def test_a_call_whose_worst_case_passes_the_budget_is_refused_and_told() -> None
             turn(text="I will answer myself: 4"),
         ]
     )
-    # 1,000 output tokens of gpt-4o alone are $0.015: more than the $0.01 budget.
+    # 1,000 output tokens of gpt-4o are $0.015, and a stream is read up to 1,158
+    # ($0.01737; the prompt's 52 tokens at most, $0.00026): more than the $0.01
+    # budget.
     result = run(Orchestrator(pool(big), FAST), router, budget=Budget.limit(0.01))
     assert big.seen == []
     assert result.strategy == "self" and result.cost_usd == 0.0
     assert result.tool_errors[0].startswith(
         "call_gpt_4o_2024_05_13: refused, a call to gpt-4o-2024-05-13 "
-        "may cost up to $0.015"
+        "may cost up to $0.017630"
     )
     assert "more than the $0.010000 left of the episode budget" in result.tool_errors[0]
 
@@ -434,22 +436,24 @@ class Chatterbox:
 
 def test_a_stream_past_its_max_tokens_is_stopped_and_billed_as_counted() -> None:
     # 20 tokens asked for: the stream is read up to the allowance of a worst
-    # case (20 x 1.15 + 32 = 55 tokens) and stopped at the first piece past it.
+    # case (20 x 1.15 + 8 = 31 tokens); the piece that passes it is cut to it
+    # and ends the stream, with finish reason "length".
     chatty = Chatterbox(MINI)
     runner = Orchestrator(pool(chatty), FAST).calls  # type: ignore[arg-type]
     request = ChatRequest(messages=(Message("user", "One word."),), max_tokens=20)
     records: list[CallRecord] = []
 
-    async def read() -> str:
+    async def read() -> list[StreamDelta]:
         pieces = runner.stream(MINI.id, request, Budget(), records)
-        return "".join([delta.text async for delta in pieces])
+        return [delta async for delta in pieces]
 
-    text = asyncio.run(read())
-    assert with_margin(20) == 55 and text == " word" * 56
-    assert (chatty.sent, chatty.closed) == (56, True)
+    deltas = asyncio.run(read())
+    assert reply_cap(20) == 31 and "".join(d.text for d in deltas) == " word" * 31
+    assert (deltas[-1].text, deltas[-1].finish_reason) == ("", "length")
+    assert (chatty.sent, chatty.closed) == (32, True)
     (record,) = records
-    assert (record.finish_reason, record.usage.output_tokens) == ("length", 56)
-    assert record.cost_usd == pytest.approx(MINI.cost(record.usage.input_tokens, 56))
+    assert (record.finish_reason, record.usage.output_tokens) == ("length", 31)
+    assert record.cost_usd == pytest.approx(MINI.cost(record.usage.input_tokens, 31))
 
 
 def test_bad_requests_are_not_retried() -> None:

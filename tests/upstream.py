@@ -57,6 +57,8 @@ is used up (``"ok"`` unless set). Faults (names in ``FAULTS``):
 - ``usage_cut``: a stream sends the answer's usage, then the connection is closed;
   a stream ``text_usage``: the answer's text and usage, with no finish reason.
 - ``sse_garbage``: a stream whose one event is not JSON.
+- ``unbounded``: the answer said 50 times over, whatever ``max_tokens`` asked for
+  (an upstream that ignores it), billed for all of it.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ FAULTS: Final[tuple[str, ...]] = (
     "usage_cut",
     "text_usage",
     "sse_garbage",
+    "unbounded",
 )
 DRIP_S: Final = 0.6
 MODEL: Final = "upstream-echo"
@@ -286,8 +289,11 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
-def _answer(body: dict[str, Any]) -> tuple[str, str, list[dict[str, Any]], int]:
-    """Text, finish reason, tool calls and prompt tokens of the answer to ``body``."""
+def _answer(
+    body: dict[str, Any], bounded: bool = True
+) -> tuple[str, str, list[dict[str, Any]], int]:
+    """Text, finish reason, tool calls and prompt tokens of the answer to ``body``
+    (said 50 times over, and not cut to ``max_tokens``, unless ``bounded``)."""
     messages = body.get("messages") or []
     contents = [str(m.get("content") or "") for m in messages if isinstance(m, dict)]
     users = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
@@ -304,10 +310,10 @@ def _answer(body: dict[str, Any]) -> tuple[str, str, list[dict[str, Any]], int]:
             "function": {"name": name, "arguments": json.dumps({"input": question})},
         }
         return "", "tool_calls", [call], prompt_tokens
-    words = f"echo: {question}".split()
+    words = f"echo: {question}".split() * (1 if bounded else 50)
     limit = body.get("max_tokens")
     finish = "stop"
-    if isinstance(limit, int) and len(words) > limit:
+    if bounded and isinstance(limit, int) and len(words) > limit:
         words, finish = words[:limit], "length"
     return " ".join(words), finish, [], prompt_tokens
 
@@ -352,7 +358,9 @@ def _app(upstream: UpstreamServer) -> FastAPI:
             return StreamingResponse(events, media_type="text/event-stream")
         if fault == "error_event":
             return _error(200, "upstream fault: error in a 200 body", "server_error")
-        completion = _completion(body, usage=fault != "no_usage")
+        completion = _completion(
+            body, usage=fault != "no_usage", bounded=fault != "unbounded"
+        )
         if fault == "negative_usage":
             completion["usage"]["prompt_tokens"] = -1000
         if fault in ("no_choices", "no_choices_huge"):
@@ -370,8 +378,8 @@ def _app(upstream: UpstreamServer) -> FastAPI:
     return app
 
 
-def _completion(body: dict[str, Any], *, usage: bool) -> dict[str, Any]:
-    text, finish, calls, prompt_tokens = _answer(body)
+def _completion(body: dict[str, Any], *, usage: bool, bounded: bool) -> dict[str, Any]:
+    text, finish, calls, prompt_tokens = _answer(body, bounded)
     message: dict[str, Any] = {"role": "assistant", "content": text or None}
     if calls:
         message["tool_calls"] = calls
@@ -404,7 +412,7 @@ async def _cut_after(prefix: str, request: Request) -> AsyncIterator[bytes]:
 async def _events(
     body: dict[str, Any], fault: str, request: Request
 ) -> AsyncIterator[bytes]:
-    text, finish, calls, prompt_tokens = _answer(body)
+    text, finish, calls, prompt_tokens = _answer(body, fault != "unbounded")
     base = {
         "id": "chatcmpl-upstream",
         "object": "chat.completion.chunk",

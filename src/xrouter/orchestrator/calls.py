@@ -40,19 +40,27 @@ from xrouter.core.errors import (
 )
 from xrouter.core.types import CallRecord, ChatRequest, StreamDelta, Usage
 from xrouter.orchestrator.budget import Budget, Hold, usd_text
-from xrouter.records.tokens import count_request_tokens, count_tokens
+from xrouter.records.tokens import count_request_tokens, count_tokens, first_tokens
 
-__all__ = ["CallRunner", "Limits", "with_margin"]
+__all__ = ["CallRunner", "Limits", "reply_cap", "with_margin"]
 
-# Prompt tokens are counted with one tokenizer for every model; vendors' counts
-# differ by a few percent, so the worst case adds this share and a constant.
+# Tokens are counted with one tokenizer for every model; vendors' counts differ
+# by a few percent, so the worst case adds this share and a constant (larger
+# for a prompt, whose chat template adds tokens of its own).
 _TOKEN_MARGIN = 1.15
-_TOKEN_SLACK = 32
+_PROMPT_SLACK = 32
+_REPLY_SLACK = 8
 
 
 def with_margin(prompt_tokens: int) -> int:
     """The prompt tokens a worst case allows for ``prompt_tokens`` counted."""
-    return int(prompt_tokens * _TOKEN_MARGIN) + _TOKEN_SLACK
+    return int(prompt_tokens * _TOKEN_MARGIN) + _PROMPT_SLACK
+
+
+def reply_cap(max_tokens: int) -> int:
+    """The reply tokens, counted, that a worst case allows for ``max_tokens``
+    asked for; a stream is read no further."""
+    return int(max_tokens * _TOKEN_MARGIN) + _REPLY_SLACK
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,7 @@ class CallRunner:
         if prompt is None:
             prompt = self.prompt_allowance(request)
         return entry.card.cost(
-            prompt, request.max_tokens or self.limits.default_max_tokens
+            prompt, reply_cap(request.max_tokens or self.limits.default_max_tokens)
         )
 
     async def run(
@@ -230,13 +238,19 @@ class CallRunner:
                     )
                     break
                 hold.settle(cost + billed_usd)
+                # An upstream that ignored max_tokens is billed as it reports, and
+                # its reply cut where a stream would have been.
+                text, finish = done.text, done.finish_reason
+                cap = reply_cap(request.max_tokens or limits.default_max_tokens)
+                if count_tokens(text) > cap:
+                    text, finish = first_tokens(text, cap), "length"
                 return CallRecord(
                     model=card.id,
-                    response=done.text,
+                    response=text,
                     usage=done.usage,
                     cost_usd=cost + billed_usd,
                     latency_s=time.monotonic() - started,
-                    finish_reason=done.finish_reason,
+                    finish_reason=finish,
                     attempts=attempt,
                     tool_calls=done.tool_calls,
                 )
@@ -389,7 +403,7 @@ class _Streamed:
         self.cost = 0.0
         # An upstream that streams on past max_tokens (it ignored it) is stopped
         # soon after: reading on would pay for output nobody asked for.
-        self.cap = with_margin(request.max_tokens or limits.default_max_tokens)
+        self.cap = reply_cap(request.max_tokens or limits.default_max_tokens)
         self.sent = 0  # output tokens relayed, counted
 
     async def run(
@@ -421,13 +435,17 @@ class _Streamed:
                         raise BackendTimeoutError(
                             f"{card.id} {what}", model=card.id
                         ) from None
+                    tokens = count_tokens(delta.text) if delta.text else 0
+                    over = self.sent + tokens > self.cap
+                    if over:  # cut to the cap; the stream ends "length"
+                        text = first_tokens(delta.text, self.cap - self.sent)
+                        delta = replace(delta, text=text, finish_reason="length")
                     self._take(delta)
                     if delta.text or delta.tool_calls or delta.finish_reason:
                         self.started = True
                         yield delta
-                    self.sent += count_tokens(delta.text) if delta.text else 0
-                    if self.sent > self.cap:
-                        self.finish = "length"
+                    self.sent = min(self.sent + tokens, self.cap)
+                    if over:
                         break
             except BackendError as exc:
                 self.failure = exc
