@@ -27,7 +27,6 @@ from xrouter.cli.collect import collect_command  # noqa: F401  (registers it)
 from xrouter.core.catalog import load_catalog
 from xrouter.core.errors import ConfigError, SourceFormatError, UnknownTaskError
 from xrouter.core.types import ChatRequest, Completion
-from xrouter.orchestrator.calls import Limits
 from xrouter.orchestrator.collect import (
     CollectSummary,
     RateLimiter,
@@ -36,6 +35,7 @@ from xrouter.orchestrator.collect import (
     collected_source,
     journal_path,
 )
+from xrouter.orchestrator.limits import Limits
 from xrouter.records.schema import Item
 from xrouter.records.store import Store
 from xrouter.records.tokens import count_tokens
@@ -291,16 +291,17 @@ def test_the_cost_ceiling_stops_new_calls_and_a_higher_one_resumes(
     server: UpstreamServer, gsm: list[Item], tmp_path: Path
 ) -> None:
     store = Store(tmp_path)
-    # Each call holds its worst case (1024 output tokens): about $0.0007 for mini,
-    # $0.0165 for the big model, which really costs about $0.002 a call. After
-    # three items, $0.0145 is left: the fourth item's big call no longer fits.
-    first = run(store, server, gsm, concurrency=1, max_cost_usd=0.02)
+    # Each call holds its worst case (1024 output tokens, read up to 1,185):
+    # about $0.0007 for mini, $0.019 for the big model, which really costs about
+    # $0.0017 a call. After three items and the fourth's mini call, $0.0180 is
+    # left: the fourth item's big call ($0.0189) no longer fits.
+    first = run(store, server, gsm, concurrency=1, max_cost_usd=0.0235)
     assert first.stopped is not None and "collection cost ceiling" in first.stopped
     assert (first.calls, first.left) == (7, 1) and server.attempts == 7
-    assert first.spent_total_usd <= 0.02
+    assert first.spent_total_usd <= 0.0235
 
     server.reset()
-    again = run(store, server, gsm, concurrency=1, max_cost_usd=0.02)
+    again = run(store, server, gsm, concurrency=1, max_cost_usd=0.0235)
     assert again.calls == 0 and server.attempts == 0  # earlier spend counts
     assert again.stopped is not None
 
@@ -312,13 +313,13 @@ def test_the_cost_ceiling_stops_new_calls_and_a_higher_one_resumes(
 def test_calls_in_flight_do_not_stop_a_run_short_of_its_ceiling(
     server: UpstreamServer, gsm: list[Item], tmp_path: Path
 ) -> None:
-    # Four at once: two big calls' worst cases ($0.0165 each) do not fit $0.02
+    # Four at once: two big calls' worst cases ($0.019 each) do not fit $0.0235
     # together, but the first one's real cost leaves room for the next. The run
     # gets as far as one call at a time does.
     store = Store(tmp_path)
-    summary = run(store, server, gsm, concurrency=4, max_cost_usd=0.02)
+    summary = run(store, server, gsm, concurrency=4, max_cost_usd=0.0235)
     assert summary.stopped is not None and (summary.calls, summary.left) == (7, 1)
-    assert server.attempts == 7 and summary.spent_total_usd <= 0.02
+    assert server.attempts == 7 and summary.spent_total_usd <= 0.0235
 
 
 class Gate(RateLimiter):

@@ -38,7 +38,7 @@ from xrouter.orchestrator.budget import (
     refusing_ledgers,
     usd_text,
 )
-from xrouter.orchestrator.calls import reply_cap
+from xrouter.orchestrator.limits import reply_cap
 from xrouter.orchestrator.loop import (
     EpisodeFailedError,
     EpisodeResult,
@@ -164,6 +164,26 @@ def test_a_router_that_only_writes_empty_replies_fails_in_words_for_the_client()
     assert str(failed.value) == (
         "no model produced an answer: the router's reply was empty"
     )
+
+
+def test_a_failure_of_many_calls_names_four_and_counts_the_rest() -> None:
+    ids = [MINI.id, BIG.id, "claude-3-haiku-20240307", "gemma-2-2b-it", "o1-mini"]
+    fakes = [
+        FakeBackend(CATALOG.get(m), [UpstreamError(f"down {k}", retryable=False)])
+        for k, m in enumerate(ids, 1)
+    ]
+    orchestrator = Orchestrator(pool(*fakes), Limits(max_turns=1))
+    calls = [
+        call(orchestrator.names.name_of(f.card.id), system_prompt="Go.") for f in fakes
+    ]
+    with pytest.raises(EpisodeFailedError) as failed:
+        run(orchestrator, ScriptedRouter([turn(*calls)]))
+    assert str(failed.value) == (
+        "no model produced an answer: upstream: down 1; upstream: down 2; upstream: "
+        "down 3; upstream: down 4; and 1 more, in the trace"
+    )
+    made = [c for c in failed.value.trace.calls if not c.by_router]
+    assert [c.error for c in made] == [f"upstream: down {k}" for k in range(1, 6)]
 
 
 def test_router_answering_itself_ends_the_episode_without_calls() -> None:
@@ -386,6 +406,38 @@ def test_a_call_that_fails_for_good_goes_to_the_fallback() -> None:
         failed.call_id,
     )
     assert result.answer == "from the fallback" and result.strategy == "turn_limit"
+
+
+def test_a_fallback_the_request_has_called_already_is_not_called_again() -> None:
+    # gpt-4o-mini and gpt-4o share a fallback, claude-3-haiku, and all three
+    # fail. Called side by side, the two failures send one call to the fallback:
+    # the second would be billed for a failure the request has in hand.
+    haiku = CATALOG.get("claude-3-haiku-20240307")
+    mini, big, backup = (
+        FakeBackend(card, [UpstreamError("down", retryable=False)])
+        for card in (MINI, BIG, haiku)
+    )
+    router = ScriptedRouter(
+        [
+            turn(
+                call("call_gpt_4o_mini_2024_07_18", system_prompt="Be brief."),
+                call("call_gpt_4o_2024_05_13", system_prompt="Be brief."),
+            ),
+            turn(text="4"),
+        ]
+    )
+    shared = {MINI.id: haiku.id, BIG.id: haiku.id}
+    result = run(Orchestrator(pool(mini, big, backup, fallback=shared), FAST), router)
+    calls = [c for c in result.trace.calls if not c.by_router]
+    assert sorted(c.model for c in calls) == sorted([MINI.id, BIG.id, haiku.id])
+    assert (len(mini.seen), len(big.seen), len(backup.seen)) == (1, 1, 1)
+    note = (
+        "upstream: down; its fallback claude-3-haiku-20240307 was not called: this "
+        "request has called it already"
+    )
+    assert sorted(str(c.error) for c in calls if c.model != haiku.id) == sorted(
+        [note, "upstream: down"]
+    )
 
 
 def test_a_call_that_times_out_goes_to_its_fallback_without_a_retry() -> None:

@@ -50,8 +50,9 @@ from xrouter.core.errors import BudgetExceededError, ConfigError, UnknownTaskErr
 from xrouter.core.progress import Reporter, Silent
 from xrouter.core.types import ChatRequest, Message
 from xrouter.orchestrator.budget import Budget, Ledger
-from xrouter.orchestrator.calls import CallRunner, Limits
+from xrouter.orchestrator.calls import CallRunner
 from xrouter.orchestrator.journal import Journal, JournalEntry
+from xrouter.orchestrator.limits import Limits
 from xrouter.records.schema import (
     Item,
     Record,

@@ -48,7 +48,8 @@ from xrouter.core.types import (
     Usage,
 )
 from xrouter.orchestrator.budget import Budget
-from xrouter.orchestrator.calls import CallRunner, Limits
+from xrouter.orchestrator.calls import CallRunner
+from xrouter.orchestrator.limits import Limits
 from xrouter.orchestrator.parsing import ToolCall
 from xrouter.orchestrator.result import (
     EMPTY_REPLY,
@@ -105,6 +106,7 @@ class EpisodeView:
     item_id: str | None = None
     caller: CallerOptions = field(default_factory=CallerOptions)
     next_call: int = 1
+    asked: set[str] = field(default_factory=set)  # models called, fallbacks too
 
 
 class Router(Protocol):
@@ -405,6 +407,7 @@ class Orchestrator:
                 call_id=call_id,
                 turn=turn,
                 deadline=deadline,
+                asked=view.asked,
             )
         except BudgetExceededError as exc:
             return f"{self.names.name_of(model)}: refused, {exc}"

@@ -154,8 +154,10 @@ def turn_limit_answer(
     # What the router was told about its empty replies is not for the client.
     told = ["the router's reply was empty" if e == EMPTY_REPLY else e for e in errors]
     failures = list(dict.fromkeys([c.error for c in trace.calls if c.error] + told))
+    shown = [str(f) for f in failures[:4]]
+    if len(failures) > len(shown):
+        shown.append(f"and {len(failures) - len(shown)} more, in the trace")
     raise EpisodeFailedError(
-        "no model produced an answer"
-        + (f": {'; '.join(str(f) for f in failures[:4])}" if failures else ""),
+        "no model produced an answer" + (f": {'; '.join(shown)}" if shown else ""),
         trace,
     )

@@ -18,7 +18,7 @@ from typing import Any
 from xrouter.backends.base import Backend
 from xrouter.core.catalog import ModelCard
 from xrouter.core.types import ChatRequest, Message
-from xrouter.orchestrator.calls import with_margin
+from xrouter.orchestrator.limits import with_margin
 from xrouter.orchestrator.loop import EpisodeView, RouterTurn
 from xrouter.orchestrator.parsing import ToolCall, parse_tool_calls
 from xrouter.orchestrator.tools import router_system_prompt

@@ -36,7 +36,7 @@ from xrouter.core.errors import (
 )
 from xrouter.core.types import CallerOptions, CallRecord, ChatRequest, Message, Trace
 from xrouter.orchestrator.budget import Budget
-from xrouter.orchestrator.calls import Limits
+from xrouter.orchestrator.limits import Limits
 from xrouter.orchestrator.loop import (
     EpisodeFailedError,
     EpisodeResult,
