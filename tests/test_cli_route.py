@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from gateway_server import train_checkpoint, write_pool
 from typer.testing import CliRunner
+from upstream import UpstreamServer
 
 from xrouter.cli import route  # noqa: F401  (registers the sub-command)
 from xrouter.cli.app import app
@@ -158,3 +160,32 @@ def test_bad_pool_files_and_knobs_are_refused(tmp_path: Path) -> None:
     assert output == (
         f"error: messages file {latin} is not UTF-8 text (byte 33); save it as UTF-8\n"
     )
+
+
+def test_a_routed_request_that_fails_shows_what_it_tried_and_paid(
+    zeroeval_store: Store, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Every upstream call fails with a reply billed and no answer in it: the
+    # failure is still an error (exit 1), but the calls made and their cost are
+    # shown, as the gateway shows them.
+    checkpoint = train_checkpoint(
+        zeroeval_store, tmp_path_factory.getbasetemp() / "gateway-policy"
+    )
+    with UpstreamServer() as upstream:
+        upstream.mode = "no_choices"
+        pool = write_pool(
+            tmp_path_factory.mktemp("failing") / "pool.yaml", upstream.base_url
+        )
+        args = ["route", JANET, "--policy", str(checkpoint), "--pool", str(pool)]
+        as_json = runner.invoke(app, [*args, "--lambda", "1", "--json"])
+        as_table = runner.invoke(app, [*args, "--lambda", "1"])
+    assert as_json.exit_code == 1 and as_table.exit_code == 1
+    shown = json.loads(as_json.stdout)
+    assert shown["error"].startswith("no model produced an answer: ")
+    made = [c for c in shown["calls"] if not c["by_router"]]
+    assert made and all(c["error"] for c in made) and shown["cost_usd"] > 0
+    assert shown["cost_usd"] == pytest.approx(
+        sum(c["cost_usd"] for c in shown["calls"])
+    )
+    assert f"cost: ${shown['cost_usd']:.6f}" in as_table.stdout
+    assert as_table.stderr.startswith("error: no model produced an answer: ")

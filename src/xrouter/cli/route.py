@@ -18,9 +18,10 @@ from xrouter.cli.app import CatalogFiles, StorePath, app, console, guarded
 from xrouter.cli.data import open_store
 from xrouter.core.catalog import Catalog, load_catalog
 from xrouter.core.errors import ConfigError
-from xrouter.core.types import ROLES, Message
+from xrouter.core.types import ROLES, Message, Trace
 from xrouter.orchestrator.budget import Budget
 from xrouter.orchestrator.loop import EpisodeResult, Limits, Orchestrator
+from xrouter.orchestrator.result import EpisodeFailedError, trace_dict
 from xrouter.orchestrator.reward import read_lambda
 from xrouter.policies.llm_router import LLMRouter
 from xrouter.records.store import Store
@@ -205,9 +206,19 @@ def route_command(
         lam = 1.0 if lam is None else lam
     orchestrator = Orchestrator(pool, Limits(max_turns=max_turns))
     started = time.monotonic()
-    result = asyncio.run(
-        _run(orchestrator, chosen, messages, lam, Budget.limit(budget))
-    )
+    try:
+        result = asyncio.run(
+            _run(orchestrator, chosen, messages, lam, Budget.limit(budget))
+        )
+    except EpisodeFailedError as failed:  # what was tried, and paid for, is shown
+        elapsed = time.monotonic() - started
+        if as_json:
+            shown = {"error": str(failed), **trace_dict(failed.trace)}
+            console.print_json(json.dumps({**shown, "seconds": elapsed}))
+        else:
+            _print_trace(failed.trace, [])
+            _print_cost(failed.trace, elapsed)
+        raise
     elapsed = time.monotonic() - started
     if as_json:
         console.print_json(json.dumps({**result.as_dict(), "seconds": elapsed}))
@@ -241,11 +252,22 @@ async def _run(
 
 
 def _print(result: EpisodeResult, elapsed: float) -> None:
+    _print_trace(result.trace, result.tool_errors)
+    console.print(
+        f"\n[bold]answer[/] ({result.strategy}, from {', '.join(result.answered_by)}, "
+        f"{result.turns} turn(s)):"
+    )
+    console.print(result.answer, markup=False, highlight=False)
+    _print_cost(result.trace, elapsed)
+
+
+def _print_trace(trace: Trace, tool_errors: list[str]) -> None:
+    """Every call as a table, and the tool errors the router was shown."""
     table = Table(title="trace", title_justify="left")
     for column in ("turn", "call", "model", "tokens in/out", "latency", "cost USD"):
         table.add_column(column, justify="right" if column != "model" else "left")
     table.add_column("outcome")
-    for c in result.trace.calls:
+    for c in trace.calls:
         outcome = "router turn" if c.by_router else (c.error or "ok")
         if c.fallback_for:
             outcome += f" (fallback for {c.fallback_for})"
@@ -259,18 +281,16 @@ def _print(result: EpisodeResult, elapsed: float) -> None:
             outcome,
         )
     console.print(table)
-    for error in result.tool_errors:
+    for error in tool_errors:
         console.print(f"[yellow]tool error shown to the router:[/] {error}")
+
+
+def _print_cost(trace: Trace, elapsed: float) -> None:
+    router_cost = sum(c.cost_usd for c in trace.calls if c.by_router)
+    model_calls = sum(not c.by_router for c in trace.calls)
     console.print(
-        f"\n[bold]answer[/] ({result.strategy}, from {', '.join(result.answered_by)}, "
-        f"{result.turns} turn(s)):"
-    )
-    console.print(result.answer, markup=False, highlight=False)
-    router_cost = sum(c.cost_usd for c in result.trace.calls if c.by_router)
-    model_calls = sum(not c.by_router for c in result.trace.calls)
-    console.print(
-        f"\ncost: ${result.cost_usd:.6f} = router ${router_cost:.6f} + models "
-        f"${result.cost_usd - router_cost:.6f} over {model_calls} model call(s), "
-        f"{result.trace.usage.total_tokens:,} tokens, {elapsed:.1f} s",
+        f"\ncost: ${trace.cost_usd:.6f} = router ${router_cost:.6f} + models "
+        f"${trace.cost_usd - router_cost:.6f} over {model_calls} model call(s), "
+        f"{trace.usage.total_tokens:,} tokens, {elapsed:.1f} s",
         markup=False,
     )

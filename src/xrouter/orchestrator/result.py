@@ -15,6 +15,7 @@ __all__ = [
     "EpisodeResult",
     "call_answer",
     "own_answer",
+    "trace_dict",
     "turn_limit_answer",
 ]
 
@@ -77,29 +78,36 @@ class EpisodeResult:
             "answered_by": list(self.answered_by),
             "strategy": self.strategy,
             "turns": self.turns,
-            "cost_usd": self.cost_usd,
-            "usage": {
-                "input_tokens": self.trace.usage.input_tokens,
-                "output_tokens": self.trace.usage.output_tokens,
-            },
-            "calls": [
-                {
-                    "turn": c.turn,
-                    "call_id": c.call_id or None,
-                    "model": c.model,
-                    "by_router": c.by_router,
-                    "input_tokens": c.usage.input_tokens,
-                    "output_tokens": c.usage.output_tokens,
-                    "cost_usd": c.cost_usd,
-                    "latency_s": round(c.latency_s, 4),
-                    "attempts": c.attempts,
-                    "error": c.error,
-                    "fallback_for": c.fallback_for,
-                }
-                for c in self.trace.calls
-            ],
+            **trace_dict(self.trace),
             "tool_errors": list(self.tool_errors),
         }
+
+
+def trace_dict(trace: Trace) -> dict[str, Any]:
+    """What an episode's calls cost and used, and every call, as JSON-ready data."""
+    return {
+        "cost_usd": trace.cost_usd,
+        "usage": {
+            "input_tokens": trace.usage.input_tokens,
+            "output_tokens": trace.usage.output_tokens,
+        },
+        "calls": [
+            {
+                "turn": c.turn,
+                "call_id": c.call_id or None,
+                "model": c.model,
+                "by_router": c.by_router,
+                "input_tokens": c.usage.input_tokens,
+                "output_tokens": c.usage.output_tokens,
+                "cost_usd": c.cost_usd,
+                "latency_s": round(c.latency_s, 4),
+                "attempts": c.attempts,
+                "error": c.error,
+                "fallback_for": c.fallback_for,
+            }
+            for c in trace.calls
+        ],
+    }
 
 
 def call_answer(
