@@ -560,6 +560,25 @@ def test_an_upstream_that_ignores_max_tokens_is_cut_and_the_client_told(
         )
 
 
+def test_a_prompt_too_long_for_the_model_named_goes_to_its_fallback_unsent(
+    client: openai.OpenAI, upstream: UpstreamServer
+) -> None:
+    # 130,000 words: past gpt-4o-mini's 128,000-token window, within claude-3
+    # haiku's 200,000. Nothing is sent to gpt-4o-mini, and nothing paid for it.
+    long = [{"role": "user", "content": "word " * 130_000}]
+    reply = client.chat.completions.create(model=GPT, messages=long, max_tokens=5)
+    info = meta(reply)
+    assert [r["model"] for r in upstream.requests] == [ROUTES[CLAUDE]]
+    assert reply.model == CLAUDE and reply.choices[0].message.content
+    unsent, rescued = info["calls"]
+    assert unsent["model"] == GPT and unsent["cost_usd"] == 0
+    assert unsent["error"] == (
+        "bad_request: the prompt's 130,008 tokens do not fit "
+        f"{GPT}'s context window of 128,000; it was not sent"
+    )
+    assert rescued["model"] == CLAUDE and info["cost_usd"] == rescued["cost_usd"] > 0
+
+
 def test_the_user_field_reaches_the_model(
     client: openai.OpenAI, upstream: UpstreamServer
 ) -> None:

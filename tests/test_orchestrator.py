@@ -440,6 +440,37 @@ def test_a_fallback_the_request_has_called_already_is_not_called_again() -> None
     )
 
 
+def test_a_prompt_a_models_context_window_cannot_hold_is_not_sent_to_it() -> None:
+    # Gemma 2 2B holds 8,192 tokens; the prompt has 12,005. Called by name, it is
+    # not sent there (nothing spent) and goes to the fallback, gpt-4o-mini, whose
+    # window holds 128,000. Routed, gemma is not offered at all.
+    gemma_card = CATALOG.get("gemma-2-2b-it")
+    assert gemma_card.context_window == 8192
+    long = (Message("user", "word " * 12_000),)
+    gemma, mini = FakeBackend(gemma_card, ["from gemma"]), FakeBackend(MINI, ["4"])
+    orchestrator = Orchestrator(
+        pool(gemma, mini, fallback={gemma_card.id: MINI.id}), FAST
+    )
+    request = ChatRequest(messages=long, max_tokens=5)
+    unsent, rescued = asyncio.run(
+        orchestrator.calls.run(gemma_card.id, request, Budget())
+    )
+    assert gemma.seen == [] and len(mini.seen) == 1
+    assert unsent.error == (
+        "bad_request: the prompt's 12,005 tokens do not fit gemma-2-2b-it's context "
+        "window of 8,192; it was not sent"
+    )
+    assert (unsent.attempts, unsent.cost_usd) == (0, 0.0)
+    assert (rescued.model, rescued.response, rescued.fallback_for) == (
+        MINI.id,
+        "4",
+        gemma_card.id,
+    )
+    router = ScriptedRouter([turn(text="4")])
+    run(orchestrator, router, long)
+    assert [card.id for card in router.views[0].pool] == [MINI.id]
+
+
 def test_a_call_that_times_out_goes_to_its_fallback_without_a_retry() -> None:
     limits = Limits(max_turns=1, call_timeout_s=0.2, retries=2, backoff_s=0.001)
     ask = turn(call("call_gpt_4o_mini_2024_07_18", system_prompt="Be brief."))

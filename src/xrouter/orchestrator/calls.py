@@ -34,6 +34,7 @@ from xrouter.backends.pool import Pool, PoolEntry
 from xrouter.core.errors import (
     BackendError,
     BackendTimeoutError,
+    BadRequestError,
     BudgetExceededError,
     UpstreamError,
 )
@@ -100,22 +101,32 @@ class CallRunner:
         asked = set() if asked is None else asked
         asked.add(model)
         while True:
-            try:
-                hold = budget.hold(
-                    self.worst_case(entry, request), f"a call to {entry.card.id}"
-                )
-            except BudgetExceededError as refused:
-                if records:
-                    records[-1] = _fallback_skipped(records[-1], entry.card.id, refused)
-                    return records
-                raise
-            try:
-                record = await self._attempts(
-                    entry, request, hold, deadline, self._timeouts_retried(entry, asked)
-                )
-            finally:
-                if hold.open:  # an error no attempt expected: free what it held
-                    hold.release()
+            unfit = self.unfit(entry, request)
+            if unfit is not None:
+                record = _not_sent(entry, unfit)
+            else:
+                try:
+                    hold = budget.hold(
+                        self.worst_case(entry, request), f"a call to {entry.card.id}"
+                    )
+                except BudgetExceededError as refused:
+                    if records:
+                        records[-1] = _fallback_skipped(
+                            records[-1], entry.card.id, refused
+                        )
+                        return records
+                    raise
+                try:
+                    record = await self._attempts(
+                        entry,
+                        request,
+                        hold,
+                        deadline,
+                        self._timeouts_retried(entry, asked),
+                    )
+                finally:
+                    if hold.open:  # an error no attempt expected: free what it held
+                        hold.release()
             record = replace(
                 record,
                 call_id=call_id,
@@ -133,6 +144,28 @@ class CallRunner:
             tried.append(fallback)
             asked.add(fallback)
             entry = self.pool.entry(fallback)
+
+    @staticmethod
+    def unfit(
+        entry: PoolEntry, request: ChatRequest, tokens: int | None = None
+    ) -> BadRequestError | None:
+        """Why ``request`` is not sent to ``entry``: its prompt (``tokens``, or
+        counted here) is more than the model's context window holds (a replayed
+        call, whose record shows that it fitted, is always sent). None when it is
+        sent."""
+        quote = getattr(entry.backend, "quote", None)
+        if callable(quote) and isinstance(quote(request), float):
+            return None
+        card = entry.card
+        if tokens is None:
+            tokens = count_request_tokens(request)
+        if tokens <= card.context_window:
+            return None
+        return BadRequestError(
+            f"the prompt's {tokens:,} tokens do not fit {card.id}'s context window "
+            f"of {card.context_window:,}; it was not sent",
+            model=card.id,
+        )
 
     def _timeouts_retried(self, entry: PoolEntry, asked: set[str]) -> bool:
         """Whether a timed-out attempt at ``entry`` is asked again: not when a
@@ -274,55 +307,79 @@ class CallRunner:
         asked = {model, *(r.model for r in records)}  # see run
         deadline = time.monotonic() + self.limits.episode_timeout_s
         while True:
-            try:
-                hold = budget.hold(
-                    self.worst_case(entry, request), f"a call to {entry.card.id}"
+            fallback_for = tried[0] if len(tried) > 1 else None
+            failure: BackendError | None = self.unfit(entry, request)
+            started = False
+            if failure is not None:
+                record = _not_sent(entry, failure, call_id)
+                records.append(replace(record, fallback_for=fallback_for))
+            else:
+                streamed = self._streamed(
+                    entry, request, budget, records, call_id, deadline, asked
                 )
-            except BudgetExceededError as refused:
-                if records:  # the fallback does not fit: the first failure stands
-                    records[-1] = _fallback_skipped(records[-1], entry.card.id, refused)
-                    raise UpstreamError(
-                        str(records[-1].error), model=model, retryable=False
-                    ) from None
-                raise
-            streamed = Streamed(
-                entry,
-                request,
-                self.limits,
-                hold,
-                call_id,
-                deadline,
-                retry_timeouts=self._timeouts_retried(entry, asked),
-            )
-            finished = False
-            try:
-                async with aclosing(streamed.run(self._backoff)) as pieces:
-                    async for delta in pieces:
-                        yield delta
-                finished = True
-            finally:
-                if not finished:  # the reader left: book what was streamed
-                    streamed.failure = streamed.failure or UpstreamError(
-                        "the reader left the stream", model=entry.card.id
-                    )
-                    streamed.settle()
-                    records.append(streamed.record())
-            record = replace(
-                streamed.record(), fallback_for=tried[0] if len(tried) > 1 else None
-            )
-            records.append(record)
-            if record.error is None:
-                return
+                finished = False
+                try:
+                    async with aclosing(streamed.run(self._backoff)) as pieces:
+                        async for delta in pieces:
+                            yield delta
+                    finished = True
+                finally:
+                    if not finished:  # the reader left: book what was streamed
+                        streamed.failure = streamed.failure or UpstreamError(
+                            "the reader left the stream", model=entry.card.id
+                        )
+                        streamed.settle()
+                        records.append(streamed.record())
+                record = replace(streamed.record(), fallback_for=fallback_for)
+                records.append(record)
+                if record.error is None:
+                    return
+                started, failure = streamed.started, streamed.failure
             fallback = entry.fallback
-            if streamed.started or fallback is None or fallback in tried:
-                raise streamed.failure or UpstreamError(record.error, model=model)
+            if started or fallback is None or fallback in tried:
+                raise failure or UpstreamError(str(record.error), model=model)
             why = _not_again(fallback, asked, deadline)
             if why:
-                records[-1] = _fallback_skipped(record, fallback, why)
-                raise streamed.failure or UpstreamError(record.error, model=model)
+                records[-1] = _fallback_skipped(records[-1], fallback, why)
+                raise failure or UpstreamError(str(record.error), model=model)
             tried.append(fallback)
             asked.add(fallback)
             entry = self.pool.entry(fallback)
+
+    def _streamed(
+        self,
+        entry: PoolEntry,
+        request: ChatRequest,
+        budget: Budget,
+        records: list[CallRecord],
+        call_id: str,
+        deadline: float,
+        asked: set[str],
+    ) -> Streamed:
+        """A streamed call to ``entry`` holding its worst case on ``budget``;
+        raises ``BudgetExceededError`` when that does not fit (for a fallback,
+        as the failure of the call it stands in for, noted in ``records``)."""
+        try:
+            hold = budget.hold(
+                self.worst_case(entry, request), f"a call to {entry.card.id}"
+            )
+        except BudgetExceededError as refused:
+            if records:  # the fallback does not fit: the first failure stands
+                records[-1] = _fallback_skipped(records[-1], entry.card.id, refused)
+                raise UpstreamError(
+                    str(records[-1].error), model=records[-1].model, retryable=False
+                ) from None
+            raise
+        retry_timeouts = self._timeouts_retried(entry, asked)
+        return Streamed(
+            entry,
+            request,
+            self.limits,
+            hold,
+            call_id,
+            deadline,
+            retry_timeouts=retry_timeouts,
+        )
 
 
 def _not_again(fallback: str, asked: set[str], deadline: float) -> str:
@@ -332,6 +389,21 @@ def _not_again(fallback: str, asked: set[str], deadline: float) -> str:
     if time.monotonic() >= deadline:
         return "the episode's time ran out"
     return ""
+
+
+def _not_sent(entry: PoolEntry, why: BackendError, call_id: str = "") -> CallRecord:
+    """The record of a call that was not sent (nothing spent), failed for ``why``."""
+    return CallRecord(
+        model=entry.card.id,
+        response=None,
+        usage=Usage(0, 0),
+        cost_usd=0.0,
+        latency_s=0.0,
+        finish_reason="error",
+        call_id=call_id,
+        error=f"{why.kind}: {why}",
+        attempts=0,
+    )
 
 
 def _fallback_skipped(

@@ -66,6 +66,7 @@ from xrouter.orchestrator.tools import (
     tool_results,
     validate_arguments,
 )
+from xrouter.records.tokens import count_request_tokens
 
 __all__ = [
     "EpisodeFailedError",
@@ -185,10 +186,14 @@ class Orchestrator:
         worst = None
         if not math.isinf(budget.available_usd):
             worst = self.worst_cases(view.messages, view.caller, item_id)
+        # Nor is a model offered whose context window cannot hold the prompt
+        # (its call would not be sent), unless none can.
+        roomy = self.roomy(view.messages, view.caller, item_id)
         for turn in range(1, limits.max_turns + 1):
             view.turn, view.budget_left_usd = turn, budget.available_usd
             if worst is not None:
                 view.pool = _fitting(worst, budget.available_usd)
+            view.pool = [c for c in view.pool if c.id in roomy] or view.pool
             decided = await self._router_turn(router, view, budget, trace, deadline)
             if decided is None:
                 break
@@ -236,6 +241,21 @@ class Orchestrator:
         worst = self.worst_cases(messages, caller, item_id)
         return _fitting(worst, budget.available_usd)
 
+    def roomy(
+        self,
+        messages: Sequence[Message],
+        caller: CallerOptions,
+        item_id: str | None = None,
+    ) -> set[str]:
+        """The pool models whose context window holds a call of ``messages``."""
+        request = self._request(messages, caller, item_id)
+        tokens = count_request_tokens(request)
+        return {
+            entry.card.id
+            for entry in self.pool
+            if self.calls.unfit(entry, request, tokens) is None
+        }
+
     def worst_cases(
         self,
         messages: Sequence[Message],
@@ -243,18 +263,25 @@ class Orchestrator:
         item_id: str | None = None,
     ) -> list[tuple[ModelCard, float]]:
         """Each pool model with the most a call of ``messages`` may cost on it."""
-        request = ChatRequest(
+        request = self._request(messages, caller, item_id)
+        prompt = self.calls.prompt_allowance(request)  # counted once for all
+        return [
+            (entry.card, self.calls.worst_case(entry, request, prompt))
+            for entry in self.pool
+        ]
+
+    def _request(
+        self, messages: Sequence[Message], caller: CallerOptions, item_id: str | None
+    ) -> ChatRequest:
+        """A call of ``messages`` as the caller asked for it, before the router
+        writes its system prompt."""
+        return ChatRequest(
             messages=tuple(messages),
             max_tokens=caller.max_tokens or self.limits.default_max_tokens,
             tools=caller.tools,
             tool_choice=caller.tool_choice,
             item_id=item_id,
         )
-        prompt = self.calls.prompt_allowance(request)  # counted once for all
-        return [
-            (entry.card, self.calls.worst_case(entry, request, prompt))
-            for entry in self.pool
-        ]
 
     # -- the router's turn ------------------------------------------------------
 
