@@ -1118,7 +1118,7 @@ def test_answers_go_on_while_another_program_holds_the_log_locked(
             "problem": f"cannot write to the request log {path} (database is "
             "locked); another program holds it locked (an sqlite3 shell, a "
             "backup): close it",
-            "dropped_refusals": 0,
+            "dropped_rows": 0,
         }
         refused = http.post(chat, json=ask)
         assert refused.status_code == 503

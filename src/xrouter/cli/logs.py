@@ -182,7 +182,10 @@ def spend_command(
     table.add_row(*_figures("total", total), style="bold")
     console.print(table)
     if by is Grouping.model:
-        note = "by model, a request that called several models counts for each"
+        note = (
+            "by model, a request that called several models counts for each, and "
+            "errors are the model's failed calls (a request can fail several)"
+        )
         err_console.print(Text(f"{note}; the total counts it once"), soft_wrap=True)
 
 

@@ -147,7 +147,7 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
             state["request_log"] = {
                 "waiting_rows": log.waiting,
                 "problem": log.problem,
-                "dropped_refusals": log.dropped,
+                "dropped_rows": log.dropped,
             }
             if log.full:  # chat requests get 503 until the rows are written
                 state["status"] = "log_full"

@@ -10,8 +10,9 @@
   and tokens by model, the router's own included;
 - ``xrouter_request_log_waiting_rows``: rows waiting in memory because the request
   log cannot be written (alert when above 0), and
-  ``xrouter_request_log_dropped_refusals``: rows of refused requests not kept
-  while the waiting rows were at their limit.
+  ``xrouter_request_log_dropped_rows``: rows of requests that called no model
+  (refusals, and the in-flight rows of requests starting) not kept while the log
+  could not be written.
 """
 
 from __future__ import annotations
@@ -70,9 +71,9 @@ class Metrics:
             registry=r,
         )
         self.log_dropped = Gauge(
-            "xrouter_request_log_dropped_refusals",
-            "Rows of refused requests not kept while the waiting rows were at their "
-            "limit",
+            "xrouter_request_log_dropped_rows",
+            "Rows of requests that called no model (refusals, requests starting) not "
+            "kept while the request log could not be written",
             registry=r,
         )
 
