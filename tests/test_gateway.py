@@ -1035,6 +1035,13 @@ def test_health_models_and_metrics(client: openai.OpenAI, http: httpx.Client) ->
     health = {"status": "ok", "router": "xrouter-policy", "models": models}
     assert http.get("/health").json() == health
     assert [m.id for m in client.models.list()] == models
+    # One model by name, an alias or a lambda setting included, as a chat names it.
+    assert client.models.retrieve("xrouter").id == "xrouter"
+    assert client.models.retrieve("xrouter:lambda=3").id == "xrouter:lambda=3"
+    assert client.models.retrieve("gpt-4o-mini").id == GPT
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.models.retrieve("gpt-5")
+    assert unknown.value.body["code"] == "model_not_found"  # type: ignore[index]
     client.chat.completions.create(model=GPT, messages=USER)
 
     samples = {

@@ -1,8 +1,8 @@
 """The HTTP face of the gateway: OpenAI's chat-completions API on FastAPI.
 
 Endpoints: ``POST /v1/chat/completions`` (plain or server-sent events),
-``GET /v1/models``, ``GET /health`` (200 once the router is loaded, 503 before or
-if it failed) and ``GET /metrics`` (Prometheus).
+``GET /v1/models`` and ``/v1/models/<name>``, ``GET /health`` (200 once the router
+is loaded, 503 before or if it failed) and ``GET /metrics`` (Prometheus).
 
 What the caller learns about routing, on every answer:
 
@@ -168,6 +168,21 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
             for name in gateway.models()
         ]
         return JSONResponse({"object": "list", "data": data})
+
+    @app.get("/v1/models/{model:path}")
+    async def model(model: str, request: Request) -> JSONResponse:
+        service.authenticate(request)
+        await gateway.wait_ready(START_WAIT_S)
+        target = gateway.target(model)  # an unknown name: 404, as a chat gets
+        name = model.strip() if target.routed else target.model
+        created = int(time.time())
+        card = {
+            "id": name,
+            "object": "model",
+            "created": created,
+            "owned_by": "xrouter",
+        }
+        return JSONResponse(card)
 
     @app.post(CHAT_PATH)
     async def chat(request: Request) -> Response:
