@@ -250,6 +250,15 @@ def test_refusals_outside_the_body(app_client: TestClient) -> None:
     assert capped.json() == invalid(
         f"header {header} must be a number of USD >= 0, got 'lots'", header
     )
+    # Two ceilings: neither is taken for the other.
+    twice = app_client.post(
+        CHAT,
+        content=json.dumps(chat()).encode(),
+        headers=[(header, "1"), (header, "0.0000001")],
+    )
+    assert twice.json() == invalid(
+        f"header {header} is given 2 times; give one cost ceiling", header
+    )
     nowhere = app_client.get("/v1/nothing")
     assert (nowhere.status_code, nowhere.json()["error"]["type"]) == (
         404,

@@ -355,9 +355,16 @@ def _stream_mode(request: Request, default: str) -> str:
 
 def _ceiling(request: Request, header: str) -> list[Ledger]:
     """The per-request cost ceiling a header asks for, as a ledger."""
-    given = request.headers.get(header)
-    if given is None:
+    values = request.headers.getlist(header)
+    if not values:
         return []
+    if len(values) > 1:
+        raise RequestError(
+            400,
+            f"header {header} is given {len(values)} times; give one cost ceiling",
+            param=header,
+        )
+    given = values[0]
     try:
         usd = float(given)
     except ValueError:
