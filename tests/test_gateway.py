@@ -10,8 +10,10 @@ here so that a changed card shows up as a failure. Malformed requests are in
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -38,8 +40,10 @@ from gateway_server import (
     train_checkpoint,
     write_config,
 )
+from safetensors.torch import load_file, save_file
 from upstream import DRIP_S, UpstreamServer
 
+from xrouter.policies.checkpoint import load_checkpoint
 from xrouter.records.tokens import count_tokens
 from xrouter.serve import requestlog
 from xrouter.serve.config import GatewayConfig, load_gateway_config
@@ -378,6 +382,33 @@ def test_a_call_larger_than_a_whole_daily_limit_gets_402_not_429(
     # fit an empty day waits for one, 429.
     assert served >= 1 and reply.status_code == 429
     assert reply.json()["error"]["code"] == "budget_exceeded"
+
+
+def test_without_a_lambda_in_the_config_the_policy_routes_at_its_own_default(
+    make_config: MakeConfig, home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # make_config's policy, as if trained with a default lambda of 5 (the
+    # config of the other tests says 2).
+    trained = tmp_path_factory.getbasetemp() / "gateway-policy"
+    checkpoint = home / "policy-lambda-5"
+    shutil.copytree(trained, checkpoint, dirs_exist_ok=True)
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    text = json.dumps({**manifest, "default_lambda": 5.0})
+    (checkpoint / "manifest.json").write_text(text)
+    weights = checkpoint / "policy.safetensors"
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    save_file(load_file(weights), weights, metadata={"manifest_sha256": digest})
+    assert load_checkpoint(checkpoint).default_lambda == 5.0
+    own = make_config(
+        "own-lambda",
+        router={"checkpoint": str(checkpoint)},
+        log={"path": str(home / "own.sqlite")},
+    )
+    with GatewayServer(own) as gateway, httpx.Client(base_url=gateway.url) as http:
+        reply = http.post(
+            "/v1/chat/completions", json={"model": "xrouter", "messages": USER}
+        )
+    assert reply.status_code == 200 and reply.json()["xrouter"]["lambda"] == 5.0
 
 
 def test_a_ceiling_refusal_names_the_header_the_gateway_reads(

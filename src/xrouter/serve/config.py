@@ -11,7 +11,9 @@ replayed from their recorded answers, behind the RL-trained policy::
       kind: policy                # policy (RL-trained network) or llm (tool-calling)
       checkpoint: ~/.cache/xrouter/policies/zeroeval  # trained once if this key is out
       model: smollm2-135m         # the llm router's model card
-      lambda: 1.0                 # default cost weight; per request: xrouter:lambda=4
+      lambda: 1.0                 # default cost weight (default: the policy's own,
+                                  # 1.0 for an llm router); per request:
+                                  # xrouter:lambda=4
       stream: live                # how the policy streams: live (its first choice's
                                   # tokens as they come; no escalation) or episode
                                   # (the whole episode, then its answer in pieces);
@@ -53,7 +55,7 @@ class RouterSpec(BaseModel):
     kind: Literal["policy", "llm"] = "policy"
     checkpoint: Path | None = None
     model: str = "smollm2-135m"
-    lam: float = Field(default=1.0, alias="lambda", ge=0, allow_inf_nan=False)
+    lam: float | None = Field(default=None, alias="lambda", ge=0, allow_inf_nan=False)
     stream: Literal["live", "episode"] = "live"
 
 

@@ -134,6 +134,9 @@ class Gateway:
         self.pool: Pool | None = None
         self.router: Router | None = None
         self.orchestrator: Orchestrator | None = None
+        # The lambda of plain ``xrouter``: the config's, else the policy's default
+        # (set once its checkpoint is loaded), else 1.
+        self.lam = 1.0 if config.router.lam is None else config.router.lam
         self._ids = itertools.count(1)
 
     # -- start-up ----------------------------------------------------------------
@@ -208,6 +211,8 @@ class Gateway:
         from xrouter.policies.policy_router import PolicyRouter
 
         checkpoint = load_checkpoint(self.config.checkpoint_path)
+        if spec.lam is None:
+            self.lam = checkpoint.default_lambda
         router = PolicyRouter(
             checkpoint,
             self.catalog,
@@ -215,7 +220,7 @@ class Gateway:
             self_model if self_model in pool else None,
             Embedder(),
         )
-        router.first_choice([Message("user", "warm up")], spec.lam)
+        router.first_choice([Message("user", "warm up")], self.lam)
         return router
 
     async def aclose(self) -> None:
@@ -278,7 +283,7 @@ class Gateway:
     def _lambda(self, name: str) -> float:
         """The lambda of ``xrouter`` (the config's) or ``xrouter:lambda=X``."""
         if name == ROUTED:
-            return self.config.router.lam
+            return self.lam
         setting, _, given = name.removeprefix(ROUTED + ":").partition("=")
         lam = read_lambda(given) if setting == "lambda" else math.nan
         if not math.isfinite(lam):
