@@ -10,7 +10,6 @@ here so that a changed card shows up as a failure. Malformed requests are in
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import re
 import shutil
@@ -28,6 +27,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from _checkpoints import stamp_manifest
 from gateway_server import (
     CLAUDE,
     FALLBACKS,
@@ -40,7 +40,6 @@ from gateway_server import (
     train_checkpoint,
     write_config,
 )
-from safetensors.torch import load_file, save_file
 from upstream import DRIP_S, UpstreamServer
 
 from xrouter.policies.checkpoint import load_checkpoint
@@ -393,11 +392,7 @@ def test_without_a_lambda_in_the_config_the_policy_routes_at_its_own_default(
     checkpoint = home / "policy-lambda-5"
     shutil.copytree(trained, checkpoint, dirs_exist_ok=True)
     manifest = json.loads((checkpoint / "manifest.json").read_text())
-    text = json.dumps({**manifest, "default_lambda": 5.0})
-    (checkpoint / "manifest.json").write_text(text)
-    weights = checkpoint / "policy.safetensors"
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    save_file(load_file(weights), weights, metadata={"manifest_sha256": digest})
+    stamp_manifest(checkpoint, {**manifest, "default_lambda": 5.0})
     assert load_checkpoint(checkpoint).default_lambda == 5.0
     own = make_config(
         "own-lambda",

@@ -14,6 +14,7 @@ import _router_suite as router_suite
 import numpy as np
 import pytest
 import torch
+from _checkpoints import stamp_manifest
 from _standin import StandInEmbedder
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -378,7 +379,7 @@ def test_a_checkpoint_written_before_the_head_could_skip_the_prompt_loads(
     save_checkpoint(tmp_path, result.net, data.memory, data.models, manifest)
     older = json.loads((tmp_path / "manifest.json").read_text())
     del older["net"]["reads_prompt"]
-    _stamp(tmp_path, older)
+    stamp_manifest(tmp_path, older)
     loaded = load_checkpoint(tmp_path)
     assert loaded.net.config.reads_prompt and loaded.net.prompt is not None
     rows = data.dev[0]
@@ -506,19 +507,9 @@ def _refusal(directory: Path, manifest: dict[str, Any]) -> str:
     return str(info.value)
 
 
-def _stamp(directory: Path, manifest: dict[str, Any]) -> None:
-    """Write ``manifest`` and stamp the weights with its digest, as the writer of
-    a checkpoint with this manifest would."""
-    text = json.dumps(manifest)
-    (directory / "manifest.json").write_text(text)
-    weights = directory / "policy.safetensors"
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    save_file(load_file(weights), weights, metadata={"manifest_sha256": digest})
-
-
 def _restamped(directory: Path, manifest: dict[str, Any]) -> str:
     """The refusal of ``manifest`` stamped on the weights (a faulty writer)."""
-    _stamp(directory, manifest)
+    stamp_manifest(directory, manifest)
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(directory)
     return str(info.value)
@@ -771,7 +762,7 @@ def test_a_pool_whose_records_the_memory_lacks_is_routed_with_a_warning(
     other = _copy(checkpoint_dir, tmp_path / "other")
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["memory"]["collections"] = ["elsewhere"]
-    _stamp(other, manifest)
+    stamp_manifest(other, manifest)
     policy = LearnedPolicy(
         load_checkpoint(other),
         load_catalog(),

@@ -100,15 +100,15 @@ class CallRunner:
         tried = [model]
         asked = set() if asked is None else asked
         asked.add(model)
+        tokens = count_request_tokens(request)  # once, for the fallbacks too
         while True:
-            unfit = self.unfit(entry, request)
+            unfit = self.unfit(entry, request, tokens)
             if unfit is not None:
                 record = _not_sent(entry, unfit)
             else:
                 try:
-                    hold = budget.hold(
-                        self.worst_case(entry, request), f"a call to {entry.card.id}"
-                    )
+                    worst = self.worst_case(entry, request, with_margin(tokens))
+                    hold = budget.hold(worst, f"a call to {entry.card.id}")
                 except BudgetExceededError as refused:
                     if records:
                         records[-1] = _fallback_skipped(
@@ -147,18 +147,16 @@ class CallRunner:
 
     @staticmethod
     def unfit(
-        entry: PoolEntry, request: ChatRequest, tokens: int | None = None
+        entry: PoolEntry, request: ChatRequest, tokens: int
     ) -> BadRequestError | None:
-        """Why ``request`` is not sent to ``entry``: its prompt (``tokens``, or
-        counted here) is more than the model's context window holds (a replayed
-        call, whose record shows that it fitted, is always sent). None when it is
+        """Why ``request`` is not sent to ``entry``: its prompt (``tokens``,
+        counted) is more than the model's context window holds (a replayed call,
+        whose record shows that it fitted, is always sent). None when it is
         sent."""
         quote = getattr(entry.backend, "quote", None)
         if callable(quote) and isinstance(quote(request), float):
             return None
         card = entry.card
-        if tokens is None:
-            tokens = count_request_tokens(request)
         if tokens <= card.context_window:
             return None
         return BadRequestError(
@@ -305,17 +303,20 @@ class CallRunner:
         """
         entry, tried = self.pool.entry(model), [model]
         asked = {model, *(r.model for r in records)}  # see run
+        tokens = count_request_tokens(request)
         deadline = time.monotonic() + self.limits.episode_timeout_s
         while True:
             fallback_for = tried[0] if len(tried) > 1 else None
-            failure: BackendError | None = self.unfit(entry, request)
+            failure: BackendError | None = self.unfit(entry, request, tokens)
             started = False
             if failure is not None:
-                record = _not_sent(entry, failure, call_id)
-                records.append(replace(record, fallback_for=fallback_for))
+                record = _not_sent(entry, failure)
+                records.append(
+                    replace(record, call_id=call_id, fallback_for=fallback_for)
+                )
             else:
                 streamed = self._streamed(
-                    entry, request, budget, records, call_id, deadline, asked
+                    entry, request, budget, records, call_id, deadline, asked, tokens
                 )
                 finished = False
                 try:
@@ -355,14 +356,14 @@ class CallRunner:
         call_id: str,
         deadline: float,
         asked: set[str],
+        tokens: int,
     ) -> Streamed:
         """A streamed call to ``entry`` holding its worst case on ``budget``;
         raises ``BudgetExceededError`` when that does not fit (for a fallback,
         as the failure of the call it stands in for, noted in ``records``)."""
         try:
-            hold = budget.hold(
-                self.worst_case(entry, request), f"a call to {entry.card.id}"
-            )
+            worst = self.worst_case(entry, request, with_margin(tokens))
+            hold = budget.hold(worst, f"a call to {entry.card.id}")
         except BudgetExceededError as refused:
             if records:  # the fallback does not fit: the first failure stands
                 records[-1] = _fallback_skipped(records[-1], entry.card.id, refused)
@@ -391,7 +392,7 @@ def _not_again(fallback: str, asked: set[str], deadline: float) -> str:
     return ""
 
 
-def _not_sent(entry: PoolEntry, why: BackendError, call_id: str = "") -> CallRecord:
+def _not_sent(entry: PoolEntry, why: BackendError) -> CallRecord:
     """The record of a call that was not sent (nothing spent), failed for ``why``."""
     return CallRecord(
         model=entry.card.id,
@@ -400,7 +401,6 @@ def _not_sent(entry: PoolEntry, why: BackendError, call_id: str = "") -> CallRec
         cost_usd=0.0,
         latency_s=0.0,
         finish_reason="error",
-        call_id=call_id,
         error=f"{why.kind}: {why}",
         attempts=0,
     )

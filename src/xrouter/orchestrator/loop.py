@@ -49,7 +49,7 @@ from xrouter.core.types import (
 )
 from xrouter.orchestrator.budget import Budget
 from xrouter.orchestrator.calls import CallRunner
-from xrouter.orchestrator.limits import Limits
+from xrouter.orchestrator.limits import Limits, with_margin
 from xrouter.orchestrator.parsing import ToolCall
 from xrouter.orchestrator.result import (
     EMPTY_REPLY,
@@ -183,12 +183,19 @@ class Orchestrator:
         last: RouterTurn | None = None
         # Each model's worst case is priced once; each turn offers those that fit
         # what is left then.
+        # Nor is a model offered whose context window cannot hold the prompt
+        # (its call would not be sent), unless none can. The prompt is counted
+        # once for both.
+        request = self._request(view.messages, view.caller, item_id)
+        tokens = count_request_tokens(request)
         worst = None
         if not math.isinf(budget.available_usd):
-            worst = self.worst_cases(view.messages, view.caller, item_id)
-        # Nor is a model offered whose context window cannot hold the prompt
-        # (its call would not be sent), unless none can.
-        roomy = self.roomy(view.messages, view.caller, item_id)
+            worst = self._priced(request, with_margin(tokens))
+        roomy = {
+            entry.card.id
+            for entry in self.pool
+            if self.calls.unfit(entry, request, tokens) is None
+        }
         for turn in range(1, limits.max_turns + 1):
             view.turn, view.budget_left_usd = turn, budget.available_usd
             if worst is not None:
@@ -241,21 +248,6 @@ class Orchestrator:
         worst = self.worst_cases(messages, caller, item_id)
         return _fitting(worst, budget.available_usd)
 
-    def roomy(
-        self,
-        messages: Sequence[Message],
-        caller: CallerOptions,
-        item_id: str | None = None,
-    ) -> set[str]:
-        """The pool models whose context window holds a call of ``messages``."""
-        request = self._request(messages, caller, item_id)
-        tokens = count_request_tokens(request)
-        return {
-            entry.card.id
-            for entry in self.pool
-            if self.calls.unfit(entry, request, tokens) is None
-        }
-
     def worst_cases(
         self,
         messages: Sequence[Message],
@@ -264,7 +256,13 @@ class Orchestrator:
     ) -> list[tuple[ModelCard, float]]:
         """Each pool model with the most a call of ``messages`` may cost on it."""
         request = self._request(messages, caller, item_id)
-        prompt = self.calls.prompt_allowance(request)  # counted once for all
+        return self._priced(request, self.calls.prompt_allowance(request))
+
+    def _priced(
+        self, request: ChatRequest, prompt: int
+    ) -> list[tuple[ModelCard, float]]:
+        """Each pool model with its worst case for ``request``, whose prompt
+        allowance (counted once for all) is ``prompt``."""
         return [
             (entry.card, self.calls.worst_case(entry, request, prompt))
             for entry in self.pool

@@ -162,11 +162,7 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
     async def models(request: Request) -> JSONResponse:
         service.authenticate(request)
         await gateway.wait_ready(START_WAIT_S)
-        created = int(time.time())
-        data = [
-            {"id": name, "object": "model", "created": created, "owned_by": "xrouter"}
-            for name in gateway.models()
-        ]
+        data = [_model_object(name) for name in gateway.models()]
         return JSONResponse({"object": "list", "data": data})
 
     @app.get("/v1/models/{model:path}")
@@ -174,15 +170,8 @@ def create_app(config: GatewayConfig, gateway: Gateway | None = None) -> FastAPI
         service.authenticate(request)
         await gateway.wait_ready(START_WAIT_S)
         target = gateway.target(model)  # an unknown name: 404, as a chat gets
-        name = model.strip() if target.routed else target.model
-        created = int(time.time())
-        card = {
-            "id": name,
-            "object": "model",
-            "created": created,
-            "owned_by": "xrouter",
-        }
-        return JSONResponse(card)
+        name = target.model if target.model is not None else model.strip()
+        return JSONResponse(_model_object(name))
 
     @app.post(CHAT_PATH)
     async def chat(request: Request) -> Response:
@@ -351,6 +340,12 @@ def _stream_mode(request: Request, default: str) -> str:
             f"answer streams), got {given[:64]!r}",
         )
     return given
+
+
+def _model_object(name: str) -> dict[str, object]:
+    """A model as OpenAI's models endpoints describe one."""
+    created = int(time.time())
+    return {"id": name, "object": "model", "created": created, "owned_by": "xrouter"}
 
 
 def _ceiling(request: Request, header: str) -> list[Ledger]:
